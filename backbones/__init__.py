@@ -1,0 +1,1 @@
+"""Network parts: the sparse voxel backbone and the detector blocks."""

@@ -1,0 +1,1 @@
+"""Event data: readers and writers, windowing, voxelization, RVT preprocessing, synthetic scenes."""

@@ -1,0 +1,1 @@
+"""ESIM-style synthetic traffic recordings with box labels."""

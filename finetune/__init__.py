@@ -1,0 +1,1 @@
+"""Fine-tuning the pretrained encoder into the RVT/YOLOX detector, and its evaluation."""

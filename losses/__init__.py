@@ -1,0 +1,1 @@
+"""Pretraining losses, each a small nn.Module with its weights as constructor arguments."""

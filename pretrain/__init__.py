@@ -1,0 +1,1 @@
+"""Self-supervised pretraining: EMA teacher, masked student, Lightning training loop."""
