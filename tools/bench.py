@@ -11,6 +11,7 @@ import sys
 BENCHMARKS = {
     "voxelize": "events.benchmarks:bench_voxelize",
     "evt3": "events.benchmarks:bench_evt3",
+    "backbone": "backbones.benchmarks:bench_backbone",
 }
 
 

@@ -1,0 +1,117 @@
+"""Speed of the sparse backbone against a dense ``Conv3d`` network of the same shape.
+
+The dense twin has the same stages, channels, kernels, strides, padding and residual blocks
+(submanifold convs become ordinary 3x3x3 convs), so the comparison isolates what sparsity buys
+at a given occupancy. Voxels are drawn uniformly at random: the worst case for sparse convs,
+since scattered sites dilate most under strided convs; real events cluster along edges.
+Timings are medians of forward + backward (training mode) on one thread by default.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from events.benchmarks import median_ms
+
+from .sparse_resnet import SparseVoxelBackbone
+from .spconv_compat import spconv
+
+
+class _DenseBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1 = nn.Conv3d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm3d(c, eps=1e-3, momentum=0.01)
+        self.conv2 = nn.Conv3d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm3d(c, eps=1e-3, momentum=0.01)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + x)
+
+
+def dense_twin(sparse: SparseVoxelBackbone) -> nn.Module:
+    """A dense network with the sparse backbone's layout, built from its configuration."""
+    def cbr(c_in, c_out, kernel, stride, padding):
+        return [nn.Conv3d(c_in, c_out, kernel, stride, padding, bias=False),
+                nn.BatchNorm3d(c_out, eps=1e-3, momentum=0.01), nn.ReLU()]
+
+    stages = [nn.Sequential(*cbr(sparse.in_channels, sparse.channels[0], 3, 1, 1))]
+    c_prev = sparse.channels[0]
+    for i, (c, n, s) in enumerate(zip(sparse.channels, sparse.blocks, sparse.strides)):
+        layers = []
+        if s != (1, 1, 1):
+            layers += cbr(c_prev, c, tuple(2 * k - 1 for k in s), s, tuple(k - 1 for k in s))
+        elif i > 0:
+            layers += cbr(c_prev, c, 3, 1, 1)
+        layers += [_DenseBlock(c) for _ in range(n)]
+        stages.append(nn.Sequential(*layers))
+        c_prev = c
+    return _DenseStack(stages)
+
+
+class _DenseStack(nn.Module):
+    def __init__(self, stages):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x):
+        x = self.stages[0](x)
+        outs = []
+        for stage in self.stages[1:]:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+
+def random_voxels(batch_size: int, grid: Sequence[int], occupancy: float, channels: int,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique sorted (batch, t, y, x) int32 coordinates filling ``occupancy`` of each sample's grid."""
+    T, H, W = grid
+    cells = T * H * W
+    n = max(1, round(occupancy * cells))
+    coords = []
+    for b in range(batch_size):
+        lin = torch.randperm(cells, generator=generator)[:n].sort().values
+        coords.append(torch.stack([torch.full_like(lin, b), lin // (H * W), lin // W % H, lin % W], 1))
+    coords = torch.cat(coords).to(torch.int32).contiguous()
+    return coords, torch.rand(len(coords), channels, generator=generator)
+
+
+def _step(model, make_input):
+    model.zero_grad(set_to_none=True)
+    out = model(make_input())
+    feats = [o.features for o in out.values()] if isinstance(out, dict) else out
+    sum(f.float().mean() for f in feats).backward()
+
+
+def bench_backbone(grid: Sequence[int] = (10, 90, 160), batch_size: int = 2,
+                   occupancies: Sequence[float] = (0.02, 0.05, 0.20), repeats: int = 5,
+                   threads: int | None = 1, seed: int = 0) -> dict:
+    """Forward + backward time of ``SparseVoxelBackbone()`` and its dense twin on a
+    ``batch_size`` x ``grid`` (T, H, W) input. The dense cost does not depend on occupancy, so it
+    is measured once and shared by every row."""
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        sparse = SparseVoxelBackbone().train()
+        dense = dense_twin(sparse).train()
+        T, H, W = grid
+        dense_x = torch.rand(batch_size, sparse.in_channels, T, H, W, generator=gen)
+        dense_ms = median_ms(lambda: _step(dense, lambda: dense_x), repeats)
+        rows = []
+        for occ in occupancies:
+            coords, feats = random_voxels(batch_size, grid, occ, sparse.in_channels, gen)
+            make = lambda: spconv.SparseConvTensor(feats, coords, list(grid), batch_size)  # noqa: E731
+            sparse_ms = median_ms(lambda: _step(sparse, make), repeats)
+            rows.append({"occupancy": occ, "voxels": len(coords), "sparse_ms": round(sparse_ms, 1),
+                         "dense_ms": round(dense_ms, 1), "speedup": round(dense_ms / sparse_ms, 2)})
+    finally:
+        torch.set_num_threads(old_threads)
+    return {"benchmark": "backbone", "grid": list(grid), "batch_size": batch_size,
+            "threads": threads or old_threads, "repeats": repeats, "rows": rows}

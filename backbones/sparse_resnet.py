@@ -1,0 +1,152 @@
+"""Sparse residual voxel backbone over (t, y, x), after OpenPCDet's ``VoxelResBackBone8x``.
+
+Module names follow OpenPCDet (``conv_input``, ``conv1`` .. ``conv4``; a stage's opening
+downsampling conv is ``convN.0``, its residual blocks follow), so weights move between the
+pretraining model and the detector by name and shape.
+
+Default strides, per stage, as (t, y, x): (1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2), which gives
+cumulative strides 1/1/2/4 in time and 1/2/4/8 in space. The time axis has only ~10 bins against
+hundreds of pixels: halving it in every stage would leave 10 -> 5 -> 3 -> 2 bins, close to no
+temporal order at all at the coarsest scale, where the latent reconstruction targets live. Keeping
+full time resolution through the first downsampling leaves 10 -> 10 -> 5 -> 3 bins (early, middle,
+late in the window), while space reaches the stride 8 the design asks for. The detector compresses
+time afterwards anyway.
+
+A downsampling conv uses kernel ``2s - 1`` and padding ``s - 1`` per axis (3 and 1 for stride 2,
+as OpenPCDet), so every output side is ``ceil(side / s)``. On a stride-1 axis that is a kernel of
+1: a 3-wide kernel there would dilate the active set along that axis (more voxels, no gain in
+resolution), and the residual blocks mix along it anyway.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from torch import nn
+
+from .spconv_compat import spconv, to_sparse_tensor
+
+Triple = tuple[int, int, int]
+DEFAULT_CHANNELS = (16, 32, 64, 128)
+DEFAULT_BLOCKS = (2, 2, 2, 2)
+DEFAULT_STRIDES: tuple[Triple, ...] = ((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2))
+
+
+def _norm(channels: int) -> nn.BatchNorm1d:
+    # OpenPCDet's values; the larger eps also keeps fp16 training away from division blow-ups.
+    return nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
+
+
+class SparseBasicBlock(spconv.SparseModule):
+    """Two 3x3x3 submanifold convs with a residual connection; keeps channels and coordinates,
+    so the identity needs no projection. Both convs share one ``indice_key`` (same sites, kernel
+    and dilation), so the neighbour pairs are computed once per stage."""
+
+    def __init__(self, channels: int, indice_key: str):
+        super().__init__()
+        self.conv1 = spconv.SubMConv3d(channels, channels, 3, padding=1, bias=False, indice_key=indice_key)
+        self.bn1 = _norm(channels)
+        self.conv2 = spconv.SubMConv3d(channels, channels, 3, padding=1, bias=False, indice_key=indice_key)
+        self.bn2 = _norm(channels)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
+        out = self.conv1(x)
+        out = out.replace_feature(self.relu(self.bn1(out.features)))
+        out = self.conv2(out)
+        out = out.replace_feature(self.relu(self.bn2(out.features) + x.features))
+        return out
+
+
+def _down_block(c_in: int, c_out: int, stride: Triple, indice_key: str) -> spconv.SparseSequential:
+    kernel = tuple(2 * s - 1 for s in stride)
+    padding = tuple(s - 1 for s in stride)
+    conv = spconv.SparseConv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False,
+                               indice_key=indice_key)
+    return spconv.SparseSequential(conv, _norm(c_out), nn.ReLU())
+
+
+def _channel_block(c_in: int, c_out: int, indice_key: str) -> spconv.SparseSequential:
+    """Opening of a stage that does not downsample: a submanifold conv changes the width.
+    (A kernel-1 sparse conv would hit spconv's 1x1 path, which reads its weight transposed.)"""
+    conv = spconv.SubMConv3d(c_in, c_out, 3, padding=1, bias=False, indice_key=indice_key)
+    return spconv.SparseSequential(conv, _norm(c_out), nn.ReLU())
+
+
+class SparseVoxelBackbone(nn.Module):
+    """Sparse voxels (N, in_channels) on a (T, H, W) grid -> features at four scales.
+
+    ``forward`` returns ``{"x_conv1": ..., "x_conv4": ...}``; ``out_strides`` and ``out_channels``
+    give each output's cumulative (t, y, x) stride and width, ``output_shapes`` its grid. Stage i
+    (1-based) opens with a strided ``SparseConv3d`` under ``indice_key=f"spconv{i}"``, which a
+    decoder inverts with ``SparseInverseConv3d(indice_key=f"spconv{i}")``; its residual blocks use
+    ``f"subm{i}"``. Stage 1 has no opening conv when its stride is 1 (``conv_input`` already sets
+    its width)."""
+
+    def __init__(self, in_channels: int = 3, channels: Sequence[int] = DEFAULT_CHANNELS,
+                 blocks: Sequence[int] = DEFAULT_BLOCKS, strides: Sequence[Sequence[int]] = DEFAULT_STRIDES):
+        super().__init__()
+        strides = tuple(tuple(int(v) for v in s) for s in strides)
+        if not len(channels) == len(blocks) == len(strides):
+            raise ValueError(f"channels, blocks and strides need one entry per stage: "
+                             f"{len(channels)}, {len(blocks)}, {len(strides)}")
+        if any(len(s) != 3 or min(s) < 1 for s in strides):
+            raise ValueError(f"each stride must be three positive ints (t, y, x), got {strides}")
+        self.in_channels = in_channels
+        self.channels = tuple(channels)
+        self.blocks = tuple(blocks)
+        self.strides = strides
+
+        self.conv_input = spconv.SparseSequential(
+            spconv.SubMConv3d(in_channels, channels[0], 3, padding=1, bias=False, indice_key="subm1"),
+            _norm(channels[0]),
+            nn.ReLU(),
+        )
+        c_prev = channels[0]
+        for i, (c, n, s) in enumerate(zip(channels, blocks, strides), start=1):
+            layers = []
+            if s != (1, 1, 1):
+                layers.append(_down_block(c_prev, c, s, f"spconv{i}"))
+            elif i > 1:
+                layers.append(_channel_block(c_prev, c, f"subm{i}"))
+            layers += [SparseBasicBlock(c, f"subm{i}") for _ in range(n)]
+            setattr(self, f"conv{i}", spconv.SparseSequential(*layers))
+            c_prev = c
+
+        names = [f"x_conv{i}" for i in range(1, len(channels) + 1)]
+        cumulative = [(1, 1, 1)]
+        for s in strides:
+            cumulative.append(tuple(a * b for a, b in zip(cumulative[-1], s)))
+        self.out_strides: dict[str, Triple] = dict(zip(names, cumulative[1:]))
+        self.out_channels: dict[str, int] = dict(zip(names, self.channels))
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.channels)
+
+    def output_shapes(self, spatial_shape: Sequence[int]) -> dict[str, Triple]:
+        """Grid (T, H, W) of each output for an input grid: each stage takes ``ceil(side / s)``."""
+        shapes, shape = {}, tuple(int(v) for v in spatial_shape)
+        for name, s in zip(self.out_strides, self.strides):
+            shape = tuple(math.ceil(d / k) for d, k in zip(shape, s))
+            shapes[name] = shape
+        return shapes
+
+    def downsample_kernel(self, stage: int) -> Triple | None:
+        """Kernel of stage ``stage``'s (1-based) strided opening conv, or None if it has none: the
+        kernel a ``SparseInverseConv3d(indice_key=f"spconv{stage}")`` must be given."""
+        s = self.strides[stage - 1]
+        return None if s == (1, 1, 1) else tuple(2 * k - 1 for k in s)
+
+    def forward(self, x) -> dict[str, spconv.SparseConvTensor]:
+        """``x``: a ``SparseConvTensor`` (or a ``VoxelBatch``, converted). Every output carries the
+        shared ``indice_dict``, so a decoder can invert any stage from the deepest output."""
+        if not isinstance(x, spconv.SparseConvTensor):
+            x = to_sparse_tensor(x)
+        x = self.conv_input(x)
+        out = {}
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"conv{i}")(x)
+            out[f"x_conv{i}"] = x
+        return out
+

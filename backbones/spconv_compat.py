@@ -1,0 +1,89 @@
+"""The one place spconv is imported from: ``from backbones.spconv_compat import spconv``.
+
+Importing it fixes two faults of spconv 2.3.x on CPU; applying the fixes again is a no-op.
+
+1. The backward pass asks torch for the current CUDA stream, which raises "Torch not compiled with
+   CUDA enabled" on a CPU-only torch. The stream is only a handle that CPU kernels ignore, so
+   without CUDA the lookup returns 0. With CUDA present it is left alone.
+2. The CPU scatter-add behind every sparse conv (``GatherCPU::scatter_add``, also used for the
+   input gradient) keeps its row pointers outside the parallel loop, shared by all OpenMP threads,
+   so threads add rows into each other's targets: wrong features and gradients that change from
+   run to run, with no error. It follows torch's thread count (measured:
+   correct with ``torch.set_num_threads(1)``, wrong in most runs with 2). The sparse conv and pool
+   ops therefore run with one thread when their tensors are on CPU; CUDA tensors are untouched.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import spconv.pytorch as spconv
+from spconv.pytorch import cppcore, hash as sp_hash, ops
+
+__all__ = ["spconv", "patch_cpu_stream", "patch_cpu_threads", "to_sparse_tensor"]
+
+# Modules that bound ``get_current_stream`` by name at import time: each needs its own rebinding.
+_STREAM_USERS = (cppcore, ops, sp_hash)
+
+
+def _no_stream() -> int:
+    return 0
+
+
+def patch_cpu_stream() -> bool:
+    """Make spconv's backward pass work without CUDA. Returns whether the patch is in effect."""
+    if torch.cuda.is_available():
+        return False
+    for module in _STREAM_USERS:
+        if getattr(module, "get_current_stream", None) is not _no_stream:
+            module.get_current_stream = _no_stream
+    return True
+
+
+# Ops that reach spconv's OpenMP gather/scatter kernels; conv.py and functional.py look them up on
+# ``ops`` at call time, so rebinding them here reaches every conv and pool module. Neighbour-pair
+# generation was not seen to race, but runs on the same machinery and costs ~2 % of a step.
+_THREADED_OPS = ("indice_conv", "indice_conv_backward", "indice_maxpool", "indice_maxpool_backward",
+                 "get_indice_pairs")
+
+
+def _single_threaded_on_cpu(fn):
+    @functools.wraps(fn)
+    def wrapper(features, *args, **kwargs):
+        threads = torch.get_num_threads()
+        if features.is_cuda or threads == 1:
+            return fn(features, *args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return fn(features, *args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    wrapper.evcmae_single_threaded = True
+    return wrapper
+
+
+def patch_cpu_threads() -> None:
+    """Run spconv's CPU conv/pool kernels single-threaded (see the module docstring, fault 2)."""
+    for name in _THREADED_OPS:
+        fn = getattr(ops, name)
+        if not getattr(fn, "evcmae_single_threaded", False):
+            setattr(ops, name, _single_threaded_on_cpu(fn))
+
+
+def to_sparse_tensor(voxels) -> spconv.SparseConvTensor:
+    """A ``VoxelBatch`` (or anything with coords, features, spatial_shape, batch_size) as spconv input.
+
+    Both tensors are made contiguous: spconv reads raw memory and ignores strides, and torch
+    returns e.g. ``nonzero()`` results column-major, which spconv would silently misread as
+    other coordinates (wrong neighbour pairs, no error)."""
+    return spconv.SparseConvTensor(
+        voxels.features.contiguous(),
+        voxels.coords.to(torch.int32).contiguous(),
+        [int(s) for s in voxels.spatial_shape],
+        int(voxels.batch_size),
+    )
+
+
+patch_cpu_stream()
+patch_cpu_threads()
