@@ -4,7 +4,7 @@ from setuptools import setup
 
 # The command-line scripts live in tools/ (not an importable package in the checkout); they are
 # installed under the package name ``evcmae_tools`` so nothing shadows a common module name.
-PACKAGES = ["events", "events.synth", "pretrain", "finetune", "losses", "backbones", "evcmae_tools"]
+PACKAGES = ["events", "events.synth", "pretrain", "finetune", "losses", "backbones", "evcmae_tools", "evcmae_conf"]
 
 SPCONV_CPU = "spconv>=2.3.6,<2.4"
 EXTRAS = {
@@ -12,7 +12,8 @@ EXTRAS = {
     "cu120": ["spconv-cu120==2.3.6", "faiss-gpu-cu12"],
     "cu126": ["spconv-cu126>=2.3.8,<2.4", "faiss-gpu-cu12"],
     "aedat": ["aedat>=2.0"],
-    "dev": ["pytest>=7", "aedat>=2.0"],
+    "slurm": ["hydra-submitit-launcher>=1.2"],
+    "dev": ["pytest>=7", "aedat>=2.0", "hydra-submitit-launcher>=1.2", "tensorboard>=2.10"],
 }
 
 setup(
@@ -23,7 +24,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=PACKAGES,
-    package_dir={"evcmae_tools": "tools"},
+    package_dir={"evcmae_tools": "tools", "evcmae_conf": "conf"},
+    package_data={"evcmae_conf": ["*.yaml", "*/*.yaml"]},
     install_requires=[
         "numpy>=1.24",
         "torch>=2.1",
@@ -32,6 +34,10 @@ setup(
         "tqdm>=4.60",
         "pillow>=9",
         "matplotlib>=3.6",
+        "pytorch-lightning>=2.1",
+        "hydra-core>=1.3",
+        "einops>=0.6",
+        "wandb>=0.16",
     ],
     extras_require=EXTRAS,
     entry_points={
@@ -41,6 +47,8 @@ setup(
             "evcmae-synth = evcmae_tools.synth:main",
             "evcmae-viz = evcmae_tools.visualize:main",
             "evcmae-bench = evcmae_tools.bench:main",
+            "evcmae-pretrain = evcmae_tools.pretrain:main",
+            "evcmae-sweep-summary = evcmae_tools.sweep_summary:main",
         ]
     },
 )
