@@ -119,6 +119,21 @@ def read_units(path, offset: int, dtype, truncated: str, what: str) -> np.ndarra
     return np.fromfile(path, dtype=dtype, count=n_bytes // dtype.itemsize, offset=offset)
 
 
+def read_raw(path, decode, word_dtype: str, what: str, no_time_reason: str, on_unsorted: str,
+             width: int | None, height: int | None, truncated: str) -> Events:
+    """A whole Prophesee RAW file: its header's geometry, its words through ``decode``, then the
+    checks every reader applies. ``width``/``height`` override the header's geometry."""
+    path, lines, offset = open_raw(path, truncated)
+    if not lines:
+        raise EventFileError(path, "no '%' header: not a Prophesee RAW file")
+    hw, hh = header_geometry(header_fields(lines))
+    words = read_units(path, offset, word_dtype, truncated, what)
+    events = decode(words, width if width is not None else hw, height if height is not None else hh, path)
+    if events.dropped_no_time:
+        warnings.warn(f"{path}: dropped {events.dropped_no_time} events {no_time_reason}", stacklevel=3)
+    return check_events(events, path, on_unsorted)
+
+
 def read_dat(path, on_unsorted: str = "error", width: int | None = None, height: int | None = None,
              truncated: str = "error") -> Events:
     """A whole DAT file. ``width``/``height`` override the header's ``% Width``/``% Height``."""

@@ -9,8 +9,8 @@ import warnings
 
 import numpy as np
 
-from .container import Events, check_events
-from .dat import header_fields, header_geometry, open_raw, read_units
+from .container import Events
+from .dat import read_raw
 from .errors import EventFileError
 
 CD_OFF, CD_ON, TIME_HIGH, EXT_TRIGGER, OTHERS, CONTINUED = 0x0, 0x1, 0x8, 0xA, 0xE, 0xF
@@ -83,14 +83,4 @@ def decode_evt2(words: np.ndarray, width: int | None = None, height: int | None 
 def read_evt2(path, on_unsorted: str = "error", width: int | None = None, height: int | None = None,
               truncated: str = "error") -> Events:
     """A whole EVT 2.0 RAW file. ``width``/``height`` override the header's geometry."""
-    path, lines, offset = open_raw(path, truncated)
-    if not lines:
-        raise EventFileError(path, "no '%' header: not a Prophesee RAW file")
-    hw, hh = header_geometry(header_fields(lines))
-    words = read_units(path, offset, "<u4", truncated, "EVT 2.0 data")
-    events = decode_evt2(words, width if width is not None else hw,
-                         height if height is not None else hh, path)
-    if events.dropped_no_time:
-        warnings.warn(f"{path}: dropped {events.dropped_no_time} events before the first TIME_HIGH "
-                      "word (no valid time)", stacklevel=2)
-    return check_events(events, path, on_unsorted)
+    return read_raw(path, decode_evt2, "<u4", "EVT 2.0 data", "before the first TIME_HIGH word (no valid time)", on_unsorted, width, height, truncated)

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import datetime
 import os
-import warnings
 
 import numpy as np
 
-from .container import Events, check_events
-from .dat import header_fields, header_geometry, open_raw, read_units
-from .errors import EventFileError
+from .container import Events
+from .dat import read_raw
 from .evt2 import check_word_types, unwrap_counter
 
 ADDR_Y, EM_Y, ADDR_X, VECT_BASE_X, VECT_12, VECT_8 = 0x0, 0x1, 0x2, 0x3, 0x4, 0x5
@@ -133,17 +131,7 @@ def decode_evt3(words: np.ndarray, width: int | None = None, height: int | None 
 def read_evt3(path, on_unsorted: str = "error", width: int | None = None, height: int | None = None,
               truncated: str = "error") -> Events:
     """A whole EVT 3.0 RAW file. ``width``/``height`` override the header's geometry."""
-    path, lines, offset = open_raw(path, truncated)
-    if not lines:
-        raise EventFileError(path, "no '%' header: not a Prophesee RAW file")
-    hw, hh = header_geometry(header_fields(lines))
-    words = read_units(path, offset, "<u2", truncated, "EVT 3.0 data")
-    events = decode_evt3(words, width if width is not None else hw,
-                         height if height is not None else hh, path)
-    if events.dropped_no_time:
-        warnings.warn(f"{path}: dropped {events.dropped_no_time} events that came before the stream "
-                      "set their time or row", stacklevel=2)
-    return check_events(events, path, on_unsorted)
+    return read_raw(path, decode_evt3, "<u2", "EVT 3.0 data", "that came before the stream set their time or row", on_unsorted, width, height, truncated)
 
 
 # -- encoding --------------------------------------------------------------------------------------
