@@ -38,6 +38,7 @@ setup(
         "hydra-core>=1.3",
         "einops>=0.6",
         "wandb>=0.16",
+        "pycocotools>=2.0.6",
     ],
     extras_require=EXTRAS,
     entry_points={
@@ -49,6 +50,7 @@ setup(
             "evcmae-bench = evcmae_tools.bench:main",
             "evcmae-pretrain = evcmae_tools.pretrain:main",
             "evcmae-sweep-summary = evcmae_tools.sweep_summary:main",
+            "evcmae-compare = evcmae_tools.compare:main",
         ]
     },
 )

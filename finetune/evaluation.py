@@ -1,0 +1,419 @@
+"""Detection evaluation under the Prophesee protocol (DESIGN.md §4), computed with pycocotools.
+
+The protocol, as implemented by Prophesee's toolbox and by RVT (``utils/evaluation/prophesee``):
+
+* boxes (ground truth *and* predictions) at or before ``skip_ts_us`` (0.5 s) after the start of
+  their recording are dropped: the detector has too little history there to be judged;
+* boxes (ground truth *and* predictions) below a size filter are dropped: diagonal
+  ``>= min_box_diag`` and both sides ``>= min_box_side`` are kept. Values per camera are in
+  ``SIZE_FILTERS``; Gen4 at full resolution uses 60/20, so at half resolution (eTraM and Gen4 at
+  640x360, the default here) 30/10, which are also Gen1's values at its native 304x240;
+* every time at which at least one ground-truth box survives the filters is one COCO "image";
+  predictions are gathered per image by time (exactly, unless ``time_tol_us`` > 0), all others
+  are ignored. Prophesee's code accepts predictions within +-50 ms by default; RVT predicts only
+  at label times, so exact matching gives the same numbers there.
+* COCO AP with pycocotools' defaults: IoU thresholds 0.50:0.05:0.95 (a match needs IoU >= the
+  threshold), 101 recall points, at most 100 detections per image and class, size ranges
+  small < 32², medium 32²–96², large > 96² px² (in the evaluated resolution's pixels).
+
+"AP" is the COCO figure: the mean over classes that have ground truth (what RVT reports).
+"AP_class_agnostic" merges all classes into one before matching (eTraM's "All" figure).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from events.labels import BBOX_DTYPE, as_bbox_array
+
+# ---------------------------------------------------------------------------------------------
+# Class maps. Index = class_id in the label files.
+CLASS_SETS: dict[str, tuple[str, ...]] = {
+    "etram8": ("pedestrian", "car", "bicycle", "bus", "motorbike", "truck", "tram", "wheelchair"),
+    "etram3": ("pedestrian", "vehicle", "micro-mobility"),
+    "gen4": ("pedestrian", "two-wheeler", "car"),
+    "gen1": ("car", "pedestrian"),
+}
+# eTraM 8 classes -> 3 super-classes (vehicle = car, bus, truck, tram; micro-mobility = bicycle,
+# motorbike, wheelchair), as an index table: ETRAM8_TO_3[id8] = id3.
+ETRAM8_TO_3: tuple[int, ...] = (0, 1, 2, 1, 2, 1, 1, 2)
+
+# (min_box_diag, min_box_side) in pixels of the evaluated resolution.
+SIZE_FILTERS: dict[str, tuple[float, float]] = {
+    "gen1": (30.0, 10.0),      # 304x240
+    "gen4": (60.0, 20.0),      # 1280x720
+    "gen4_ds2": (30.0, 10.0),  # 640x360: Gen4 / eTraM downsampled by 2 (the default)
+}
+
+AP_KEYS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
+BACKGROUND = "background"
+MISSED = "missed"
+
+
+def class_names(classes: str | Sequence[str]) -> tuple[str, ...]:
+    """A class-set name from ``CLASS_SETS`` or an explicit list, so configs can say either."""
+    return CLASS_SETS[classes] if isinstance(classes, str) else tuple(classes)
+
+
+def remap_classes(boxes: np.ndarray, mapping: Sequence[int] = ETRAM8_TO_3) -> np.ndarray:
+    """A copy with ``class_id`` sent through ``mapping`` (e.g. eTraM's 8 classes to 3)."""
+    out = as_bbox_array(np.asarray(boxes)).copy()
+    table = np.asarray(mapping, dtype=np.int64)
+    if len(out) and int(out["class_id"].max()) >= len(table):
+        raise ValueError(f"class_id {int(out['class_id'].max())} has no entry in a {len(table)}-class map")
+    out["class_id"] = table[out["class_id"].astype(np.int64)]
+    return out
+
+
+def detections_to_boxes(detections, t_us: int) -> np.ndarray:
+    """``finetune.postprocess`` rows (x1, y1, x2, y2, obj, cls_conf, class) at one label time as
+    ``BBOX_DTYPE``, scored ``obj * cls_conf`` as YOLOX/RVT do; accepts a tensor or an array."""
+    if hasattr(detections, "detach"):
+        detections = detections.detach().cpu().numpy()
+    d = np.asarray(detections, dtype=np.float64).reshape(-1, 7)
+    out = np.zeros(len(d), dtype=BBOX_DTYPE)
+    out["t"] = int(t_us)
+    out["x"], out["y"] = d[:, 0], d[:, 1]
+    out["w"], out["h"] = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
+    out["class_id"] = d[:, 6].astype(np.int64)
+    out["class_confidence"] = d[:, 4] * d[:, 5]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalConfig:
+    """Protocol settings; defaults are eTraM / Gen4 at half resolution (640x360)."""
+
+    skip_ts_us: int = 500_000
+    min_box_diag: float = 30.0
+    min_box_side: float = 10.0
+    time_tol_us: int = 0
+    confusion_score: float = 0.3
+    confusion_iou: float = 0.5
+
+    @classmethod
+    def for_camera(cls, camera: str, **overrides) -> "EvalConfig":
+        diag, side = SIZE_FILTERS[camera]
+        return cls(min_box_diag=diag, min_box_side=side, **overrides)
+
+
+@dataclass
+class Recording:
+    """One recording's boxes (``BBOX_DTYPE``; predictions score with ``class_confidence``).
+
+    ``t0_us`` is the recording's start time, from which the 0.5 s skip is measured; Prophesee and
+    RVT assume recordings start at 0."""
+
+    gt: np.ndarray
+    pred: np.ndarray
+    height: int
+    width: int
+    t0_us: int = 0
+    name: str = ""
+
+
+@dataclass
+class Frame:
+    """One labelled time of one recording: a COCO image."""
+
+    recording: int
+    t: int
+    gt: np.ndarray
+    pred: np.ndarray
+    height: int
+    width: int
+
+
+@dataclass
+class _Counts:
+    recordings: int = 0
+    images: int = 0
+    gt: int = 0
+    pred: int = 0
+    gt_dropped_skip: int = 0
+    gt_dropped_size: int = 0
+    pred_dropped_skip: int = 0
+    pred_dropped_size: int = 0
+    pred_outside_label_times: int = 0
+    gt_per_class: dict = field(default_factory=dict)
+
+
+def filter_boxes(boxes: np.ndarray, config: EvalConfig = EvalConfig(), t0_us: int = 0) -> np.ndarray:
+    """Boxes kept by the protocol: after the skip window and not below the size filter."""
+    return boxes[_keep_time(boxes, config, t0_us) & _keep_size(boxes, config)]
+
+
+def _keep_time(boxes, config, t0_us):
+    return (boxes["t"].astype(np.int64) - int(t0_us)) > int(config.skip_ts_us)
+
+
+def _keep_size(boxes, config):
+    w = boxes["w"].astype(np.float64)
+    h = boxes["h"].astype(np.float64)
+    # Squared diagonal against squared threshold, as Prophesee does (no square-root rounding).
+    return (w * w + h * h >= float(config.min_box_diag) ** 2) & (w >= config.min_box_side) & (h >= config.min_box_side)
+
+
+def label_frames(recordings: Iterable[Recording], config: EvalConfig = EvalConfig()):
+    """Filter every recording and cut it into frames at its labelled times -> (frames, counts)."""
+    frames: list[Frame] = []
+    counts = _Counts()
+    for index, rec in enumerate(recordings):
+        counts.recordings += 1
+        gt = _sorted(as_bbox_array(np.atleast_1d(np.asarray(rec.gt))))
+        pred = _sorted(as_bbox_array(np.atleast_1d(np.asarray(rec.pred))))
+        gt, gt_skip, gt_size = _split_drops(gt, config, rec.t0_us)
+        pred, pred_skip, pred_size = _split_drops(pred, config, rec.t0_us)
+        counts.gt_dropped_skip += gt_skip
+        counts.gt_dropped_size += gt_size
+        counts.pred_dropped_skip += pred_skip
+        counts.pred_dropped_size += pred_size
+        used = np.zeros(len(pred), dtype=bool)
+        tol = int(config.time_tol_us)
+        for t in np.unique(gt["t"]):
+            g0 = np.searchsorted(gt["t"], t, side="left")
+            g1 = np.searchsorted(gt["t"], t, side="right")
+            p0 = np.searchsorted(pred["t"], t - tol, side="left")
+            p1 = np.searchsorted(pred["t"], t + tol, side="right")
+            used[p0:p1] = True
+            frames.append(Frame(index, int(t), gt[g0:g1], pred[p0:p1], int(rec.height), int(rec.width)))
+        counts.pred_outside_label_times += int((~used).sum())
+    counts.images = len(frames)
+    counts.gt = sum(len(f.gt) for f in frames)
+    counts.pred = sum(len(f.pred) for f in frames)
+    return frames, counts
+
+
+def _sorted(boxes):
+    return boxes[np.argsort(boxes["t"], kind="stable")]
+
+
+def _split_drops(boxes, config, t0_us):
+    """Kept boxes, and how many went to the skip window and (of the rest) to the size filter."""
+    in_time = _keep_time(boxes, config, t0_us)
+    keep = in_time & _keep_size(boxes, config)
+    return boxes[keep], int((~in_time).sum()), int((in_time & ~keep).sum())
+
+
+# ---------------------------------------------------------------------------------------------
+def _coco_objects(frames: Sequence[Frame], names: Sequence[str], agnostic: bool):
+    """In-memory COCO ground truth and results (category id = class_id + 1, as Prophesee does);
+    results are built like ground truth rather than through ``loadRes``, which fails on none."""
+    from pycocotools.coco import COCO
+
+    categories = [{"id": 1, "name": "object"}] if agnostic else [
+        {"id": k + 1, "name": name} for k, name in enumerate(names)]
+    images, gts, dts = [], [], []
+    for image_id, frame in enumerate(frames, start=1):
+        images.append({"id": image_id, "height": frame.height, "width": frame.width})
+        for boxes, out in ((frame.gt, gts), (frame.pred, dts)):
+            for b in boxes:
+                w, h = float(b["w"]), float(b["h"])
+                ann = {"id": len(out) + 1, "image_id": image_id, "bbox": [float(b["x"]), float(b["y"]), w, h],
+                       "area": w * h, "category_id": 1 if agnostic else int(b["class_id"]) + 1, "iscrowd": 0}
+                if out is dts:
+                    ann["score"] = float(b["class_confidence"])
+                out.append(ann)
+    coco_gt, coco_dt = COCO(), COCO()
+    coco_gt.dataset = {"images": images, "annotations": gts, "categories": categories}
+    coco_dt.dataset = {"images": images, "annotations": dts, "categories": categories}
+    coco_gt.createIndex()
+    coco_dt.createIndex()
+    return coco_gt, coco_dt
+
+
+def _none_if_missing(value) -> float | None:
+    value = float(value)
+    return None if value < 0 or math.isnan(value) else value
+
+
+def coco_ap(frames: Sequence[Frame], names: Sequence[str], agnostic: bool = False) -> dict:
+    """pycocotools' six AP figures and AP per category (None where there is no ground truth).
+
+    pycocotools prints progress; it is captured so evaluation stays quiet in training logs."""
+    from pycocotools.cocoeval import COCOeval
+
+    n_cats = 1 if agnostic else len(names)
+    empty = {"stats": {k: None for k in AP_KEYS}, "per_category": [None] * n_cats}
+    if not frames:
+        return empty
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt, coco_dt = _coco_objects(frames, names, agnostic)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.params.imgIds = list(range(1, len(frames) + 1))
+        evaluator.params.catIds = list(range(1, n_cats + 1))
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    precision = evaluator.eval["precision"]  # [iou thr, recall, category, area range, max dets]
+    per_category = []
+    for k in range(n_cats):
+        p = precision[:, :, k, 0, -1]
+        per_category.append(float(p[p > -1].mean()) if (p > -1).any() else None)
+    stats = {key: _none_if_missing(evaluator.stats[i]) for i, key in enumerate(AP_KEYS)}
+    return {"stats": stats, "per_category": per_category}
+
+
+def evaluate_detection(recordings: Iterable[Recording], classes: str | Sequence[str] = "etram8",
+                       config: EvalConfig = EvalConfig()) -> dict:
+    """Prophesee-protocol metrics for a set of recordings; AP values are fractions in [0, 1]."""
+    frames, counts = label_frames(recordings, config)
+    return frame_metrics(frames, counts, classes, config)
+
+
+def frame_metrics(frames: Sequence[Frame], counts: _Counts, classes: str | Sequence[str] = "etram8",
+                  config: EvalConfig = EvalConfig()) -> dict:
+    """Metrics from already filtered frames (see :func:`label_frames`).
+
+    A class with no ground truth after filtering has AP ``None``: 0 would wrongly say the detector
+    failed on it; the class-averaged "AP" leaves it out, as COCO does."""
+    names = class_names(classes)
+    for f in frames:
+        for boxes, what in ((f.gt, "ground-truth"), (f.pred, "predicted")):
+            if len(boxes) and int(boxes["class_id"].max()) >= len(names):
+                raise ValueError(f"{what} class_id {int(boxes['class_id'].max())} is outside the "
+                                 f"{len(names)} classes {list(names)}")
+    per_class = coco_ap(frames, names)
+    agnostic = coco_ap(frames, names, agnostic=True)
+    gt_ids = np.concatenate([f.gt["class_id"] for f in frames]) if frames else np.zeros(0, np.int64)
+    counts.gt_per_class = {n: int((gt_ids == k).sum()) for k, n in enumerate(names)}
+    metrics = dict(per_class["stats"])
+    metrics["AP_class_agnostic"] = agnostic["stats"]["AP"]
+    metrics["AP_per_class"] = dict(zip(names, per_class["per_category"]))
+    metrics["class_agnostic"] = agnostic["stats"]
+    metrics["classes"] = list(names)
+    metrics["counts"] = asdict(counts)
+    metrics["protocol"] = {**asdict(config), "iou_thresholds": "0.50:0.05:0.95", "max_dets": 100,
+                           "area_ranges_px2": {"small": [0, 32 ** 2], "medium": [32 ** 2, 96 ** 2],
+                                               "large": [96 ** 2, None]}}
+    metrics["averaging"] = {
+        "AP": "COCO mean over classes with ground truth (RVT's figure)",
+        "AP_class_agnostic": "all classes merged into one before matching (eTraM's 'All')",
+    }
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU between every box of ``a`` and of ``b`` (x, y top-left, w, h), as COCO computes it."""
+    ax0, ay0 = a["x"].astype(np.float64)[:, None], a["y"].astype(np.float64)[:, None]
+    aw, ah = a["w"].astype(np.float64)[:, None], a["h"].astype(np.float64)[:, None]
+    bx0, by0 = b["x"].astype(np.float64)[None], b["y"].astype(np.float64)[None]
+    bw, bh = b["w"].astype(np.float64)[None], b["h"].astype(np.float64)[None]
+    iw = np.clip(np.minimum(ax0 + aw, bx0 + bw) - np.maximum(ax0, bx0), 0, None)
+    ih = np.clip(np.minimum(ay0 + ah, by0 + bh) - np.maximum(ay0, by0), 0, None)
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def confusion_matrix(frames: Sequence[Frame], classes: str | Sequence[str] = "etram8",
+                     score_threshold: float = 0.3, iou_threshold: float = 0.5) -> dict:
+    """Where detections go wrong: class confusions, false positives and misses.
+
+    Per frame, predictions scoring >= ``score_threshold`` are taken highest score first and each
+    matched to the still unmatched ground-truth box of highest IoU >= ``iou_threshold``, whatever
+    the classes (so a right box with the wrong class shows up as a confusion, not as a miss plus
+    a false positive). Rows: ground-truth class, then "background" (unmatched predictions);
+    columns: predicted class, then "missed" (unmatched ground truth)."""
+    names = class_names(classes)
+    n = len(names)
+    matrix = np.zeros((n + 1, n + 1), dtype=np.int64)
+    for frame in frames:
+        pred = frame.pred[frame.pred["class_confidence"] >= score_threshold]
+        pred = pred[np.argsort(-pred["class_confidence"], kind="stable")]
+        gt = frame.gt
+        iou = _iou_matrix(pred, gt) if len(pred) and len(gt) else np.zeros((len(pred), len(gt)))
+        taken = np.zeros(len(gt), dtype=bool)
+        for i, p in enumerate(pred):
+            candidates = np.where(~taken & (iou[i] >= iou_threshold))[0] if len(gt) else []
+            if len(candidates):
+                j = candidates[np.argmax(iou[i, candidates])]
+                taken[j] = True
+                matrix[int(gt[j]["class_id"]), int(p["class_id"])] += 1
+            else:
+                matrix[n, int(p["class_id"])] += 1
+        for j in np.where(~taken)[0]:
+            matrix[int(gt[j]["class_id"]), n] += 1
+    return {"rows": [*names, BACKGROUND], "columns": [*names, MISSED], "matrix": matrix.tolist(),
+            "score_threshold": float(score_threshold), "iou_threshold": float(iou_threshold)}
+
+
+def evaluate(recordings: Iterable[Recording], classes: str | Sequence[str] = "etram8",
+             config: EvalConfig = EvalConfig()) -> tuple[dict, dict]:
+    """Metrics and confusion matrix from one pass of filtering: ``(metrics, confusion)``."""
+    frames, counts = label_frames(recordings, config)
+    metrics = frame_metrics(frames, counts, classes, config)
+    confusion = confusion_matrix(frames, classes, config.confusion_score, config.confusion_iou)
+    return metrics, confusion
+
+
+# ---------------------------------------------------------------------------------------------
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def summary_text(metrics: dict) -> str:
+    """A small fixed-width table for people reading a run folder (values in percent)."""
+    c = metrics.get("counts", {})
+    lines = [
+        "Prophesee protocol, COCO AP in percent",
+        f"{c.get('images', '?')} label frames from {c.get('recordings', '?')} recordings; "
+        f"{c.get('gt', '?')} GT boxes, {c.get('pred', '?')} predictions evaluated "
+        f"({c.get('pred_outside_label_times', '?')} predictions outside label times ignored)",
+        "",
+        f"{'metric':<22}{'value':>8}",
+    ]
+    for key in (*AP_KEYS, "AP_class_agnostic"):
+        lines.append(f"{key:<22}{_pct(metrics.get(key)):>8}")
+    lines += ["", f"{'class':<22}{'AP':>8}{'GT':>8}"]
+    gt_per_class = c.get("gt_per_class", {})
+    for name, value in metrics.get("AP_per_class", {}).items():
+        lines.append(f"{name:<22}{_pct(value):>8}{gt_per_class.get(name, ''):>8}")
+    lines += ["", "AP: mean over classes with GT; AP_class_agnostic: classes merged; – = no GT"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(path: str | Path, confusion: dict) -> None:
+    """Counts in each cell, colour by share of the row, so rare classes stay readable."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    matrix = np.asarray(confusion["matrix"], dtype=np.float64)
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 1.6 + 0.7 * len(confusion["columns"])
+    fig = Figure(figsize=(size + 1.5, size))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (r, col), count in np.ndenumerate(matrix):
+        ax.text(col, r, f"{int(count)}", ha="center", va="center", fontsize=8,
+                color="white" if share[r, col] > 0.5 else "black")
+    ax.set_xticks(range(len(confusion["columns"])), confusion["columns"], rotation=40, ha="right")
+    ax.set_yticks(range(len(confusion["rows"])), confusion["rows"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"score ≥ {confusion['score_threshold']:g}, IoU ≥ {confusion['iou_threshold']:g}")
+    fig.colorbar(image, ax=ax, label="share of row")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_metrics(out_dir: str | Path, metrics: dict, confusion: dict | None = None) -> Path:
+    """``metrics.json``, ``summary.txt`` and, with a confusion matrix, its ``.json`` and ``.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.txt").write_text(summary_text(metrics), encoding="utf-8")
+    if confusion is not None:
+        (out / "confusion_matrix.json").write_text(json.dumps(confusion, indent=2) + "\n", encoding="utf-8")
+        plot_confusion(out / "confusion_matrix.png", confusion)
+    return out
