@@ -25,7 +25,7 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir={"evcmae_tools": "tools", "evcmae_conf": "conf"},
-    package_data={"evcmae_conf": ["*.yaml", "*/*.yaml"]},
+    package_data={"evcmae_conf": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
     install_requires=[
         "numpy>=1.24",
         "torch>=2.1",

@@ -8,9 +8,11 @@ keys nearest to the positive key are masked too (exact inner-product search; fai
 ``IndexFlatIP`` when available, else ``torch.topk``, same result).
 
 The queue must receive the keys of every rank, or ranks' queues diverge under DDP: gather first,
-then enqueue, after computing the loss::
+then enqueue. Enqueue only after the backward pass (``on_after_backward`` in Lightning): the loss
+graph still reads the queue buffer, and overwriting it in place before backward breaks autograd::
 
     loss = criterion(q, k_pos, queue, rec_ids, win_idx)
+    loss.backward()
     queue.enqueue(*(gather_from_all_ranks(t) for t in (k_pos, rec_ids, win_idx)))
 """
 from __future__ import annotations

@@ -1,0 +1,135 @@
+"""Representation probe: is the teacher's coarse feature map already organised by object class?
+
+Each labelled box of the validation windows becomes one embedding (the mean of the teacher's
+coarse features at the active sites inside the box), and a k-nearest-neighbour vote among the
+other boxes predicts its class. No training, so it measures the representation itself, cheaply
+enough to run at every validation.
+
+The same object appears at every label time, and two views of one track are near-duplicates: a
+neighbour from the query's own track would make the probe measure tracking, not recognition.
+``groups`` (one id per recording and track) therefore keeps a query's whole group out of its vote
+in leave-one-out mode; ``mode="halves"`` instead votes the second half of the boxes (in order of
+appearance, i.e. later in time) against the first.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def box_cells(boxes: torch.Tensor, pixels_per_cell: Sequence[int]) -> torch.Tensor:
+    """(M, 4) boxes x, y, w, h in sensor pixels -> (M, 4) inclusive cell ranges y0, x0, y1, x1.
+
+    ``pixels_per_cell`` (py, px) is the voxelizer's cell size times the feature map's stride: a
+    pixel (x, y) lies in cell (y // py, x // px), the floor rule the backbone's strided convs
+    follow. The far edge is exclusive, hence the small step back before flooring."""
+    py, px = (float(v) for v in pixels_per_cell)
+    x, y, w, h = boxes.float().unbind(1)
+    eps = 1e-3
+    y0, x0 = torch.floor(y / py), torch.floor(x / px)
+    y1 = torch.floor((y + torch.clamp(h - eps, min=0)) / py)
+    x1 = torch.floor((x + torch.clamp(w - eps, min=0)) / px)
+    return torch.stack([y0, x0, y1, x1], 1).long()
+
+
+def pool_boxes(features: torch.Tensor, coords: torch.Tensor, box_sample: torch.Tensor,
+               cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean feature of the active sites inside each box, over all time bins.
+
+    features (N, C), coords (N, 4) = (batch, t, y, x) of a sparse feature map; box_sample (M,) the
+    batch entry of each box; cells (M, 4) from ``box_cells``. Returns (M, C) embeddings and (M,)
+    bool: the box covered at least one site (empty boxes get zeros and should be dropped)."""
+    coords = coords.long()
+    out = features.new_zeros(cells.shape[0], features.shape[1])
+    found = torch.zeros(cells.shape[0], dtype=torch.bool, device=features.device)
+    for b in torch.unique(box_sample).tolist():
+        boxes = torch.nonzero(box_sample == b).squeeze(1)
+        sites = torch.nonzero(coords[:, 0] == b).squeeze(1)
+        if sites.numel() == 0:
+            continue
+        y, x = coords[sites, 2], coords[sites, 3]
+        c = cells[boxes]
+        inside = ((y[None] >= c[:, 0:1]) & (y[None] <= c[:, 2:3]) & (x[None] >= c[:, 1:2]) & (x[None] <= c[:, 3:4]))
+        counts = inside.sum(1)
+        sums = inside.to(features.dtype) @ features[sites]
+        out[boxes] = sums / counts.clamp(min=1)[:, None].to(features.dtype)
+        found[boxes] = counts > 0
+    return out, found
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _search(reference: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(Q, k) indices of the largest inner products, best first; faiss's exact ``IndexFlatIP``
+    (NumPy gives the same answer where faiss is not installed). -1 pads when k > len(reference)."""
+    k_eff = min(k, len(reference))
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None:
+        index = faiss.IndexFlatIP(reference.shape[1])
+        index.add(reference)
+        _, nearest = index.search(queries, k_eff)
+    else:
+        sims = queries @ reference.T
+        nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k_eff]
+    if k_eff < k:
+        nearest = np.concatenate([nearest, np.full((len(queries), k - k_eff), -1)], 1)
+    return nearest.astype(np.int64)
+
+
+def vote(neighbour_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Majority class of each row of (Q, k) labels (-1 = no neighbour), ties going to the class
+    whose best neighbour ranks higher; -1 for a row without neighbours."""
+    Q, k = neighbour_labels.shape
+    scores = np.zeros((Q, num_classes + 1))
+    rank_bonus = (k - np.arange(k)) / (k + 1.0)  # < 1, so it only breaks ties
+    rows = np.repeat(np.arange(Q), k)
+    cols = np.where(neighbour_labels >= 0, neighbour_labels, num_classes).reshape(-1)
+    np.add.at(scores, (rows, cols), 1.0)
+    best = np.zeros((Q, num_classes + 1))
+    np.maximum.at(best, (rows, cols), np.tile(rank_bonus, Q))
+    scores = (scores + best)[:, :num_classes]
+    pred = scores.argmax(1)
+    pred[(neighbour_labels < 0).all(1)] = -1
+    return pred
+
+
+def knn_accuracy(embeddings, labels, k: int = 10, groups=None, mode: str = "loo") -> float:
+    """k-NN class accuracy of L2-normalised embeddings (cosine similarity).
+
+    mode "loo": every embedding is voted on by its k nearest others outside its group (``groups``
+    None: each embedding is its own group). mode "halves": the second half is voted on by the
+    first. NaN when there is nothing to vote on."""
+    x = _normalise(np.asarray(embeddings))
+    y = np.asarray(labels, dtype=np.int64)
+    n = len(y)
+    if n < 2:
+        return float("nan")
+    num_classes = int(y.max()) + 1
+    if mode == "halves":
+        half = n // 2
+        nearest = _search(x[:half], x[half:], k)
+        neighbour_labels = np.where(nearest >= 0, y[np.maximum(nearest, 0)], -1)
+        return float((vote(neighbour_labels, num_classes) == y[half:]).mean())
+    if mode != "loo":
+        raise ValueError(f"mode must be 'loo' or 'halves', got {mode!r}")
+    g = np.arange(n) if groups is None else np.asarray(groups)
+    largest_group = int(np.unique(g, return_counts=True)[1].max())
+    nearest = _search(x, x, k + largest_group)
+    same = (nearest < 0) | (g[np.maximum(nearest, 0)] == g[:, None])
+    # Keep the first k neighbours outside the query's group, in rank order.
+    order = np.argsort(same, axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(nearest, order, 1)
+    kept[np.take_along_axis(same, order, 1)] = -1
+    neighbour_labels = np.where(kept >= 0, y[np.maximum(kept, 0)], -1)
+    has_vote = (kept >= 0).any(1)
+    if not has_vote.any():
+        return float("nan")
+    return float((vote(neighbour_labels, num_classes) == y)[has_vote].mean())

@@ -1,0 +1,257 @@
+"""Pretraining end to end on the tiny synthetic preset, in this process (a few steps each).
+
+One shared fit checks logging, export and the EMA teacher; short separate fits check the λ = 0
+branches, the non-finite handling and resuming."""
+import csv
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from backbones.sparse_resnet import SparseVoxelBackbone
+from pretrain.ema import ema_momentum
+from pretrain.export import load_backbone
+from pretrain.module import NonFiniteTrainingError
+
+ROOT = Path(__file__).resolve().parents[1]
+TERMS = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
+pytestmark = pytest.mark.slow
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("evcmae_pretrain_tool", ROOT / "tools" / "pretrain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TOOL = _tool()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "synth_tiny"
+    if not (root / "synth.json").exists():
+        from events.synth import generate
+
+        generate(root, "tiny", 0)
+    return root
+
+
+def make_cfg(tiny, out, *overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[
+            f"paths.root_dir={out}", f"paths.output_dir={out}", "data=tiny", f"data.root={tiny}",
+            "torch_threads=1", "trainer.max_steps=4", "trainer.log_every_n_steps=1",
+            "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "data.val_max_windows=8",
+            "trainer.limit_val_batches=0", "final_validation=false", *overrides])
+
+
+class EmaRecorder(pl.Callback):
+    """Teacher and student just after each optimizer step (module's optimizer_step has run the EMA
+    by the time callbacks see on_train_batch_end), and the teacher just before it."""
+
+    def __init__(self):
+        self.before, self.records = None, []
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        self.before = {k: v.detach().clone() for k, v in module.teacher.named_parameters()}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.records.append((trainer.global_step, self.before,
+                             {k: v.detach().clone() for k, v in module.student.named_parameters()},
+                             {k: v.detach().clone() for k, v in module.teacher.named_parameters()}))
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit")
+    cfg = make_cfg(tiny, out, "final_validation=true", "trainer.limit_val_batches=1.0")
+    recorder = EmaRecorder()
+    metrics = TOOL.run(cfg, extra_callbacks=[recorder])
+    return out, metrics, recorder
+
+
+def test_fit_logs_every_term_finite(fitted):
+    out, metrics, _ = fitted
+    with open(out / "csv" / "version_0" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for term in (*TERMS, "total"):
+        values = [float(r[f"train/{term}"]) for r in rows if r.get(f"train/{term}")]
+        assert len(values) == 4, term
+        assert all(math.isfinite(v) for v in values), term
+        assert math.isfinite(metrics[f"train/{term}"])
+    assert metrics["global_step"] == 4 and metrics["train/nonfinite_steps"] == 0
+    assert 0.0 <= metrics["probe/knn_acc"] <= 1.0 and metrics["probe/boxes"] > 10
+    assert any(v for r in rows for k, v in r.items() if k.startswith("lr"))  # LearningRateMonitor
+
+
+def test_fit_exports_backbones_with_matching_keys(fitted):
+    out, _, _ = fitted
+    student = torch.load(out / "student_backbone.pt", weights_only=True)
+    teacher = torch.load(out / "teacher_backbone.pt", weights_only=True)
+    fresh = SparseVoxelBackbone().state_dict()
+    assert student.keys() == teacher.keys() == fresh.keys()
+    assert all(student[k].shape == fresh[k].shape for k in fresh)
+    backbone, config, report = load_backbone(out, log=None)
+    assert len(report["loaded"]) == len(fresh) and not report["missing"] and not report["unexpected"]
+    assert config["voxelizer"]["width"] == 320 and config["backbone"]["channels"] == [16, 32, 64, 128]
+    assert all(torch.equal(backbone.state_dict()[k], teacher[k]) for k in teacher)
+
+
+def test_checkpoint_holds_teacher_and_queue(fitted):
+    out, _, _ = fitted
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert any(k.startswith("teacher.backbone.") for k in state)
+    assert {"queue.keys", "queue.rec_ids", "queue.win_idx", "queue.ptr"} <= state.keys()
+    assert int(state["queue.ptr"]) == 4 * 2  # 4 steps of batch 2 enqueued
+
+
+def test_ema_teacher_follows_the_momentum_formula(fitted):
+    _, _, recorder = fitted
+    assert [r[0] for r in recorder.records] == [1, 2, 3, 4]
+    for step, before, student, after in recorder.records:
+        m = ema_momentum(step, 4)
+        for name in before:
+            expected = m * before[name] + (1 - m) * student[name]
+            torch.testing.assert_close(after[name], expected, rtol=1e-5, atol=1e-6)
+    _, _, student, teacher = recorder.records[0]
+    assert any(not torch.equal(student[k], teacher[k]) for k in student)  # it lags the student
+    assert ema_momentum(4, 4) == 1.0  # the last step leaves the teacher where it was
+    _, before, _, after = recorder.records[-1]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("disabled,network", [("voxel_nce", "voxel_head"), ("frame_contrastive", "frame_head")])
+def test_zero_weight_skips_the_branch(tiny, tmp_path, monkeypatch, disabled, network):
+    import pretrain.module as module_mod
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError(f"{disabled} branch ran with weight 0")
+
+    monkeypatch.setattr(module_mod, {"voxel_nce": "voxel_nce_term", "frame_contrastive": "frame_term"}[disabled],
+                        must_not_run)
+
+    class AllGradients(pl.Callback):
+        steps = 0
+
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+            assert not missing, f"parameters without gradient: {missing[:5]}"
+            AllGradients.steps += 1
+
+    cfg = make_cfg(tiny, tmp_path, f"loss.weights.{disabled}=0", "trainer.max_steps=2")
+    datamodule, module, trainer = TOOL.build(cfg, [AllGradients()])
+    assert network not in module.student and network not in module.teacher
+    assert (disabled == "frame_contrastive") != hasattr(module, "queue")
+    trainer.fit(module, datamodule=datamodule)
+    assert AllGradients.steps == 2
+    logged = trainer.callback_metrics
+    assert f"train/{disabled}" not in logged
+    assert all(f"train/{t}" in logged for t in TERMS if t != disabled)
+
+
+def _nan_on_calls(monkeypatch, bad_calls):
+    """Make the occupancy term NaN on the given (0-based) calls."""
+    import pretrain.module as module_mod
+
+    original, calls = module_mod.occupancy_term, []
+
+    def occupancy(*args, **kwargs):
+        calls.append(len(calls))
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if (bad_calls is None or calls[-1] in bad_calls) else loss
+
+    monkeypatch.setattr(module_mod, "occupancy_term", occupancy)
+
+
+def test_nonfinite_step_is_skipped_and_counted(tiny, tmp_path, monkeypatch):
+    _nan_on_calls(monkeypatch, {1})
+    recorder = EmaRecorder()
+    cfg = make_cfg(tiny, tmp_path, "trainer.max_steps=3", "model.max_nonfinite=2")
+    datamodule, module, trainer = TOOL.build(cfg, [recorder])
+    with pytest.warns(UserWarning, match="optimizer step skipped"):
+        trainer.fit(module, datamodule=datamodule)
+    assert module.nonfinite_total == 1
+    assert float(trainer.callback_metrics["train/nonfinite_steps"]) == 1
+    # The skipped batch changed neither the student (no gradients) nor the teacher (no EMA).
+    _, _, student1, teacher1 = recorder.records[0]
+    _, _, student2, teacher2 = recorder.records[1]
+    assert all(torch.equal(student1[k], student2[k]) for k in student1)
+    assert all(torch.equal(teacher1[k], teacher2[k]) for k in teacher1)
+    adam_steps = {int(s["step"]) for s in trainer.optimizers[0].state.values()}
+    assert adam_steps == {2}  # three batches, two real steps
+
+
+def test_repeated_nonfinite_losses_stop_training(tiny, tmp_path, monkeypatch):
+    _nan_on_calls(monkeypatch, None)
+    cfg = make_cfg(tiny, tmp_path, "trainer.max_steps=10", "model.max_nonfinite=3")
+    datamodule, module, trainer = TOOL.build(cfg)
+    with pytest.raises(NonFiniteTrainingError, match="not finite for 3 consecutive steps.*'occupancy'"):
+        trainer.fit(module, datamodule=datamodule)
+
+
+class StopAt(pl.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def test_resume_matches_an_uninterrupted_run(tiny, tmp_path):
+    """4 steps straight vs 2 + resume for 2, with 3-batch epochs so the resume lands mid-epoch and
+    the resumed run crosses an epoch boundary."""
+    common = ("trainer.limit_train_batches=3", "callbacks.checkpoint.every_n_train_steps=1")
+
+    def fit(out, ckpt=None, stop=None):
+        cfg = make_cfg(tiny, out, *common)
+        datamodule, module, trainer = TOOL.build(cfg, [StopAt(stop)] if stop else [])
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        return torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+
+    straight = fit(tmp_path / "straight")
+    half = fit(tmp_path / "resumed", stop=2)
+    assert half["global_step"] == 2
+    resumed = fit(tmp_path / "resumed", ckpt=str(tmp_path / "resumed" / "checkpoints" / "last.ckpt"))
+    assert straight["global_step"] == resumed["global_step"] == 4
+    assert straight["epoch"] == resumed["epoch"]
+    a, b = straight["state_dict"], resumed["state_dict"]
+    assert a.keys() == b.keys()
+    for prefix in ("student.", "teacher.", "decoders.", "queue."):
+        keys = [k for k in a if k.startswith(prefix)]
+        assert keys
+        for k in keys:
+            assert torch.equal(a[k], b[k]), k
+    opt_a, opt_b = straight["optimizer_states"][0], resumed["optimizer_states"][0]
+    assert opt_a["param_groups"] == opt_b["param_groups"]
+    for i in opt_a["state"]:
+        for name, value in opt_a["state"][i].items():
+            assert torch.equal(value, opt_b["state"][i][name]), (i, name)
+    assert straight["lr_schedulers"] == resumed["lr_schedulers"]
+
+
+def test_ema_once_per_optimizer_step_under_accumulation(tiny, tmp_path, monkeypatch):
+    import pretrain.module as module_mod
+
+    updates, original = [], module_mod.ema_update
+    monkeypatch.setattr(module_mod, "ema_update", lambda t, s, m: (updates.append(m), original(t, s, m)))
+
+    class CountBatches(pl.Callback):
+        batches = 0
+
+        def on_train_batch_end(self, *args):
+            CountBatches.batches += 1
+
+    cfg = make_cfg(tiny, tmp_path, "trainer.max_steps=2", "trainer.accumulate_grad_batches=2")
+    datamodule, module, trainer = TOOL.build(cfg, [CountBatches()])
+    trainer.fit(module, datamodule=datamodule)
+    assert CountBatches.batches == 4 and trainer.global_step == 2
+    assert updates == [ema_momentum(1, 2), ema_momentum(2, 2)]

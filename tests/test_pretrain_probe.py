@@ -1,0 +1,87 @@
+"""The representation probe against brute-force NumPy computations on fixed inputs."""
+import numpy as np
+import pytest
+import torch
+
+from pretrain.probe import box_cells, knn_accuracy, pool_boxes
+
+
+def brute_force_knn(x, y, k, groups=None, mode="loo"):
+    """The definition, one query at a time: cosine similarity, nearest k outside the query's group,
+    majority vote, ties to the class whose best neighbour ranks highest."""
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    n = len(y)
+    groups = np.arange(n) if groups is None else groups
+    if mode == "halves":
+        refs, queries = list(range(n // 2)), list(range(n // 2, n))
+    else:
+        refs, queries = list(range(n)), list(range(n))
+    correct, voted = 0, 0
+    for q in queries:
+        cand = [r for r in refs if mode == "halves" or groups[r] != groups[q]]
+        if not cand:
+            continue
+        cand.sort(key=lambda r: -float(x[q] @ x[r]))
+        near = cand[:k]
+        counts = {}
+        for rank, r in enumerate(near):
+            c = int(y[r])
+            n_c, best = counts.get(c, (0, None))
+            counts[c] = (n_c + 1, rank if best is None else best)
+        pred = max(counts, key=lambda c: (counts[c][0], -counts[c][1]))
+        voted += 1
+        correct += pred == y[q]
+    return correct / voted
+
+
+@pytest.mark.parametrize("k", [1, 4, 10])
+@pytest.mark.parametrize("mode,grouped", [("loo", False), ("loo", True), ("halves", False)])
+def test_knn_accuracy_matches_brute_force(k, mode, grouped):
+    rng = np.random.default_rng(k)
+    n, d, classes = 120, 16, 4
+    centres = rng.normal(size=(classes, d))
+    y = rng.integers(0, classes, n)
+    x = (centres[y] + 1.5 * rng.normal(size=(n, d))).astype(np.float32)
+    groups = rng.integers(0, 30, n) if grouped else None
+    got = knn_accuracy(x, y, k=k, groups=groups, mode=mode)
+    want = brute_force_knn(x, y, k, groups, mode)
+    assert got == pytest.approx(want, abs=1e-12)
+    assert 0.25 < got <= 1.0  # the clusters are findable
+
+
+def test_knn_ties_go_to_the_nearer_class():
+    # Query 0's two nearest others: one of class 1 (nearest), one of class 2: a 1-1 tie.
+    x = np.array([[1, 0], [0.99, 0.14], [0.9, 0.43], [-1, 0]], dtype=np.float32)
+    y = np.array([1, 1, 2, 2])
+    assert knn_accuracy(x, y, k=2) == brute_force_knn(x, y, 2)
+
+
+def test_knn_degenerate_inputs():
+    assert np.isnan(knn_accuracy(np.ones((1, 3)), [0]))
+    # Every box in one group: nobody may vote.
+    assert np.isnan(knn_accuracy(np.eye(3), [0, 1, 2], groups=[5, 5, 5]))
+
+
+def test_box_cells_and_pooling_match_a_loop():
+    rng = np.random.default_rng(0)
+    B, H, W, C, stride_px = 2, 12, 20, 5, 8
+    coords = torch.tensor([(b, t, yy, xx) for b in range(B) for t in range(3) for yy in range(H) for xx in range(W)
+                           if rng.random() < 0.3])
+    features = torch.randn(len(coords), C)
+    boxes = torch.tensor([[10.0, 5.0, 30.0, 17.0], [0.0, 0.0, 8.0, 8.0], [150.0, 90.0, 7.0, 3.0],
+                          [40.0, 40.0, 0.5, 0.5]])
+    box_sample = torch.tensor([0, 1, 1, 0])
+    cells = box_cells(boxes, (stride_px, stride_px))
+    # [0, 8) px is exactly cell 0: the far edge is exclusive.
+    assert cells[1].tolist() == [0, 0, 0, 0]
+    assert cells[0].tolist() == [5 // 8, 10 // 8, (5 + 17 - 1) // 8, (10 + 30 - 1) // 8]
+    emb, found = pool_boxes(features, coords, box_sample, cells)
+    for m in range(len(boxes)):
+        y0, x0, y1, x1 = cells[m].tolist()
+        sel = [(i) for i, (b, t, yy, xx) in enumerate(coords.tolist())
+               if b == box_sample[m] and y0 <= yy <= y1 and x0 <= xx <= x1]
+        assert bool(found[m]) == bool(sel)
+        if sel:
+            torch.testing.assert_close(emb[m], features[sel].mean(0))
+        else:
+            assert torch.all(emb[m] == 0)
