@@ -19,6 +19,7 @@ masks as one that was never interrupted, and ranks draw different ones.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Mapping
 
@@ -130,6 +131,12 @@ class PretrainModule(pl.LightningModule):
                              "use 16-mixed on a GPU, or 32-true")
 
     # ----------------------------------------------------------------- training
+    def _section(self, name: str):
+        """A named span for the trainer's profiler (``trainer.profiler=simple``), which is how
+        ``evcmae-bench backbone`` reports where a step's time goes; a no-op without a trainer."""
+        trainer = self._trainer
+        return trainer.profiler.profile(f"[evcmae]{name}") if trainer is not None else contextlib.nullcontext()
+
     def _generator(self, batch_idx: int) -> torch.Generator:
         state = np.random.SeedSequence([self.seed, self.global_rank, self.current_epoch, batch_idx])
         return torch.Generator().manual_seed(int(state.generate_state(1, np.uint64)[0] >> 1))
@@ -137,10 +144,12 @@ class PretrainModule(pl.LightningModule):
     def _terms(self, batch, batch_idx: int):
         """-> ({term: loss}, teacher keys to enqueue or None, visible mask)."""
         on, gen, full = self.enabled, self._generator(batch_idx), batch.anchor
-        visible = self.masking(full.coords, full.batch_size, generator=gen)
-        student = self.backbone(visible_part(full, visible))
+        with self._section("masking"):
+            visible = self.masking(full.coords, full.batch_size, generator=gen)
+        with self._section("student"):
+            student = self.backbone(visible_part(full, visible))
         teacher = teacher_nb = None
-        with torch.no_grad():
+        with torch.no_grad(), self._section("teacher"):
             if {"reconstruction", "voxel_nce"} & set(on):
                 teacher = self.teacher["backbone"](full)
             if "frame_contrastive" in on:
@@ -148,20 +157,25 @@ class PretrainModule(pl.LightningModule):
         terms, keys = {}, None
         if "occupancy" in on:
             opts, scale = self.opts["occupancy"], self._scale("occupancy")
-            terms["occupancy"] = occupancy_term(
-                self.decoders["occupancy"], self.occupancy_loss, student, full, visible, scale,
-                self.backbone.out_strides[scale], self.backbone.output_shapes(full.spatial_shape)[scale], gen,
-                opts.get("num_empty_per_positive", 1.0), opts.get("neighbourhood", 1),
-                opts.get("exclude_partially_visible", False))
+            with self._section("loss_occupancy"):
+                terms["occupancy"] = occupancy_term(
+                    self.decoders["occupancy"], self.occupancy_loss, student, full, visible, scale,
+                    self.backbone.out_strides[scale], self.backbone.output_shapes(full.spatial_shape)[scale], gen,
+                    opts.get("num_empty_per_positive", 1.0), opts.get("neighbourhood", 1),
+                    opts.get("exclude_partially_visible", False))
         if "reconstruction" in on:
-            terms["reconstruction"] = reconstruction_term(self.decoders["reconstruction"], student, teacher)
+            with self._section("loss_reconstruction"):
+                terms["reconstruction"] = reconstruction_term(self.decoders["reconstruction"], student, teacher)
         if "voxel_nce" in on:
-            terms["voxel_nce"] = voxel_nce_term(self.student["voxel_head"], self.teacher["voxel_head"],
-                                                self.voxel_nce_loss, student, teacher, self._scale("voxel_nce"), gen)
+            with self._section("loss_voxel_nce"):
+                terms["voxel_nce"] = voxel_nce_term(self.student["voxel_head"], self.teacher["voxel_head"],
+                                                    self.voxel_nce_loss, student, teacher,
+                                                    self._scale("voxel_nce"), gen)
         if "frame_contrastive" in on:
-            terms["frame_contrastive"], keys = frame_term(
-                self.student["frame_head"], self.teacher["frame_head"], self.frame_loss, self.queue, student,
-                teacher_nb, self._scale("frame_contrastive"), batch.rec_ids, batch.win_idx)
+            with self._section("loss_frame_contrastive"):
+                terms["frame_contrastive"], keys = frame_term(
+                    self.student["frame_head"], self.teacher["frame_head"], self.frame_loss, self.queue, student,
+                    teacher_nb, self._scale("frame_contrastive"), batch.rec_ids, batch.win_idx)
         return terms, keys, visible
 
     def training_step(self, batch, batch_idx: int):
@@ -218,8 +232,9 @@ class PretrainModule(pl.LightningModule):
         (every micro-batch non-finite) leaves the student unchanged, and the teacher too."""
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self._has_gradients:
-            ema_update(self.teacher, self.student, self.ema_momentum(self.trainer.global_step + 1))
-            self._broadcast_teacher_buffers()
+            with self._section("ema"):
+                ema_update(self.teacher, self.student, self.ema_momentum(self.trainer.global_step + 1))
+                self._broadcast_teacher_buffers()
         self._has_gradients = False
 
     def ema_momentum(self, step: int) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import platform
@@ -11,13 +12,16 @@ import sys
 BENCHMARKS = {
     "voxelize": "events.benchmarks:bench_voxelize",
     "evt3": "events.benchmarks:bench_evt3",
-    "backbone": "backbones.benchmarks:bench_backbone",
+    "backbone": "pretrain.benchmarks:bench_backbone",
 }
 
 
 def _run(name: str) -> dict:
+    """Run one benchmark; whatever it prints (Lightning, profilers) goes to stderr, so that stdout
+    carries only the result."""
     module, func = BENCHMARKS[name].split(":")
-    return getattr(importlib.import_module(module), func)()
+    with contextlib.redirect_stdout(sys.stderr):
+        return getattr(importlib.import_module(module), func)()
 
 
 def machine() -> dict:
