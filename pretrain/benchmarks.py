@@ -40,22 +40,27 @@ def bench_step_breakdown(steps: int = 8, warmup: int = 2, batch_size: int = 2, r
     trainer.fit(module, datamodule=datamodule)
     spans = trainer.profiler.recorded_durations
 
-    def part(name: str):
+    def durations(name: str) -> list[float]:
         key = next((k for k in spans if k == name or k.endswith(name)), None)
-        return _median_ms(spans[key][warmup:]) if key else None
+        return list(spans[key][warmup:]) if key else []
+
+    def part(name: str):
+        return _median_ms(durations(name))
 
     training_step = part("Strategy]SingleDeviceStrategy.training_step")
     backward = part("Strategy]SingleDeviceStrategy.backward")
-    optimizer_step = part("PretrainModule.optimizer_step")
     ema = part("[evcmae]ema")
     out = {"data": None, "voxelization": None}
     out.update({name: part(f"[evcmae]{name}") for name in
                 ("masking", "student", "teacher", "loss_occupancy", "loss_reconstruction",
                  "loss_voxel_nce", "loss_frame_contrastive")})
     out["backward"] = backward
-    # optimizer_step wraps the closure (training step + backward) and the EMA update.
-    if None not in (optimizer_step, training_step, backward, ema):
-        out["optimizer"] = round(optimizer_step - training_step - backward - ema, 2)
+    # optimizer_step wraps the closure (training step + backward) and the EMA update: the update
+    # itself is what is left, step by step.
+    per_step = [durations(n) for n in ("PretrainModule.optimizer_step", "Strategy]SingleDeviceStrategy.training_step",
+                                       "Strategy]SingleDeviceStrategy.backward", "[evcmae]ema")]
+    if all(len(d) == len(per_step[0]) > 0 for d in per_step):
+        out["optimizer"] = _median_ms(o - t - b - e for o, t, b, e in zip(*per_step))
     out["ema"] = ema
     out["training_step"] = training_step
 

@@ -12,4 +12,5 @@ def test_step_breakdown_parts_nest_inside_the_training_step(tmp_path):
     assert all(ms[k] is not None and ms[k] > 0 for k in parts + ("data", "voxelization", "backward", "ema"))
     # The module's spans all run inside Lightning's training-step span: their sum cannot exceed it.
     assert sum(ms[k] for k in parts) <= ms["training_step"] * 1.01
+    assert ms["optimizer"] > 0, "the optimizer update is what optimizer_step holds beyond its closure and EMA"
     assert out["grid"] == [10, 180, 320]
