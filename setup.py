@@ -51,6 +51,10 @@ setup(
             "evcmae-pretrain = evcmae_tools.pretrain:main",
             "evcmae-sweep-summary = evcmae_tools.sweep_summary:main",
             "evcmae-compare = evcmae_tools.compare:main",
+            "evcmae-finetune = evcmae_tools.finetune:main",
+            "evcmae-evaluate = evcmae_tools.evaluate:main",
+            "evcmae-detect = evcmae_tools.detect:main",
+            "evcmae-demo = evcmae_tools.demo:main",
         ]
     },
 )

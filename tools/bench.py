@@ -13,6 +13,7 @@ BENCHMARKS = {
     "voxelize": "events.benchmarks:bench_voxelize",
     "evt3": "events.benchmarks:bench_evt3",
     "backbone": "pretrain.benchmarks:bench_backbone",
+    "detector": "finetune.benchmarks:bench_detector",
 }
 
 

@@ -1,0 +1,153 @@
+"""Lightning module for fine-tuning the recurrent detector (RVT's recipe, DESIGN.md §4).
+
+Training: the backbone runs on every window of a chunk, carrying LSTM states; the head and loss
+run once, on the features of the labelled windows only (batched together). States persist across
+training steps for the streaming slots: reset where ``is_first`` marks a recording's first chunk,
+detached after every step (truncated BPTT).
+
+Evaluation runs each recording whole in order, predicts at its label times (threshold 0.001,
+NMS 0.45, as reported metrics use) and scores with ``finetune.evaluation.evaluate`` at epoch end.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from backbones.rvt import detach_states, reset_states
+from events.labels import BBOX_DTYPE
+from finetune.encoder import EventDetector
+from finetune.evaluation import AP_KEYS, EvalConfig, Recording, detections_to_boxes, evaluate
+from finetune.postprocess import postprocess
+from finetune.transfer import encoder_param_groups
+
+
+def default_lr(batch_size: int, base: float = 2e-4, base_batch: int = 8) -> float:
+    """RVT's square-root scaling: 2e-4 at batch 8."""
+    return base * math.sqrt(batch_size / base_batch)
+
+
+def one_cycle(optimizer, max_lr, total_steps: int, warmup: float = 0.005, div_factor: float = 20.0,
+              final_div: float = 1e4):
+    """OneCycle as RVT sets it: linear warm-up from max_lr/20 over ``warmup`` of the steps, then
+    linear decay to max_lr/``final_div``. torch divides the *initial* lr by its final_div_factor,
+    so it gets ``final_div / div_factor``; momentum is not cycled (AdamW)."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=int(total_steps), pct_start=warmup,
+        div_factor=div_factor, final_div_factor=final_div / div_factor,
+        anneal_strategy="linear", cycle_momentum=False)
+
+
+class FinetuneModule(pl.LightningModule):
+    def __init__(self, model: Mapping, classes="etram8", lr: Optional[float] = None, batch_size: int = 8,
+                 encoder_mode: str = "full", lr_scale: float = 0.1, warmup: float = 0.005,
+                 total_steps: Optional[int] = None, eval: Optional[Mapping] = None,
+                 conf_threshold: float = 0.001, nms_threshold: float = 0.45, data: Optional[Mapping] = None):
+        """``data``: the data module's settings, stored (not used) so evaluation and detection can
+        rebuild the same windows, resolution and classes from the checkpoint alone."""
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = EventDetector(**dict(model))
+        self.classes = classes if isinstance(classes, str) else list(classes)
+        self.eval_config = EvalConfig(**dict(eval or {}))
+        if encoder_mode == "freeze" and self.model.encoder is not None:
+            self.model.encoder.freeze()
+        self._states = None
+        self._eval_states = None
+        self._preds: dict[int, list] = {}
+        self.last_metrics: Optional[dict] = None
+        self.last_confusion: Optional[dict] = None
+
+    # ------------------------------------------------------------------ recurrent pass
+    def _run_chunk(self, batch, states):
+        """Backbone over the chunk's windows; returns labelled features (batched), their
+        (step, sample) indices, and the final states."""
+        if states is not None and states[0] is not None and states[0][0].shape[0] != batch.batch_size:
+            states = None
+        states = reset_states(states, batch.is_first)
+        picked, where = [], []
+        for l, x in enumerate(batch.inputs):
+            features, states = self.model.forward_backbone(x, states)
+            idx = torch.nonzero(batch.labelled[l]).flatten()
+            if len(idx):
+                idx_dev = idx.to(self.device)
+                picked.append({k: f.index_select(0, idx_dev) for k, f in features.items()})
+                where += [(l, int(b)) for b in idx]
+        if not picked:
+            return None, [], states
+        feats = {k: torch.cat([p[k] for p in picked]) for k in picked[0]}
+        return feats, where, states
+
+    def training_step(self, batch, batch_idx: int):
+        feats, where, states = self._run_chunk(batch, self._states)
+        self._states = detach_states(states)
+        if feats is None:  # no label in this chunk: nothing to learn from; keep the graph alive
+            return sum(p.sum() * 0 for p in self.parameters() if p.requires_grad)
+        targets = [batch.targets[l][b] for l, b in where]
+        losses = self.model.forward_detect(feats, targets)
+        if self._trainer is not None:  # also callable on its own (tests, notebooks)
+            for k, v in losses.items():
+                self.log(f"train/{k}", v.detach().float(), batch_size=len(where), prog_bar=k == "loss")
+        return losses["loss"]
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch):
+        feats, where, self._eval_states = self._run_chunk(batch, self._eval_states)
+        if feats is None:
+            return
+        decoded = self.model.forward_detect(feats)
+        dets = postprocess(decoded.float(), self.hparams.conf_threshold, self.hparams.nms_threshold)
+        for det, (l, b) in zip(dets, where):
+            boxes = detections_to_boxes(det, int(batch.end_times[l, b]))
+            self._preds.setdefault(batch.recordings[b], []).append(boxes)
+
+    def validation_step(self, batch, batch_idx: int):
+        self._eval_step(batch)
+
+    def test_step(self, batch, batch_idx: int):
+        self._eval_step(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self._preds, self._eval_states = {}, None
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _finish(self, split: str, prefix: str) -> None:
+        recordings = self.trainer.datamodule.recordings(split)
+        metrics, confusion = evaluate_predictions(recordings, self._preds, self.classes, self.eval_config)
+        self.last_metrics, self.last_confusion = metrics, confusion
+        for key in (*AP_KEYS, "AP_class_agnostic"):
+            value = metrics.get(key)
+            self.log(f"{prefix}/{key}", float(value) if value is not None else 0.0, batch_size=1)
+        self._preds, self._eval_states = {}, None
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish("val", "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test", "test")
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        lr = self.hparams.lr or default_lr(self.hparams.batch_size)
+        groups = encoder_param_groups(self.model, lr, self.hparams.encoder_mode, self.hparams.lr_scale)
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+        total = self.hparams.total_steps or self.trainer.estimated_stepping_batches
+        if not total or total == float("inf") or total < 1:
+            raise ValueError("OneCycle needs the real number of steps: set trainer.max_steps (or total_steps)")
+        scheduler = one_cycle(optimizer, [g["lr"] for g in groups], int(total), self.hparams.warmup)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+
+def evaluate_predictions(recordings, preds: Mapping[int, list], classes, config: EvalConfig):
+    """Metrics and confusion matrix for a split's recordings and the predictions per recording."""
+    recs = []
+    for i, rec in enumerate(recordings):
+        parts = preds.get(i, [])
+        pred = np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
+        recs.append(Recording(rec.gt(), pred, rec.height, rec.width, 0, rec.name))
+    return evaluate(recs, classes, config)

@@ -1,0 +1,163 @@
+"""Pretrained weights into the detector's sparse encoder, loudly.
+
+A silently partial load is the failure users report most (DESIGN.md §3), so this module refuses
+what ``pretrain.export.load_into`` would merely report: a tensor whose name matches but whose
+shape differs (the encoder was built with another config) and a load that matched nothing (wrong
+file or prefix). Everything else — missing and unexpected names — is printed and logged.
+
+Sources: an export folder (or one of its ``*_backbone.pt``, or ``backbone.json``) or a pretraining
+Lightning ``.ckpt`` (keys ``teacher.backbone.*`` / ``student.backbone.*``). The encoder must be
+built from the source's own backbone config, which :func:`backbone_config` reads so shapes fit.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from pretrain.export import CONFIG_FILE, STUDENT_FILE, TEACHER_FILE, load_into
+
+log = logging.getLogger(__name__)
+WHICH = ("teacher", "student")
+MODES = ("full", "freeze", "lr_scale")
+
+
+class TransferError(RuntimeError):
+    pass
+
+
+def _which(which: str) -> str:
+    if which not in WHICH:
+        raise ValueError(f"pretrained_which must be one of {WHICH}, got {which!r}")
+    return which
+
+
+def _export_folder(path: Path) -> Optional[Path]:
+    folder = path if path.is_dir() else path.parent
+    return folder if (folder / CONFIG_FILE).is_file() else None
+
+
+def export_json(path) -> Optional[dict]:
+    """``backbone.json`` of an export, or of the run folder a ``.ckpt`` sits in (``<run>/checkpoints``)."""
+    path = Path(path)
+    candidates = [path if path.is_dir() else path.parent]
+    if path.suffix == ".ckpt":
+        candidates.append(path.parent.parent)
+    for folder in candidates:
+        if (folder / CONFIG_FILE).is_file():
+            return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    return None
+
+
+def weights_file(path, which: str = "teacher") -> Path:
+    """The file the weights come from (an export folder resolves to its ``*_backbone.pt``)."""
+    path = Path(path)
+    if path.is_dir() or path.name == CONFIG_FILE:
+        folder = path if path.is_dir() else path.parent
+        return folder / {"teacher": TEACHER_FILE, "student": STUDENT_FILE}[_which(which)]
+    return path
+
+
+def backbone_state(path, which: str = "teacher") -> dict:
+    """The backbone's own state dict (no prefix) from any supported source."""
+    path, which = Path(path), _which(which)
+    if not path.exists():
+        raise FileNotFoundError(f"model.pretrained={path}: no such file or folder")
+    path = weights_file(path, which)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.pretrained: {path} not found (an export folder holds "
+                                f"{TEACHER_FILE}, {STUDENT_FILE}, {CONFIG_FILE})")
+    if path.suffix == ".ckpt":
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        state = ckpt.get("state_dict", ckpt)
+        prefix = f"{which}.backbone."
+        out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not out:
+            prefixes = sorted({k.split(".")[0] for k in state})
+            raise TransferError(f"{path}: no '{prefix}*' tensors in the checkpoint (top-level names: {prefixes})")
+        return out
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise TransferError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def infer_backbone_config(state: dict) -> dict:
+    """Constructor arguments from tensor shapes, for a ``.ckpt`` without its run's backbone.json.
+
+    spconv weights are (out, kt, ky, kx, in); a stage's strided opening conv has kernel 2s - 1.
+    A stride-1 stage opening with a 3x3x3 SubM width change looks like stride 2: ambiguous, so
+    the export's backbone.json is preferred whenever it exists."""
+    in_channels = int(state["conv_input.0.weight"].shape[-1])
+    channels, blocks, strides = [], [], []
+    i = 1
+    while any(k.startswith(f"conv{i}.") for k in state):
+        opening = state.get(f"conv{i}.0.0.weight")
+        block_ids = {int(k.split(".")[1]) for k in state if k.startswith(f"conv{i}.") and ".conv1." in k}
+        blocks.append(len(block_ids))
+        if opening is not None:
+            channels.append(int(opening.shape[0]))
+            strides.append([(int(k) + 1) // 2 for k in opening.shape[1:4]])
+        else:
+            channels.append(int(state[f"conv{i}.0.conv1.weight"].shape[0]))
+            strides.append([1, 1, 1])
+        i += 1
+    return {"in_channels": in_channels, "channels": channels, "blocks": blocks, "strides": strides}
+
+
+def backbone_config(path, which: str = "teacher") -> tuple[dict, Optional[dict]]:
+    """(backbone constructor kwargs, voxelizer settings or None) for a pretrained source."""
+    info = export_json(path)
+    if info is not None:
+        kwargs = {k: info["backbone"][k] for k in ("in_channels", "channels", "blocks", "strides")}
+        return kwargs, info.get("voxelizer")
+    return infer_backbone_config(backbone_state(path, which)), None
+
+
+def load_pretrained(encoder: nn.Module, path, which: str = "teacher", logger=None,
+                    echo: Callable[[str], None] = print) -> dict:
+    """Load ``which`` backbone weights from ``path`` into ``encoder.backbone``; returns the report
+    (with ``loaded_count``/``total``). Tensors after the encoder's cut (e.g. ``conv4``) are expected
+    to be unused and are reported as such, not as errors."""
+    backbone = getattr(encoder, "backbone", encoder)
+    state = backbone_state(path, which)
+    path = weights_file(path, which)
+    own = backbone.state_dict()
+    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if mismatched:
+        raise TransferError(f"{path} ({which}): {len(mismatched)} tensors have the encoder's names but other "
+                            f"shapes (built from a different backbone config?): " + "; ".join(mismatched[:5]))
+    lines = []
+    report = load_into(backbone, state, log=lines.append)
+    if not report["loaded"]:
+        raise TransferError(f"{path} ({which}): no tensor matches the encoder by name; file has e.g. "
+                            f"{sorted(state)[:5]}, encoder expects e.g. {sorted(own)[:5]}")
+    report["loaded_count"], report["total"] = len(report["loaded"]), len(own)
+    message = f"pretrained encoder from {path} ({which}): " + lines[0]
+    echo(message)
+    log.info(message)
+    if logger is not None and hasattr(logger, "log_hyperparams"):
+        logger.log_hyperparams({"pretrained/loaded": report["loaded_count"], "pretrained/total": report["total"]})
+    return report
+
+
+def encoder_param_groups(model: nn.Module, lr: float, mode: str = "full", lr_scale: float = 1.0) -> list[dict]:
+    """Optimizer groups: ``full`` trains everything at ``lr``; ``lr_scale`` gives the encoder
+    ``lr * lr_scale``; ``freeze`` leaves the encoder out (call ``encoder.freeze()`` too)."""
+    if mode not in MODES:
+        raise ValueError(f"encoder mode must be one of {MODES}, got {mode!r}")
+    encoder = getattr(model, "encoder", None)
+    enc_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+    rest = [p for p in model.parameters() if id(p) not in enc_ids and p.requires_grad]
+    enc = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
+    if mode == "freeze" or not enc:
+        return [{"params": rest, "lr": lr, "name": "detector"}]
+    if mode == "full":
+        return [{"params": rest + enc, "lr": lr, "name": "all"}]
+    return [{"params": rest, "lr": lr, "name": "detector"},
+            {"params": enc, "lr": lr * float(lr_scale), "name": "encoder"}]

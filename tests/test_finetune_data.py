@@ -1,0 +1,155 @@
+"""Fine-tuning data: window alignment, streaming flags and states, augmentation, label fraction,
+and the OneCycle schedule's end points."""
+import numpy as np
+import pytest
+import torch
+
+from events.container import Events
+from finetune.data import (Augment, ChunkBatch, ChunkBatchSampler, ChunkDataset, ChunkKey, Collate,
+                           FinetuneDataModule, select_fraction)
+from finetune.module import FinetuneModule, default_lr, one_cycle
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    dm = FinetuneDataModule(str(root / "tiny"), width=320, height=180, downsample=1, synth_preset="tiny",
+                            seq_len=3, batch_size=2, min_side=3,
+                            augment={"flip_prob": 1.0, "zoom_prob": 1.0, "zoom_range": [1.2, 1.4]})
+    dm.prepare_data()
+    return dm
+
+
+def test_label_times_are_window_ends(tiny):
+    from events.labels import load_labels
+
+    for rec in tiny.recordings("train"):
+        raw = load_labels(rec.path.with_name(rec.name + "_bbox.npy"))
+        assert len(rec.labelled)
+        for i in rec.labelled:
+            boxes = rec.labels(i)
+            assert np.all(boxes["t"] == rec.ends[i])  # a label time is exactly a window end
+            assert rec.ends[i] in raw["t"]
+        assert np.all(np.diff(rec.ends) == 50_000)
+        ev = rec.window(int(rec.labelled[0]))
+        assert ev.t.max() <= rec.ends[rec.labelled[0]] and ev.t.min() > rec.ends[rec.labelled[0]] - 50_000
+
+
+def test_streaming_is_first_flags_follow_recordings():
+    lengths, L = [7, 4, 9], 3
+    sampler = ChunkBatchSampler(lengths, [np.arange(0, n, 2) for n in lengths], 2, L, "stream", seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    for slot in range(2):
+        keys = [b[slot] for b in batches]
+        prev = None
+        for k in keys:
+            if prev is not None and k.recording == prev.recording and k.start == prev.start + L:
+                assert not k.is_first  # continuing a recording: carry the state
+            else:
+                assert k.is_first and k.start == 0  # a new recording starts from its beginning
+            prev = k
+        seeds = {}
+        for k in keys:  # augmentation fixed across the chunks of one recording pass
+            if not k.is_first:
+                assert k.aug_seed == seeds[k.recording]
+            seeds[k.recording] = k.aug_seed
+    mixed = list(ChunkBatchSampler(lengths, [np.arange(0, n, 2) for n in lengths], 4, L, "mixed", 0.5))
+    assert all(b[2].is_first and b[3].is_first for b in mixed)
+    rand = list(ChunkBatchSampler(lengths, [np.arange(0, n, 2) for n in lengths], 2, L, "random"))
+    assert all(k.is_first for b in rand for k in b)
+
+
+def test_flip_zoom_consistent_over_sequence(tiny):
+    rec = tiny.recordings("train")[0]
+    ds = ChunkDataset([rec], 3, tiny.augment)
+    start = int(rec.labelled[1]) - 2
+    plain = ChunkDataset([rec], 3, None)[ChunkKey(0, start, True, -1)]
+    aug_sample = ds[ChunkKey(0, start, True, 1234)]
+    aug = Augment.draw(np.random.default_rng(1234), rec.width, rec.height, **tiny.augment)
+    assert aug.flip and aug.scale > 1
+    for p, a in zip(plain["steps"], aug_sample["steps"]):
+        if p["boxes"] is not None:  # every box of the sequence moved by the same transform
+            expected = aug.boxes(p["boxes"], rec.width, rec.height)
+            np.testing.assert_allclose(a["boxes"]["x"], expected["x"], rtol=1e-5)
+        # events inside a box before augmentation land inside the transformed box
+    labelled = [(p, a) for p, a in zip(plain["steps"], aug_sample["steps"]) if p["boxes"] is not None]
+    p, a = labelled[0]
+    k = next(k for k in range(len(p["boxes"])) if len(aug.boxes(p["boxes"][k:k + 1], rec.width, rec.height, 4)))
+    b = p["boxes"][k]
+    ev = Events(x=np.array([int(b["x"] + b["w"] / 2)]), y=np.array([int(b["y"] + b["h"] / 2)]),
+                t=np.array([0]), p=np.array([1]), width=rec.width, height=rec.height)
+    moved = aug.events(ev, np.random.default_rng(0), rec.width, rec.height)
+    tb = aug.boxes(p["boxes"][k:k + 1], rec.width, rec.height)[0]
+    assert tb["x"] - 1 <= moved.x[0] <= tb["x"] + tb["w"] + 1 and tb["y"] - 1 <= moved.y[0] <= tb["y"] + tb["h"] + 1
+    frame = torch.zeros(1, rec.height, rec.width)
+    frame[0, int(b["y"] + b["h"] / 2), int(b["x"] + b["w"] / 2)] = 1
+    yy, xx = torch.nonzero(aug.dense(frame)[0])[0].tolist()
+    assert tb["x"] - 2 <= xx <= tb["x"] + tb["w"] + 2 and tb["y"] - 2 <= yy <= tb["y"] + tb["h"] + 2
+
+
+def test_label_fraction_deterministic():
+    items = list(range(20))
+    a, b = select_fraction(items, 0.25, seed=3), select_fraction(items, 0.25, seed=3)
+    assert a == b and len(a) == 5 and select_fraction(items, 0.25, seed=4) != a
+    assert select_fraction(items, 0.01) and select_fraction(items, 1.0) == items
+    with pytest.raises(ValueError):
+        select_fraction(items, 0)
+
+
+def _hist_batch(is_first, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = [torch.randint(0, 5, (2, 20, 36, 64), generator=g, dtype=torch.uint8) for _ in range(2)]
+    lab = torch.tensor([[False, False], [True, True]])
+    tgt = [[None, None], [torch.tensor([[0, 20.0, 15, 10, 10]]), torch.tensor([[1, 40.0, 20, 12, 8]])]]
+    return ChunkBatch(x, tgt, lab, torch.tensor(is_first), torch.zeros(2, 2, dtype=torch.long), [0, 1],
+                      torch.ones(2, 2, dtype=torch.bool))
+
+
+def test_states_reset_and_detached():
+    torch.manual_seed(0)
+    module = FinetuneModule({"input": "histogram", "num_classes": 2, "height": 36, "width": 64}, ["a", "b"])
+    module.training_step(_hist_batch([True, True], 0), 0)
+    carried = module._states
+    assert all(t.grad_fn is None for s in carried for t in s)  # detached between chunks
+    feats_carry, _, _ = module._run_chunk(_hist_batch([False, False], 1), carried)
+    feats_reset, _, _ = module._run_chunk(_hist_batch([True, False], 1), carried)
+    feats_zero, _, _ = module._run_chunk(_hist_batch([True, True], 1), None)
+    f1, f2, f0 = feats_carry[2], feats_reset[2], feats_zero[2]
+    assert not torch.allclose(f1[0], f2[0])  # sample 0 was reset ...
+    assert torch.allclose(f2[0], f0[0], atol=1e-5)  # ... to exactly the zero state
+    assert torch.allclose(f1[1], f2[1])  # sample 1 kept its memory
+
+
+def test_one_cycle_end_points():
+    lr, total = 1e-3, 400
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr, weight_decay=0.0)
+    sched = one_cycle(opt, lr, total)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(lr / 20)
+    assert max(lrs) == pytest.approx(lr) and int(np.argmax(lrs)) == round(0.005 * total) - 1
+    assert lrs[-1] == pytest.approx(lr / 1e4, rel=1e-6)
+    assert np.allclose(np.diff(lrs[10:]), np.diff(lrs[10:]).mean(), rtol=1e-3)  # linear decay
+    assert default_lr(8) == pytest.approx(2e-4) and default_lr(32) == pytest.approx(4e-4)
+
+
+def test_rvt_layout_matches_raw_windows_and_class_map(tiny):
+    kw = dict(width=320, height=180, downsample=1, seq_len=3, batch_size=2, min_side=3)
+    hist = FinetuneDataModule(str(tiny.root), input="histogram", rvt_root=str(tiny.root) + "_rvt", **kw)
+    hist.prepare_data()  # preprocesses the raw recordings into RVT's layout
+    for raw, rvt in zip(tiny.recordings("train"), hist.recordings("train")):
+        assert raw.name == rvt.name
+        np.testing.assert_array_equal(raw.ends, rvt.ends)
+        np.testing.assert_array_equal(raw.labelled, rvt.labelled)
+        np.testing.assert_allclose(raw.gt()["x"], rvt.gt()["x"], atol=1e-4)
+    batch = next(iter(hist.train_dataloader()))
+    assert batch.inputs[0].shape == (2, 20, 180, 320) and batch.inputs[0].dtype == torch.uint8
+    three = FinetuneDataModule(str(tiny.root), class_map=[0, 1, 2, 1, 2, 1, 1, 2], **kw)
+    ids = np.concatenate([r.gt()["class_id"] for r in three.recordings("train")])
+    assert ids.max() <= 2
