@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evcmae-viz", description=__doc__.strip().splitlines()[0])
     parser.add_argument("file", help="event recording (.h5, or any format events.formats reads)")
     parser.add_argument("--labels", help="box labels (*_bbox.npy); default: the recording's sibling file")
-    parser.add_argument("--no-labels", action="store_true", help="draw no boxes")
+    parser.add_argument("--no-labels", action="store_true", help="draw no ground-truth boxes")
+    parser.add_argument("--detections", help="predicted boxes to draw too (e.g. evcmae-detect's *_bbox.npy)")
     parser.add_argument("--t-start", type=int, default=None, help="window start in µs (default: first event)")
     parser.add_argument("--window-ms", type=float, default=50.0)
     parser.add_argument("--sequence", type=int, default=None, metavar="N",
@@ -107,8 +108,10 @@ def main(argv=None) -> int:
     width = args.width or events.width or (int(events.x.max()) + 1 if len(events) else 1)
     height = args.height or events.height or (int(events.y.max()) + 1 if len(events) else 1)
     labels, label_path = find_labels(path, args.labels, args.no_labels)
+    detections = find_labels(path, args.detections, False)[0] if args.detections else None
 
-    frames = [render_window(events, width, height, labels, t0 + i * window, t0 + (i + 1) * window, args.scale)
+    frames = [render_window(events, width, height, labels, t0 + i * window, t0 + (i + 1) * window, args.scale,
+                            detections=detections)
               for i in range(n)]
     if out.parent and not out.parent.exists():
         os.makedirs(out.parent, exist_ok=True)
@@ -117,6 +120,8 @@ def main(argv=None) -> int:
     else:
         save_gif(frames, out, args.window_ms)
     boxes = "no labels" if labels is None else f"labels from {label_path}"
+    if detections is not None:
+        boxes += f", detections from {args.detections}"
     print(f"evcmae-viz: wrote {out} ({frames[0].size[0]}x{frames[0].size[1]}, {n} window(s) of "
           f"{args.window_ms:g} ms from t={t0} µs, {len(events)} events, {boxes})")
     return 0
