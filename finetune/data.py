@@ -120,7 +120,24 @@ class Augment:
 
 
 # -- recordings ---------------------------------------------------------------------------------
-class RawRecording:
+class _LabelFrames:
+    """Label lookup shared by both recording kinds: ``_labels`` maps a window index to its boxes."""
+
+    _labels: dict
+
+    def labels(self, i: int) -> Optional[np.ndarray]:
+        return self._labels.get(int(i))
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return np.array(sorted(self._labels), dtype=np.int64)
+
+    def gt(self) -> np.ndarray:
+        parts = [self._labels[i] for i in sorted(self._labels)]
+        return np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
+
+
+class RawRecording(_LabelFrames):
     """One ``NAME_td.h5`` (+ ``NAME_bbox.npy``): windows as events, boxes at model resolution."""
 
     def __init__(self, td_path, bbox_path=None, split: str = "train", window_us: int = 50_000,
@@ -174,19 +191,8 @@ class RawRecording:
     def window_start(self, i: int) -> int:
         return int(self.ends[i]) - self.window_us + 1
 
-    def labels(self, i: int) -> Optional[np.ndarray]:
-        return self._labels.get(int(i))
 
-    @property
-    def labelled(self) -> np.ndarray:
-        return np.array(sorted(self._labels), dtype=np.int64)
-
-    def gt(self) -> np.ndarray:
-        parts = [self._labels[i] for i in sorted(self._labels)]
-        return np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
-
-
-class RVTRecording:
+class RVTRecording(_LabelFrames):
     """One RVT preprocessed sequence: windows as uint8 (20, H, W) histograms."""
 
     def __init__(self, path, class_map: Optional[Sequence[int]] = None):
@@ -204,17 +210,6 @@ class RVTRecording:
 
     def window(self, i: int) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(self.seq.representation(i)))
-
-    def labels(self, i: int) -> Optional[np.ndarray]:
-        return self._labels.get(int(i))
-
-    @property
-    def labelled(self) -> np.ndarray:
-        return np.array(sorted(self._labels), dtype=np.int64)
-
-    def gt(self) -> np.ndarray:
-        parts = [self._labels[i] for i in sorted(self._labels)]
-        return np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
 
 
 def select_fraction(items: Sequence, fraction: float, seed: int = 0) -> list:
