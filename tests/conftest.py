@@ -19,3 +19,14 @@ def shared_data() -> Path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds; run in CI all the same")
+
+
+@pytest.fixture(scope="session")
+def synth_tiny(tmp_path_factory) -> Path:
+    """The `tiny` synthetic preset (seed 0), generated once per test session."""
+    from events.synth import generate
+
+    root = tmp_path_factory.getbasetemp() / "synth_tiny"
+    if not (root / "synth.json").exists():
+        generate(root, "tiny", 0)
+    return root

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from events.container import Events
-from finetune.data import (Augment, ChunkBatch, ChunkBatchSampler, ChunkDataset, ChunkKey, Collate,
+from finetune.data import (Augment, ChunkBatch, ChunkBatchSampler, ChunkDataset, ChunkKey,
                            FinetuneDataModule, select_fraction)
 from finetune.module import FinetuneModule, default_lr, one_cycle
 

@@ -17,13 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "synth_tiny"
-    if not (root / "synth.json").exists():
-        from events.synth import generate
-
-        generate(root, "tiny", 0)
-    return root
+def tiny(synth_tiny):
+    return synth_tiny
 
 
 def quick(tiny):

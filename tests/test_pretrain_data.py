@@ -1,5 +1,4 @@
 """Pretraining data: window pairs, per-window reads, collation, deterministic and resumable order."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,19 +11,9 @@ from pretrain.data import (
 )
 
 
-def tiny_dataset(tmp_path_factory) -> Path:
-    """The tiny synthetic preset, generated once per test session (shared by the test_pretrain_* modules)."""
-    root = tmp_path_factory.getbasetemp() / "synth_tiny"
-    if not (root / "synth.json").exists():
-        from events.synth import generate
-
-        generate(root, "tiny", 0)
-    return root
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory)
+def tiny(synth_tiny):
+    return synth_tiny
 
 
 def test_window_range_keeps_whole_windows_only():

@@ -34,13 +34,8 @@ TOOL = _tool()
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "synth_tiny"
-    if not (root / "synth.json").exists():
-        from events.synth import generate
-
-        generate(root, "tiny", 0)
-    return root
+def tiny(synth_tiny):
+    return synth_tiny
 
 
 def make_cfg(tiny, out, *overrides):
