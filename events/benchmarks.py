@@ -11,13 +11,19 @@ from .container import Events
 from .voxelize import Voxelizer
 
 
-def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+def median_ms(fn, repeats: int, warmup: int = 1, sync=None) -> float:
+    """Median wall time of ``fn()`` in ms. ``sync`` (e.g. ``torch.cuda.synchronize``) is called
+    around each timed call, so asynchronous device work is counted."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        if sync is not None:
+            sync()
         start = time.perf_counter()
         fn()
+        if sync is not None:
+            sync()
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1e3)
 

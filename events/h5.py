@@ -106,6 +106,23 @@ class H5EventFile:
         return self.read(self.index_of_time(t_start_us), self.index_of_time(t_end_us))
 
 
+class ProcessLocalH5:
+    """An ``H5EventFile`` opened on first use, once per process: h5py handles must not cross a
+    fork, so a DataLoader worker opens its own, and pickling carries only the path."""
+
+    def __init__(self, path, **kwargs):
+        self.path, self._kwargs = os.fspath(path), kwargs
+        self._pid, self._file = None, None
+
+    def get(self) -> H5EventFile:
+        if self._pid != os.getpid():
+            self._file, self._pid = H5EventFile(self.path, **self._kwargs), os.getpid()
+        return self._file
+
+    def __getstate__(self):
+        return {"path": self.path, "_kwargs": self._kwargs, "_pid": None, "_file": None}
+
+
 def read_h5(path, on_unsorted: str = "error", **kw) -> Events:
     """The whole recording."""
     with H5EventFile(path, on_unsorted=on_unsorted, **kw) as f:

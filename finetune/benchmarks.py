@@ -8,11 +8,11 @@ preparation (voxelization, histogram) is not timed: both come from the data load
 """
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import torch
+
+from events.benchmarks import median_ms
 
 
 def _window(root: Path, width: int, height: int):
@@ -26,20 +26,6 @@ def _window(root: Path, width: int, height: int):
         files = sorted((root / "train").glob("*_td.h5"))
     with H5EventFile(files[0]) as f:
         return f.read_time_window(450_001, 500_001)
-
-
-def _time(fn, device: str, warmup: int, repeats: int) -> float:
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def bench_detector(width: int = 640, height: int = 360, size: str = "tiny", repeats: int = 5, warmup: int = 2,
@@ -73,7 +59,8 @@ def bench_detector(width: int = 640, height: int = 360, size: str = "tiny", repe
                     model.forward_detect(features)
 
             key = f"{name}_ms" if device == "cpu" else f"cuda_{name}_ms"
-            result[key] = round(_time(step, device, warmup, repeats), 2)
+            result[key] = round(median_ms(step, repeats, warmup,
+                                            sync=torch.cuda.synchronize if device == "cuda" else None), 2)
         if device == "cuda":
             result["cuda_device"] = torch.cuda.get_device_name(0)
     return result

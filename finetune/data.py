@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from events.container import Events
-from events.h5 import H5EventFile
+from events.h5 import H5EventFile, ProcessLocalH5
 from events.labels import BBOX_DTYPE, load_labels
 from events.preprocess import PreprocessConfig, filter_recording_labels, plan_windows
 from events.rvt import RVTSequence, list_sequences, scale_boxes
@@ -174,19 +174,14 @@ class RawRecording(_LabelFrames):
                          if self.ends[r] in grid}
                 self._labels = remap
             self.ends = grid
-        self._file = None
+        self._file = ProcessLocalH5(self.path)
 
     def __len__(self) -> int:
         return len(self.ends)
 
-    def __getstate__(self):
-        return {**self.__dict__, "_file": None}
-
     def window(self, i: int) -> Events:
-        if self._file is None:
-            self._file = H5EventFile(self.path)
         end = int(self.ends[i])
-        return self._file.read_time_window(end - self.window_us + 1, end + 1)
+        return self._file.get().read_time_window(end - self.window_us + 1, end + 1)
 
     def window_start(self, i: int) -> int:
         return int(self.ends[i]) - self.window_us + 1

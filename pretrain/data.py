@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from events.h5 import H5EventFile
+from events.h5 import H5EventFile, ProcessLocalH5
 from events.labels import BBOX_DTYPE, filter_labels, load_labels
 from events.voxelize import VoxelBatch, Voxelizer
 
@@ -50,22 +50,13 @@ def find_recordings(root, splits: Sequence[str], fallback: str | None = "train")
 
 
 class _Recordings:
-    """Open HDF5 handles, one set per process: h5py handles must not cross a fork, so a DataLoader
-    worker opens its own on first use."""
+    """Recording handles by index, each opened once per process (``ProcessLocalH5``)."""
 
     def __init__(self, files: Sequence[Path]):
-        self.files = [os.fspath(f) for f in files]
-        self._pid, self._open = None, {}
+        self._handles = [ProcessLocalH5(f) for f in files]
 
     def __getitem__(self, i: int) -> H5EventFile:
-        if self._pid != os.getpid():
-            self._pid, self._open = os.getpid(), {}
-        if i not in self._open:
-            self._open[i] = H5EventFile(self.files[i])
-        return self._open[i]
-
-    def __getstate__(self):
-        return {"files": self.files, "_pid": None, "_open": {}}
+        return self._handles[i].get()
 
 
 def window_range(t_range: tuple[int, int] | None, window_us: int) -> range:

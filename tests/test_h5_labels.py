@@ -154,3 +154,19 @@ def test_filter_labels_known_cases():
     np.testing.assert_allclose(kept["x"], [0, 90])
     assert len(filter_labels(boxes, 100, 50, min_side=5)) == 3
     assert len(filter_labels(boxes, 100, 50, min_diag=30)) == 2  # the 4x30 and 95x30 boxes
+
+
+def test_process_local_handle_reopens_after_fork_or_pickle(tmp_path):
+    import pickle
+
+    from events.h5 import ProcessLocalH5
+
+    path = tmp_path / "rec_td.h5"
+    write_h5(path, make_events(50))
+    handle = ProcessLocalH5(path)
+    first = handle.get()
+    assert handle.get() is first  # one handle per process
+    handle._pid = -1  # as seen from a forked worker: a different process id
+    assert handle.get() is not first
+    clone = pickle.loads(pickle.dumps(handle))  # what a spawned worker receives: the path only
+    assert clone._file is None and len(clone.get()) == 50

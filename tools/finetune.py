@@ -29,12 +29,10 @@ VOXEL_KEYS = {"window_us": "window_us", "num_bins": "num_bins", "downsample": "d
               "voxel_size": "voxel_size"}
 
 
-def config_dir() -> str:
-    if (_CHECKOUT / "conf" / "finetune.yaml").is_file():
-        return str(_CHECKOUT / "conf")
-    import evcmae_conf
-
-    return str(Path(evcmae_conf.__file__).resolve().parent)
+if __package__:
+    from .pretrain import config_dir  # one conf/ tree holds both primary configs
+else:
+    from tools.pretrain import config_dir
 
 
 def _adopt_pretrained_config(cfg: DictConfig) -> None:

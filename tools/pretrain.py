@@ -30,7 +30,7 @@ if __name__ == "__main__" and not __package__:
 
 def config_dir() -> str:
     """conf/ beside this file in a checkout (editable install included), else the installed
-    ``evcmae_conf`` package: the same files either way."""
+    ``evcmae_conf`` package: the same files either way (config.yaml and finetune.yaml)."""
     if (_CHECKOUT / "conf" / "config.yaml").is_file():
         return str(_CHECKOUT / "conf")
     import evcmae_conf
