@@ -52,6 +52,7 @@ setup(
             "evcmae-sweep-summary = evcmae_tools.sweep_summary:main",
             "evcmae-compare = evcmae_tools.compare:main",
             "evcmae-finetune = evcmae_tools.finetune:main",
+            "evcmae-study = evcmae_tools.study:main",
             "evcmae-evaluate = evcmae_tools.evaluate:main",
             "evcmae-detect = evcmae_tools.detect:main",
             "evcmae-demo = evcmae_tools.demo:main",

@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evcmae-synth", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder (new, empty, or an earlier synth output)")
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS),
-                        help="dataset size: tiny (tests), demo (< 1 min), bench (pretraining studies)")
+                        help="dataset size: tiny (tests), demo (< 1 min), study (evcmae-study on a CPU), bench (GPU studies)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (output does not depend on it)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")

@@ -1,0 +1,161 @@
+"""evcmae-study: the plan (which runs, with which settings), the scale configs, resuming, failure
+handling, and one small study end to end."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from evcmae_tools import study
+from evcmae_tools.pretrain import config_dir
+
+RUN_KEYS = ("hydra.run.dir=", "record.root=")
+
+
+def study_config(*overrides):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="study", overrides=list(overrides))
+
+
+def without(overrides, prefixes):
+    return [o for o in overrides if not o.startswith(prefixes)]
+
+
+def test_plan_has_every_condition_seed_and_fraction():
+    cfg = study_config()
+    jobs = study.plan(cfg)
+    pretrain = [j for j in jobs if j.kind == "pretrain"]
+    finetune = [j for j in jobs if j.kind == "finetune"]
+    assert [j.condition for j in pretrain] == ["full", *cfg.ablation.conditions]
+    assert jobs[:len(pretrain)] == pretrain  # pretraining first: fine-tuning waits for it
+    expected = {(c, f, s) for c in ("scratch", "pretrained") for f in cfg.label_fractions for s in cfg.seeds}
+    expected |= {(c, cfg.ablation.label_fraction, s) for c in cfg.ablation.conditions for s in cfg.ablation.seeds}
+    assert {(j.condition, j.label_fraction, j.seed) for j in finetune} == expected
+    assert len(finetune) == len(expected)
+    assert len({j.dir for j in jobs}) == len(jobs)
+
+
+def test_pretrained_and_scratch_runs_differ_only_in_the_starting_weights():
+    jobs = {j.name: j for j in study.plan(study_config("seeds=[3]"))}
+    scratch = jobs["finetune-scratch-labels0.1-seed3"]
+    pretrained = jobs["finetune-pretrained-labels0.1-seed3"]
+    ablated = jobs["finetune-no_voxel_nce-labels0.1-seed3"]
+    assert scratch.needs is None and pretrained.needs == "pretrain-full"
+    assert ablated.needs == "pretrain-no_voxel_nce"
+    for job in (pretrained, ablated):
+        extra = set(without(job.overrides, RUN_KEYS)) - set(without(scratch.overrides, RUN_KEYS))
+        assert extra == {f"model.pretrained={Path(jobs[job.needs].dir)}"}
+        assert set(without(scratch.overrides, RUN_KEYS)) <= set(job.overrides)
+    assert "data.label_fraction=0.1" in scratch.overrides and "seed=3" in scratch.overrides
+
+
+def test_ablation_variants_switch_off_one_loss_each():
+    variants = study.pretrain_variants(study_config())
+    assert variants["full"] == []
+    for loss in study.LOSSES:
+        assert variants[f"no_{loss}"] == [f"loss.weights.{loss}=0"]
+    assert variants["occupancy_only"] == ["experiment=occupancy_only"]
+    with pytest.raises(ValueError, match="no_colour"):
+        study.pretrain_variants(study_config("ablation.conditions=[no_colour]"))
+
+
+@pytest.mark.parametrize("scale", ["cpu", "gpu"])
+def test_every_planned_run_composes(scale):
+    """Each run's overrides compose against the pretraining / fine-tuning configs (a typo in a
+    scale file fails here, not an hour into the study), and the ablations set what they say."""
+    jobs = study.plan(study_config(f"scale={scale}"))
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        for job in jobs:
+            overrides = without(job.overrides, ("hydra.",))
+            name = "config" if job.kind == "pretrain" else "finetune"
+            cfg = compose(config_name=name, overrides=overrides)
+            if job.kind == "pretrain":
+                weights = OmegaConf.to_container(cfg.loss.weights)
+                if job.condition == "full":
+                    assert all(w > 0 for w in weights.values())
+                elif job.condition == "occupancy_only":
+                    assert weights == {"occupancy": 1.0, "reconstruction": 0.0, "voxel_nce": 0.0,
+                                       "frame_contrastive": 0.0}
+                    assert cfg.masking.strategy == "random"
+                else:
+                    off = job.condition[3:]
+                    assert weights[off] == 0 and all(w > 0 for k, w in weights.items() if k != off)
+            else:
+                assert cfg.data.label_fraction == job.label_fraction and cfg.seed == job.seed
+
+
+class FakeJob(study.Job):
+    """A job whose 'run' is a tiny Python command writing the result file (or failing)."""
+
+    def commands(self):
+        name = "final_metrics.json" if self.kind == "pretrain" else "eval_test/metrics.json"
+        target = self.dir / name
+        if self.condition == "broken":
+            return [[sys.executable, "-c", "import sys; sys.exit(3)"]]
+        code = (f"import pathlib; p = pathlib.Path({str(target)!r}); p.parent.mkdir(parents=True, exist_ok=True); "
+                f"p.write_text('{{\"AP\": 0.5}}')")
+        if self.kind == "pretrain":
+            code += f"; pathlib.Path({str(self.dir / 'teacher_backbone.pt')!r}).write_text('w')"
+        return [[sys.executable, "-c", code]]
+
+
+def test_run_jobs_skips_done_runs_and_propagates_failures(tmp_path):
+    def job(name, kind, condition="", needs=None):
+        return FakeJob(name, kind, tmp_path / name, [], condition=condition, needs=needs)
+
+    jobs = [job("p-ok", "pretrain", "ok"), job("p-bad", "pretrain", "broken"),
+            job("f-ok", "finetune", needs="p-ok"), job("f-bad", "finetune", needs="p-bad"),
+            job("f-scratch", "finetune")]
+    failed = study.run_jobs(jobs, parallel=2)
+    assert set(failed) == {"p-bad", "f-bad"}
+    assert "exit status 3" in failed["p-bad"] and "p-bad" in failed["f-bad"]
+    assert (tmp_path / "p-bad" / "study.log").is_file()
+    assert jobs[2].result == {"AP": 0.5} and jobs[4].result == {"AP": 0.5}
+
+    # Rerun: the finished runs are loaded, not run again (their commands would now fail).
+    again = [job("p-ok", "pretrain", "broken"), job("f-ok", "finetune", "broken", needs="p-ok")]
+    assert study.run_jobs(again, parallel=1) == {}
+    assert again[1].result == {"AP": 0.5}
+
+    # A folder made with other settings is neither reused nor overwritten.
+    other = FakeJob("f-ok", "finetune", tmp_path / "f-ok", ["optim.lr=0.1"])
+    with pytest.raises(ValueError, match="other settings"):
+        study.run_jobs([other], parallel=1)
+
+
+@pytest.mark.slow
+def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
+    """A few steps of each stage on the tiny preset: every stage hands over to the next and the
+    report lists every run; a second call finds them all done."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tiny").symlink_to(synth_tiny, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    cfg = study_config("preset=tiny", "pretrain_overrides=['data=tiny']", "finetune_overrides=['finetune/data@data=tiny']",
+                       "pretrain_steps=2", "finetune_steps=2", "val_every=2", "seeds=[0]",
+                       "label_fractions=[1.0]", "ablation.label_fraction=1.0",
+                       "ablation.conditions=[occupancy_only]", "out=results", "work_dir=work",
+                       f"data_dir={data}")
+    result = study.run(cfg, ["preset=tiny"])
+    assert result["failed"] == {}
+    rows = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert {(r["condition"], r["label_fraction"], r["seed"]) for r in rows} == {
+        ("scratch", 1.0, 0), ("pretrained", 1.0, 0), ("occupancy_only", 1.0, 0)}
+    for row in rows:
+        assert row["split"] == "test" and set(row) >= {"AP", "AP50"}
+        assert row["AP"] is None or 0.0 <= row["AP"] <= 1.0
+    report = (tmp_path / "results" / "README.md").read_text()
+    assert "| occupancy_only | 100 % |" in report and "## Pretraining runs" in report
+    for name in ("ap_vs_label_fraction.png", "finetune_curves.png", "commands.sh",
+                 "configs/study.yaml", "configs/pretrain-full.yaml", "configs/finetune-scratch-labels1-seed0.yaml"):
+        assert (tmp_path / "results" / name).is_file(), name
+    assert "model.pretrained=work/pretrain/full" in (tmp_path / "results" / "commands.sh").read_text()
+    # The evaluation used the checkpoint chosen on val, and the test split.
+    log = (tmp_path / "work" / "finetune" / "pretrained-labels1-seed0" / "study.log").read_text()
+    assert "best-step=" in log and "split=test" in log
+
+    again = study.run(cfg, ["preset=tiny"])
+    assert again["failed"] == {}
+    assert json.loads((tmp_path / "results" / "summary.json").read_text()) == rows

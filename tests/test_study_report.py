@@ -1,0 +1,177 @@
+"""The label-efficiency study report: summary rows, seed aggregates, table, curves and files."""
+import json
+
+import numpy as np
+import pytest
+
+from tools.study_report import (METRIC_KEYS, aggregate, markdown_table, read_curve, summary_rows,
+                                write_report)
+
+SCRATCH_AP = {0: 0.20, 1: 0.24, 2: 0.21}
+PRETRAINED_AP = {0: 0.25, 1: 0.23, 2: 0.27}
+
+
+def run(condition, fraction, seed, ap, **extra):
+    metrics = {"AP": ap, "AP50": ap + 0.2, "AP75": ap - 0.05, "AP_S": None, "AP_M": ap / 2,
+               "AP_L": None, "AP_class_agnostic": ap + 0.1, "AP_per_class": {"car": ap}}
+    metrics.update(extra)
+    return {"condition": condition, "label_fraction": fraction, "seed": seed, "metrics": metrics}
+
+
+def study_runs():
+    runs = [run("scratch", 0.1, s, ap) for s, ap in SCRATCH_AP.items()]
+    runs += [run("pretrained", 0.1, s, ap) for s, ap in PRETRAINED_AP.items()]
+    runs += [run("no_occupancy", 0.1, 0, 0.19, AP_S=0.05)]
+    runs += [run("pretrained", 1.0, s, 0.4 + 0.01 * s) for s in (0, 1)]  # no scratch at 100 %
+    return runs
+
+
+def by_group(groups):
+    return {(g["condition"], g["label_fraction"]): g for g in groups}
+
+
+def test_summary_rows_order_and_schema():
+    runs = [run("occupancy_only", 0.1, 0, 0.1), run("zzz_extra", 0.1, 0, 0.1),
+            run("pretrained", 1.0, 1, 0.3), run("pretrained", 0.1, 2, 0.2), run("aaa_extra", 1.0, 0, 0.1),
+            run("scratch", 1.0, 0, 0.3), run("pretrained", 0.1, 0, 0.2), run("scratch", 0.1, 0, 0.1)]
+    runs.append({"condition": "no_voxel_nce", "label_fraction": 0.1, "seed": 0, "metrics": {"AP": 0.15}})
+    rows = summary_rows(runs)
+    assert [(r["condition"], r["label_fraction"], r["seed"]) for r in rows] == [
+        ("scratch", 0.1, 0), ("scratch", 1.0, 0), ("pretrained", 0.1, 0), ("pretrained", 0.1, 2),
+        ("pretrained", 1.0, 1), ("no_voxel_nce", 0.1, 0), ("occupancy_only", 0.1, 0),
+        ("aaa_extra", 1.0, 0), ("zzz_extra", 0.1, 0)]
+    for row in rows:
+        assert list(row) == ["condition", "label_fraction", "seed", "split", *METRIC_KEYS]
+        assert row["split"] == "test"
+    sparse = next(r for r in rows if r["condition"] == "no_voxel_nce")
+    assert sparse["AP"] == 0.15
+    assert all(sparse[k] is None for k in METRIC_KEYS if k != "AP")
+
+
+def test_aggregate_against_numpy():
+    groups = by_group(aggregate(summary_rows(study_runs())))
+    scratch, pre = groups[("scratch", 0.1)], groups[("pretrained", 0.1)]
+    s_ap, p_ap = np.array(list(SCRATCH_AP.values())), np.array(list(PRETRAINED_AP.values()))
+
+    assert scratch["seeds"] == [0, 1, 2] and scratch["n"] == 3
+    assert scratch["mean"]["AP"] == pytest.approx(np.mean(s_ap))
+    assert scratch["std"]["AP"] == pytest.approx(np.std(s_ap, ddof=1))
+    assert pre["mean"]["AP50"] == pytest.approx(np.mean(p_ap + 0.2))
+    assert pre["std"]["AP_class_agnostic"] == pytest.approx(np.std(p_ap + 0.1, ddof=1))
+
+    assert pre["delta"]["AP"] == pytest.approx(np.mean(p_ap) - np.mean(s_ap))
+    assert pre["delta"]["AP_M"] == pytest.approx(np.mean(p_ap / 2) - np.mean(s_ap / 2))
+    assert pre["delta_std"]["AP"] == pytest.approx(np.std(p_ap - s_ap, ddof=1))
+    assert pre["wins"] == int(np.sum(p_ap > s_ap)) == 2
+    assert scratch["wins"] is None
+    assert all(v is None for v in scratch["delta"].values())
+    assert all(v is None for v in scratch["delta_std"].values())
+
+    # A key missing in every seed stays None all the way through.
+    assert pre["mean"]["AP_S"] is None and pre["std"]["AP_S"] is None and pre["delta"]["AP_S"] is None
+
+    # A single seed: a mean but no spread, and no paired spread either.
+    single = groups[("no_occupancy", 0.1)]
+    assert single["n"] == 1 and single["std"]["AP"] is None
+    assert single["delta"]["AP"] == pytest.approx(0.19 - np.mean(s_ap))
+    assert single["delta_std"]["AP"] is None
+    assert single["delta"]["AP_S"] is None  # scratch has no AP_S to compare with
+    assert single["wins"] == int(np.sum(0.19 > s_ap[:1])) == 0
+
+    # No scratch at 100 %: nothing to compare against.
+    full = groups[("pretrained", 1.0)]
+    assert full["mean"]["AP"] == pytest.approx(0.405)
+    assert full["delta"]["AP"] is None and full["wins"] is None
+
+
+def test_aggregate_pairs_only_shared_seeds():
+    rows = summary_rows([run("scratch", 0.1, 0, 0.2), run("scratch", 0.1, 1, 0.3), run("scratch", 0.1, 2, 0.1),
+                         run("pretrained", 0.1, 1, 0.35), run("pretrained", 0.1, 2, 0.05),
+                         run("pretrained", 0.1, 7, 0.9)])
+    pre = by_group(aggregate(rows))[("pretrained", 0.1)]
+    assert pre["delta"]["AP"] == pytest.approx(np.mean([0.35, 0.05, 0.9]) - np.mean([0.2, 0.3, 0.1]))
+    assert pre["delta_std"]["AP"] == pytest.approx(np.std([0.35 - 0.3, 0.05 - 0.1], ddof=1))
+    assert pre["wins"] == 1
+
+
+def test_markdown_table_cells():
+    groups = aggregate(summary_rows(study_runs()))
+    table = markdown_table(groups)
+    lines = table.strip().splitlines()
+    assert lines[0] == ("| condition | labels | seeds (n) | AP | AP50 | AP_S | AP_M | AP_L | AP class-agnostic"
+                        " | ΔAP vs scratch | wins vs scratch |")
+    assert len(lines) == 2 + len(groups)
+
+    s_ap, p_ap = np.array(list(SCRATCH_AP.values())), np.array(list(PRETRAINED_AP.values()))
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in lines[2:]}
+    scratch = rows[("scratch", "10 %")]
+    assert f"| {100 * s_ap.mean():.2f} ± {100 * s_ap.std(ddof=1):.2f} |" in scratch
+    assert scratch.endswith("| – | – |")
+    pre = rows[("pretrained", "10 %")]
+    delta, delta_std = 100 * (p_ap.mean() - s_ap.mean()), 100 * np.std(p_ap - s_ap, ddof=1)
+    assert f"| +{delta:.2f} ± {delta_std:.2f} | 2/3 |" in pre
+    assert "| 3 |" in pre and "| – |" in pre  # seeds, AP_S
+    ablation = rows[("no_occupancy", "10 %")]
+    assert f"| −{100 * (s_ap.mean() - 0.19):.2f} | 0/1 |" in ablation
+    assert "| 19.00 |" in ablation and "| 5.00 |" in ablation
+    assert rows[("pretrained", "100 %")].endswith("| – | – |")
+
+
+def write_csv(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_read_curve(tmp_path):
+    csv_path = write_csv(tmp_path / "metrics.csv",
+                         "epoch,lr/all,step,train/loss,val/AP\n"
+                         "0,0.001,9,2.5,\n"
+                         "0,0.001,19,2.25,\n"
+                         "0,,19,,0.125\n"
+                         "1,0.0005,29,1.75,\n"
+                         "1,,39,,0.25\n")
+    curve = read_curve(csv_path)
+    assert curve["train_loss"] == ([9, 19, 29], [2.5, 2.25, 1.75])
+    assert curve["val_AP"] == ([19, 39], [0.125, 0.25])
+
+    no_val = read_curve(write_csv(tmp_path / "loss_only.csv", "step,train/loss\n0,1.0\n"))
+    assert no_val == {"train_loss": ([0], [1.0]), "val_AP": ([], [])}
+
+
+def test_write_report(tmp_path):
+    from PIL import Image
+
+    good = write_csv(tmp_path / "metrics.csv", "epoch,lr/all,step,train/loss,val/AP\n"
+                     "0,0.001,9,2.5,\n0,,9,,0.1\n1,0.001,19,2.0,\n1,,19,,0.2\n")
+    curves = [{"condition": "pretrained", "label_fraction": 0.1, "seed": 0, "csv": good},
+              {"condition": "scratch", "label_fraction": 1.0, "seed": 0, "csv": tmp_path / "missing.csv"}]
+    runs = study_runs()
+    out = tmp_path / "results"
+    with pytest.warns(UserWarning, match="missing.csv"):
+        paths = write_report(runs, out, curves=curves, commands=["evcmae-study --scale tiny"],
+                             notes="Seeds differ only in the fine-tuning split.",
+                             meta={"scale": "tiny", "pretrain_steps": 200})
+
+    assert json.loads(paths["summary"].read_text()) == summary_rows(runs)
+    assert json.loads((out / "groups.json").read_text()) == paths["groups"] == aggregate(summary_rows(runs))
+    for png in (paths["plot"], paths["curves"]):
+        assert png.parent == out and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = Image.open(png).size
+        assert width > 100 and height > 100
+
+    readme = paths["table"].read_text()
+    assert readme.startswith("# evcmae label-efficiency study\n")
+    assert "- scale: tiny\n" in readme and "- pretrain_steps: 200\n" in readme
+    assert markdown_table(paths["groups"]) in readme
+    assert "](ap_vs_label_fraction.png)" in readme and "](finetune_curves.png)" in readme
+    assert "Seeds differ only in the fine-tuning split." in readme
+    assert "## Reproduce\n\n```bash\nevcmae-study --scale tiny\n```" in readme
+    assert readme.index("| condition |") < readme.index("](ap_vs") < readme.index("Seeds differ") \
+        < readme.index("## Reproduce")
+
+
+def test_write_report_without_curves(tmp_path):
+    paths = write_report([run("scratch", 0.1, 0, 0.2)], tmp_path / "r")
+    assert paths["curves"] is None and not (tmp_path / "r" / "finetune_curves.png").exists()
+    assert paths["plot"].exists()
+    assert "finetune_curves" not in paths["table"].read_text()

@@ -1,0 +1,321 @@
+"""evcmae-study: does pretraining help detection? The label-efficiency study and loss ablation.
+
+    evcmae-study                                   # CPU scale: 'study' preset, about an hour on 2 cores
+    evcmae-study scale=gpu                         # the same study on the 'bench' preset, one GPU
+    evcmae-study seeds=[0,1,2] jobs=1 out=results/three_seeds
+    evcmae-study finetune_lr=0.001 work_dir=outputs/study_lr1e-3   # another fine-tuning rate
+
+1. pretraining once with all four losses, once per ablated loss (its λ = 0) and once with the
+   occupancy loss alone (R-MAE-style baseline, random masking), all on the unlabelled split;
+2. fine-tuning the same detector from scratch and from each pretrained teacher, with equal steps
+   and hyper-parameters: scratch and full pretraining at every ``label_fractions`` entry, the
+   ablations at ``ablation.label_fraction``, each for every seed; the checkpoint is chosen on the
+   val split (best val/AP), then
+3. evaluated once on the test split; ``out`` gets the table, plots, summary.json, every run's
+   composed config (configs/) and the exact commands (commands.sh).
+
+Every run is a separate process (``jobs`` at once) in its own folder under ``work_dir``; a run
+whose result exists is not run again, so an interrupted study continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+if __name__ == "__main__" and not __package__:
+    sys.path[0] = str(_CHECKOUT)
+
+if __package__:
+    from .pretrain import config_dir
+    from .study_report import write_report
+else:
+    from tools.pretrain import config_dir
+    from tools.study_report import write_report
+
+LOSSES = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
+
+
+@dataclass
+class Job:
+    """One process: a pretraining run (``kind`` pretrain) or a fine-tuning run followed by its test
+    evaluation (``kind`` finetune)."""
+
+    name: str
+    kind: str
+    dir: Path
+    overrides: list
+    condition: str = ""
+    label_fraction: float | None = None
+    seed: int | None = None
+    needs: str | None = None  # the pretraining job whose teacher this run starts from
+    evaluate_args: list = field(default_factory=list)  # for evcmae-evaluate, e.g. accelerator=gpu
+    result: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def commands(self) -> list[list[str]]:
+        entry = "evcmae_tools.pretrain" if self.kind == "pretrain" else "evcmae_tools.finetune"
+        cmds = [[sys.executable, "-m", entry, *self.overrides]]
+        if self.kind == "finetune":
+            cmds.append([sys.executable, "-m", "evcmae_tools.evaluate", f"checkpoint={best_checkpoint(self.dir)}",
+                         "split=test", f"out={self.dir / 'eval_test'}", *self.evaluate_args])
+        return cmds
+
+    def shell_lines(self) -> list[str]:
+        """The commands as a user types them (console scripts; the checkpoint found at run time)."""
+        script = "evcmae-pretrain" if self.kind == "pretrain" else "evcmae-finetune"
+        lines = [" ".join([script, *map(shlex.quote, self.overrides)])]
+        if self.kind == "finetune":
+            lines.append(" ".join([f"evcmae-evaluate checkpoint={self.dir}/checkpoints/best-step=*.ckpt",
+                                   "split=test", f"out={self.dir / 'eval_test'}", *self.evaluate_args]))
+        return lines
+
+    def done(self) -> bool:
+        if self.kind == "pretrain":
+            return (self.dir / "teacher_backbone.pt").is_file() and (self.dir / "final_metrics.json").is_file()
+        return (self.dir / "eval_test" / "metrics.json").is_file()
+
+    def recorded_overrides(self) -> list | None:
+        """The overrides this run folder was last run with (the first command in its log)."""
+        log = self.dir / "study.log"
+        if not log.is_file():
+            return None
+        with open(log) as f:
+            first = f.readline()
+        return shlex.split(first[2:])[3:] if first.startswith("$ ") else None
+
+    def load_result(self) -> dict:
+        name = "final_metrics.json" if self.kind == "pretrain" else "eval_test/metrics.json"
+        self.result = json.loads((self.dir / name).read_text())
+        return self.result
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The val-selected checkpoint (ModelCheckpoint keeps one ``best-step=N.ckpt``), else last."""
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
+
+
+def pretrain_variants(cfg: DictConfig) -> dict[str, list[str]]:
+    """Pretraining variant -> its overrides: 'full' and each ablation the study asks for."""
+    variants = {"full": []}
+    for condition in cfg.ablation.conditions:
+        if condition == "occupancy_only":
+            variants[condition] = ["experiment=occupancy_only"]
+        elif condition.startswith("no_") and condition[3:] in LOSSES:
+            variants[condition] = [f"loss.weights.{condition[3:]}=0"]
+        else:
+            raise ValueError(f"ablation.conditions: unknown condition {condition!r}; use occupancy_only "
+                             f"or no_<loss> with <loss> one of {LOSSES}")
+    return variants
+
+
+def plan(cfg: DictConfig) -> list[Job]:
+    """Every run of the study, pretraining first."""
+    work, data_dir = Path(cfg.work_dir), Path(cfg.data_dir)  # as given: relative to where the study runs
+    common = [f"paths.data_dir={data_dir}", "logger=csv", "trainer.enable_progress_bar=false",
+              *cfg.shared_overrides]
+    jobs = []
+    for variant, extra in pretrain_variants(cfg).items():
+        run_dir = work / "pretrain" / variant
+        jobs.append(Job(f"pretrain-{variant}", "pretrain", run_dir, [
+            *common, *cfg.pretrain_overrides, f"trainer.max_steps={cfg.pretrain_steps}", f"seed={cfg.pretrain_seed}",
+            "callbacks.progress_bar=null", *extra, f"hydra.run.dir={run_dir}"], condition=variant))
+
+    def finetune(condition: str, fraction: float, seed: int) -> Job:
+        run_dir = work / "finetune" / f"{condition}-labels{fraction:g}-seed{seed}"
+        source = "full" if condition == "pretrained" else condition
+        pretrained = [] if condition == "scratch" else [f"model.pretrained={work / 'pretrain' / source}"]
+        return Job(f"finetune-{condition}-labels{fraction:g}-seed{seed}", "finetune", run_dir, [
+            *common, *cfg.finetune_overrides, f"trainer.max_steps={cfg.finetune_steps}",
+            f"trainer.val_check_interval={cfg.val_every}", f"optim.lr={cfg.finetune_lr}",
+            f"data.label_fraction={fraction}", f"seed={seed}", *pretrained, "test_after_fit=false",
+            f"record.root={run_dir / 'record'}", f"hydra.run.dir={run_dir}"],
+            condition, float(fraction), int(seed), None if condition == "scratch" else f"pretrain-{source}",
+            list(cfg.get("evaluate_overrides", [])))
+
+    for fraction in cfg.label_fractions:
+        for seed in cfg.seeds:
+            jobs += [finetune("scratch", fraction, seed), finetune("pretrained", fraction, seed)]
+    for condition in cfg.ablation.conditions:
+        for seed in cfg.ablation.seeds:
+            jobs.append(finetune(condition, cfg.ablation.label_fraction, seed))
+    return jobs
+
+
+def _run_job(job: Job) -> Job:
+    job.dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(job.dir / "study.log", "a") as log:
+        for cmd in job.commands():
+            log.write(f"$ {shlex.join(cmd)}\n")
+            log.flush()
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+            if code != 0:
+                raise RuntimeError(f"{job.name}: exit status {code}; see {job.dir / 'study.log'}")
+    job.seconds = time.perf_counter() - start
+    (job.dir / "study_seconds.txt").write_text(f"{job.seconds:.1f}\n")
+    job.load_result()
+    return job
+
+
+def run_jobs(jobs: list[Job], parallel: int) -> dict[str, str]:
+    """Runs what is not done yet, ``parallel`` at a time, each once the run it starts from is
+    done. Returns name -> error for the runs that failed (and those that needed them)."""
+    by_name = {j.name: j for j in jobs}
+    stale = [j for j in jobs if j.recorded_overrides() not in (None, list(j.overrides))]
+    if stale:  # reusing or overwriting them would mix two studies' settings
+        raise ValueError("evcmae-study: these run folders hold runs made with other settings: "
+                         + ", ".join(str(j.dir) for j in stale) + "; choose another work_dir (and out) "
+                         "for a study with different settings, or delete the folders to rerun them")
+    failed: dict[str, str] = {}
+    pending = []
+    for job in jobs:
+        if job.done():
+            job.load_result()
+            seconds = job.dir / "study_seconds.txt"
+            job.seconds = float(seconds.read_text()) if seconds.is_file() else 0.0
+        else:
+            pending.append(job)
+    total, finished = len(pending), 0
+    print(f"evcmae-study: {len(jobs) - total} of {len(jobs)} runs already done; {total} to run, {parallel} at a time",
+          flush=True)
+    with ThreadPoolExecutor(max_workers=max(1, int(parallel))) as pool:
+        running = {}
+        while pending or running:
+            for job in list(pending):
+                if len(running) >= parallel:
+                    break
+                if job.needs in failed:
+                    failed[job.name] = f"needs {job.needs}, which failed"
+                    pending.remove(job)
+                elif job.needs is None or by_name[job.needs].done():
+                    running[pool.submit(_run_job, job)] = job
+                    pending.remove(job)
+            if not running:  # what is left waits on runs that are neither done nor running
+                failed.update({job.name: f"needs {job.needs}, which did not run" for job in pending})
+                break
+            completed, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in completed:
+                job = running.pop(future)
+                finished += 1
+                try:
+                    future.result()
+                    print(f"evcmae-study: [{finished}/{total}] {job.name} done in {job.seconds:.0f} s", flush=True)
+                except Exception as exc:  # one failed run must not stop the others
+                    failed[job.name] = str(exc)
+                    print(f"evcmae-study: [{finished}/{total}] {job.name} FAILED: {exc}", flush=True)
+    return failed
+
+
+def latest_csv(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    return found[-1] if found else None
+
+
+def pretraining_notes(jobs: list[Job]) -> str:
+    """What each pretraining variant ended with: its losses and the teacher's k-NN probe."""
+    lines = ["## Pretraining runs", "",
+             "Training losses are averages over the last logged steps; the probe classifies val-split "
+             "objects by k-NN on the teacher's pooled features (leave-one-track-out), against always "
+             "guessing the most frequent class.", "",
+             "| variant | " + " | ".join(LOSSES) + " | probe k-NN acc | majority acc | minutes |",
+             "|---|" + "---:|" * (len(LOSSES) + 3)]
+    for job in jobs:
+        if job.kind != "pretrain" or not job.result:
+            continue
+        r = job.result
+
+        def fmt(key):
+            value = r.get(key)
+            return "–" if value is None else f"{value:.3f}"
+        lines.append(f"| {job.condition} | " + " | ".join(fmt(f"train/{k}") for k in LOSSES)
+                     + f" | {fmt('probe/knn_acc')} | {fmt('probe/majority_acc')} | {job.seconds / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float, argv: list[str]) -> dict:
+    out = Path(cfg.out)
+    configs = out / "configs"
+    configs.mkdir(parents=True, exist_ok=True)
+    (configs / "study.yaml").write_text(OmegaConf.to_yaml(cfg))
+    for job in jobs:
+        src = job.dir / ".hydra" / "config.yaml"
+        if src.is_file():
+            shutil.copyfile(src, configs / f"{job.name}.yaml")
+    lines = ["# The runs evcmae-study made, in order (run from the directory it ran in)",
+             "# " + " ".join(["evcmae-study", *map(shlex.quote, argv)])]
+    for job in jobs:
+        lines += [f"# {job.name}", *job.shell_lines()]
+    (out / "commands.sh").write_text("\n".join(lines) + "\n")
+
+    finetunes = [j for j in jobs if j.kind == "finetune" and j.result]
+    runs = [{"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed,
+             "metrics": j.result} for j in finetunes]
+    curves = [{"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed,
+               "csv": latest_csv(j.dir)} for j in finetunes if latest_csv(j.dir)]
+    notes = pretraining_notes(jobs)
+    if failed:
+        notes += "\n## Failed runs\n\n" + "\n".join(f"- {name}: {why}" for name, why in failed.items()) + "\n"
+    meta = {"scale": cfg.scale_name, "preset": cfg.preset, "pretrain_steps": cfg.pretrain_steps,
+            "finetune_steps": cfg.finetune_steps, "finetune_lr": cfg.finetune_lr,
+            "seeds": list(cfg.seeds), "checkpoint selection": f"best val/AP, validated every {cfg.val_every} steps",
+            "wall_time_min": round(wall_s / 60, 1), "machine": _machine()}
+    commands = ["evcmae-study " + " ".join(map(shlex.quote, argv)),
+                "# every run's command: commands.sh; every run's composed config: configs/"]
+    return write_report(runs, out, curves=curves, commands=commands, notes=notes, meta=meta)
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def prepare_data(cfg: DictConfig) -> None:
+    """Generate the synthetic dataset once, before runs that would otherwise race to create it."""
+    from events.synth import generate
+
+    root = Path(cfg.data_dir).absolute() / cfg.preset
+    if not (root / "synth.json").is_file():
+        print(f"evcmae-study: generating the synthetic '{cfg.preset}' dataset into {root}", flush=True)
+        generate(root, cfg.preset, 0, workers=int(cfg.synth_workers))
+
+
+def run(cfg: DictConfig, argv: list[str] = ()) -> dict:
+    start = time.perf_counter()
+    prepare_data(cfg)
+    jobs = plan(cfg)
+    failed = run_jobs(jobs, int(cfg.jobs))
+    report = write_results(cfg, jobs, failed, time.perf_counter() - start, list(argv))
+    print(Path(report["table"]).read_text().split("## Pretraining runs")[0])
+    print(f"evcmae-study: results in {Path(cfg.out).absolute()} ({(time.perf_counter() - start) / 60:.1f} min)")
+    if failed:
+        print(f"evcmae-study: {len(failed)} runs failed: {', '.join(failed)}")
+    return {"report": report, "failed": failed}
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="study")
+def _hydra_main(cfg: DictConfig) -> None:
+    result = run(cfg, sys.argv[1:])
+    if result["failed"]:
+        sys.exit(1)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Results folder of the label-efficiency study: summary JSON, seed aggregates, a Markdown table
+and two plots (AP vs label fraction, fine-tuning curves).
+
+``tools/study.py`` runs the study and hands its fine-tuned runs to :func:`write_report`.
+Metric values stay COCO fractions in the JSON files; the table and plots show percent points.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import warnings
+import zlib
+from pathlib import Path
+
+CONDITION_ORDER = ("scratch", "pretrained", "no_occupancy", "no_reconstruction", "no_voxel_nce",
+                   "no_frame_contrastive", "occupancy_only")
+METRIC_KEYS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AP_class_agnostic")
+TABLE_KEYS = ("AP", "AP50", "AP_S", "AP_M", "AP_L", "AP_class_agnostic")
+BASELINE = "scratch"
+DASH = "–"
+MINUS = "−"
+
+
+def _condition_key(condition: str):
+    # Known conditions in study order, anything else after them alphabetically.
+    if condition in CONDITION_ORDER:
+        return (CONDITION_ORDER.index(condition), "")
+    return (len(CONDITION_ORDER), condition)
+
+
+def _row_key(row: dict):
+    return (*_condition_key(row["condition"]), float(row["label_fraction"]), row.get("seed", 0))
+
+
+def summary_rows(runs: list[dict]) -> list[dict]:
+    rows = []
+    for run in runs:
+        metrics = run.get("metrics") or {}
+        row = {"condition": run["condition"], "label_fraction": float(run["label_fraction"]),
+               "seed": int(run["seed"]), "split": "test"}
+        row.update({key: metrics.get(key) for key in METRIC_KEYS})
+        rows.append(row)
+    return sorted(rows, key=_row_key)
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _std(values):
+    values = [v for v in values if v is not None]
+    return statistics.stdev(values) if len(values) >= 2 else None
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    by_group: dict[tuple, dict[int, dict]] = {}
+    for row in rows:
+        by_group.setdefault((row["condition"], float(row["label_fraction"])), {})[row["seed"]] = row
+
+    groups = []
+    for (condition, fraction), seeds in by_group.items():
+        runs = [seeds[s] for s in sorted(seeds)]
+        groups.append({"condition": condition, "label_fraction": fraction, "seeds": sorted(seeds),
+                       "n": len(runs),
+                       "mean": {k: _mean(r.get(k) for r in runs) for k in METRIC_KEYS},
+                       "std": {k: _std([r.get(k) for r in runs]) for k in METRIC_KEYS},
+                       "delta": dict.fromkeys(METRIC_KEYS), "delta_std": dict.fromkeys(METRIC_KEYS),
+                       "wins": None})
+
+    means = {(g["condition"], g["label_fraction"]): g["mean"] for g in groups}
+    for group in groups:
+        fraction = group["label_fraction"]
+        base = by_group.get((BASELINE, fraction))
+        if group["condition"] == BASELINE or base is None:
+            continue
+        own = by_group[(group["condition"], fraction)]
+        shared = sorted(set(own) & set(base))
+        base_mean = means[(BASELINE, fraction)]
+        for key in METRIC_KEYS:
+            if group["mean"][key] is not None and base_mean[key] is not None:
+                group["delta"][key] = group["mean"][key] - base_mean[key]
+            # Paired over seeds: seed-to-seed variance is shared by both conditions, so the paired
+            # spread is the honest uncertainty of the difference.
+            diffs = [own[s][key] - base[s][key] for s in shared
+                     if own[s].get(key) is not None and base[s].get(key) is not None]
+            group["delta_std"][key] = _std(diffs)
+        group["wins"] = sum(1 for s in shared if own[s].get("AP") is not None
+                            and base[s].get("AP") is not None and own[s]["AP"] > base[s]["AP"])
+    return sorted(groups, key=_row_key)
+
+
+def _fraction_label(fraction: float) -> str:
+    return f"{100 * fraction:g} %"
+
+
+def _cell(mean, std) -> str:
+    if mean is None:
+        return DASH
+    return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _signed(value: float) -> str:
+    text = f"{abs(100 * value):.2f}"
+    # A difference that rounds to zero gets "+" so "−0.00" never appears.
+    return (MINUS if value < 0 and text != "0.00" else "+") + text
+
+
+def _delta_cell(delta, std) -> str:
+    if delta is None:
+        return DASH
+    return _signed(delta) if std is None else f"{_signed(delta)} ± {100 * std:.2f}"
+
+
+def markdown_table(groups: list[dict]) -> str:
+    header = ["condition", "labels", "seeds (n)", "AP", "AP50", "AP_S", "AP_M", "AP_L",
+              "AP class-agnostic", "ΔAP vs scratch", "wins vs scratch"]
+    seeds_of = {(g["condition"], g["label_fraction"]): set(g["seeds"]) for g in groups}
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in groups:
+        base_seeds = seeds_of.get((BASELINE, g["label_fraction"]))
+        # Wins are counted over shared seeds; without the scratch group in hand, all seeds.
+        pairs = len(set(g["seeds"]) & base_seeds) if base_seeds is not None else g["n"]
+        wins = DASH if g.get("wins") is None else f"{g['wins']}/{pairs}"
+        cells = [g["condition"], _fraction_label(g["label_fraction"]), str(g["n"])]
+        cells += [_cell(g["mean"].get(k), g["std"].get(k)) for k in TABLE_KEYS]
+        cells += [_delta_cell(g["delta"].get("AP"), g["delta_std"].get("AP")), wins]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def condition_colour(condition: str):
+    """One colour per condition, shared by every plot of the report."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    if condition in CONDITION_ORDER:
+        return palette[CONDITION_ORDER.index(condition)]
+    # Stable across runs (unlike hash()), so an extra condition keeps its colour.
+    spare = len(palette) - len(CONDITION_ORDER)
+    return palette[len(CONDITION_ORDER) + zlib.crc32(condition.encode()) % spare]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_ap_vs_fraction(groups: list[dict], path) -> None:
+    plt = _pyplot()
+    from matplotlib.ticker import NullLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plotted = [g for g in groups if g["mean"].get("AP") is not None]
+    lines = [c for c in (BASELINE, "pretrained") if any(g["condition"] == c for g in plotted)]
+    ablations = sorted({g["condition"] for g in plotted} - set(lines), key=_condition_key)
+
+    def ys(gs):
+        return ([100 * g["mean"]["AP"] for g in gs],
+                [100 * (g["std"].get("AP") or 0.0) for g in gs])
+
+    for condition in lines:
+        gs = sorted((g for g in plotted if g["condition"] == condition), key=lambda g: g["label_fraction"])
+        y, err = ys(gs)
+        ax.errorbar([100 * g["label_fraction"] for g in gs], y, yerr=err, marker="o", capsize=3,
+                    color=condition_colour(condition), label=condition)
+    markers = "s^vDP*Xph<>"
+    for i, condition in enumerate(ablations):
+        gs = [g for g in plotted if g["condition"] == condition]
+        y, err = ys(gs)
+        # Multiplicative jitter (equal offsets on the log axis), all to the right of the fraction so
+        # the ablations stay clear of the scratch/pretrained markers drawn exactly on it.
+        shift = 1.04 ** (i + 1)
+        ax.errorbar([100 * g["label_fraction"] * shift for g in gs], y, yerr=err, linestyle="none",
+                    marker=markers[i % len(markers)], capsize=2, color=condition_colour(condition),
+                    label=condition)
+
+    fractions = sorted({g["label_fraction"] for g in plotted})
+    ax.set_xscale("log")
+    if fractions:
+        ax.set_xlim(100 * fractions[0] / 1.6, 100 * fractions[-1] * 1.6)
+        ax.set_xticks([100 * f for f in fractions], [_fraction_label(f) for f in fractions])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("label fraction")
+    ax.set_ylabel("AP (%)")
+    ax.set_title("AP vs label fraction (test split)")
+    ax.grid(alpha=0.3)
+    if plotted:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_curve(csv_path) -> dict:
+    series = {"train_loss": ([], []), "val_AP": ([], [])}
+    columns = {"train/loss": "train_loss", "val/AP": "val_AP"}
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            step = row.get("step")
+            if not step:
+                continue
+            for column, name in columns.items():
+                value = row.get(column)
+                if value:
+                    series[name][0].append(int(float(step)))
+                    series[name][1].append(float(value))
+    return {name: (steps, values) for name, (steps, values) in series.items()}
+
+
+def plot_curves(curves: list[dict], path) -> None:
+    plt = _pyplot()
+    fig, (loss_ax, ap_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    labelled = set()
+    for curve in sorted(curves, key=_row_key):
+        try:
+            data = read_curve(curve["csv"])
+        except (KeyError, TypeError, OSError, ValueError, csv.Error) as exc:
+            warnings.warn(f"skipping fine-tuning curve {curve.get('csv')}: {exc}", stacklevel=2)
+            continue
+        key = (curve["condition"], float(curve["label_fraction"]))
+        label = f"{key[0]} {_fraction_label(key[1])}"
+        # One legend entry per (condition, fraction) however many seeds were run.
+        style = {"color": condition_colour(key[0]), "linewidth": 0.9,
+                 "linestyle": "-" if key[1] >= 1.0 else "--",
+                 "label": label if key not in labelled else "_nolegend_"}
+        labelled.add(key)
+        loss_ax.plot(*data["train_loss"], **style)
+        steps, values = data["val_AP"]
+        ap_ax.plot(steps, [100 * v for v in values], **style)
+    loss_ax.set(xlabel="step", ylabel="training loss", title="training loss")
+    ap_ax.set(xlabel="step", ylabel="AP (%)", title="validation AP")
+    for ax in (loss_ax, ap_ax):
+        ax.grid(alpha=0.3)
+    if labelled:
+        ap_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(runs: list[dict], out_dir, curves: list[dict] | None = None, commands=(),
+                 notes: str = "", meta: dict | None = None) -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(runs)
+    groups = aggregate(rows)
+
+    summary, groups_path = out / "summary.json", out / "groups.json"
+    summary.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    groups_path.write_text(json.dumps(groups, indent=2) + "\n", encoding="utf-8")
+    plot = out / "ap_vs_label_fraction.png"
+    plot_ap_vs_fraction(groups, plot)
+    curves_path = None
+    if curves:
+        curves_path = out / "finetune_curves.png"
+        plot_curves(curves, curves_path)
+
+    parts = ["# evcmae label-efficiency study\n"]
+    if meta:
+        parts.append("".join(f"- {key}: {value}\n" for key, value in meta.items()))
+    parts.append(markdown_table(groups))
+    parts.append(f"![AP vs label fraction]({plot.name})\n")
+    if curves_path is not None:
+        parts.append(f"![fine-tuning curves]({curves_path.name})\n")
+    if notes:
+        parts.append(notes if notes.endswith("\n") else notes + "\n")
+    parts.append("## Reproduce\n\n```bash\n" + "".join(f"{c}\n" for c in commands) + "```\n")
+    table = out / "README.md"
+    table.write_text("\n".join(parts), encoding="utf-8")
+    return {"summary": summary, "table": table, "plot": plot, "curves": curves_path, "groups": groups}
