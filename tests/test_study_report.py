@@ -99,7 +99,7 @@ def test_markdown_table_cells():
     table = markdown_table(groups)
     lines = table.strip().splitlines()
     assert lines[0] == ("| condition | labels | seeds (n) | AP | AP50 | AP_S | AP_M | AP_L | AP class-agnostic"
-                        " | ΔAP vs scratch | wins vs scratch |")
+                        " | ΔAP vs scratch | wins vs scratch | Δ class-agnostic |")
     assert len(lines) == 2 + len(groups)
 
     s_ap, p_ap = np.array(list(SCRATCH_AP.values())), np.array(list(PRETRAINED_AP.values()))
@@ -110,6 +110,7 @@ def test_markdown_table_cells():
     pre = rows[("pretrained", "10 %")]
     delta, delta_std = 100 * (p_ap.mean() - s_ap.mean()), 100 * np.std(p_ap - s_ap, ddof=1)
     assert f"| +{delta:.2f} ± {delta_std:.2f} | 2/3 |" in pre
+    assert pre.endswith(f"| +{delta:.2f} ± {delta_std:.2f} |")  # class-agnostic AP is AP + 0.1 here
     assert "| 3 |" in pre and "| – |" in pre  # seeds, AP_S
     ablation = rows[("no_occupancy", "10 %")]
     assert f"| −{100 * (s_ap.mean() - 0.19):.2f} | 0/1 |" in ablation

@@ -270,7 +270,9 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
     meta = {"scale": cfg.scale_name, "preset": cfg.preset, "pretrain_steps": cfg.pretrain_steps,
             "finetune_steps": cfg.finetune_steps, "finetune_lr": cfg.finetune_lr,
             "seeds": list(cfg.seeds), "checkpoint selection": f"best val/AP, validated every {cfg.val_every} steps",
-            "wall_time_min": round(wall_s / 60, 1), "machine": _machine()}
+            "wall time (all invocations, min)": round(wall_s / 60, 1),
+            "run time (sum over runs, min)": round(sum(j.seconds for j in jobs) / 60, 1),
+            "jobs at once": cfg.jobs, "machine": _machine()}
     commands = ["evcmae-study " + " ".join(map(shlex.quote, argv)),
                 "# every run's command: commands.sh; every run's composed config: configs/"]
     return write_report(runs, out, curves=curves, commands=commands, notes=notes, meta=meta)
@@ -293,12 +295,21 @@ def prepare_data(cfg: DictConfig) -> None:
         generate(root, cfg.preset, 0, workers=int(cfg.synth_workers))
 
 
+def _add_wall_time(cfg: DictConfig, seconds: float) -> float:
+    """Wall time summed over every invocation of this study (a resumed study reports its total)."""
+    path = Path(cfg.work_dir) / "study_time.json"
+    total = (json.loads(path.read_text())["wall_s"] if path.is_file() else 0.0) + seconds
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"wall_s": round(total, 1)}) + "\n")
+    return total
+
+
 def run(cfg: DictConfig, argv: list[str] = ()) -> dict:
     start = time.perf_counter()
     prepare_data(cfg)
     jobs = plan(cfg)
     failed = run_jobs(jobs, int(cfg.jobs))
-    report = write_results(cfg, jobs, failed, time.perf_counter() - start, list(argv))
+    report = write_results(cfg, jobs, failed, _add_wall_time(cfg, time.perf_counter() - start), list(argv))
     print(Path(report["table"]).read_text().split("## Pretraining runs")[0])
     print(f"evcmae-study: results in {Path(cfg.out).absolute()} ({(time.perf_counter() - start) / 60:.1f} min)")
     if failed:

@@ -115,7 +115,7 @@ def _delta_cell(delta, std) -> str:
 
 def markdown_table(groups: list[dict]) -> str:
     header = ["condition", "labels", "seeds (n)", "AP", "AP50", "AP_S", "AP_M", "AP_L",
-              "AP class-agnostic", "ΔAP vs scratch", "wins vs scratch"]
+              "AP class-agnostic", "ΔAP vs scratch", "wins vs scratch", "Δ class-agnostic"]
     seeds_of = {(g["condition"], g["label_fraction"]): set(g["seeds"]) for g in groups}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
@@ -125,7 +125,8 @@ def markdown_table(groups: list[dict]) -> str:
         wins = DASH if g.get("wins") is None else f"{g['wins']}/{pairs}"
         cells = [g["condition"], _fraction_label(g["label_fraction"]), str(g["n"])]
         cells += [_cell(g["mean"].get(k), g["std"].get(k)) for k in TABLE_KEYS]
-        cells += [_delta_cell(g["delta"].get("AP"), g["delta_std"].get("AP")), wins]
+        cells += [_delta_cell(g["delta"].get("AP"), g["delta_std"].get("AP")), wins,
+                  _delta_cell(g["delta"].get("AP_class_agnostic"), g["delta_std"].get("AP_class_agnostic"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
