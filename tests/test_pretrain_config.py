@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = {
-    "data": ["demo", "tiny", "bench", "etram"],
+    "data": ["demo", "tiny", "study", "bench", "etram"],
     "backbone": ["default"],
     "masking": ["tube", "random", "block"],
     "loss": ["default"],
