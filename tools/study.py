@@ -273,7 +273,7 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
             "wall time (all invocations, min)": round(wall_s / 60, 1),
             "run time (sum over runs, min)": round(sum(j.seconds for j in jobs) / 60, 1),
             "jobs at once": cfg.jobs, "machine": _machine()}
-    commands = ["evcmae-study " + " ".join(map(shlex.quote, argv)),
+    commands = [" ".join(["evcmae-study", *map(shlex.quote, argv)]),
                 "# every run's command: commands.sh; every run's composed config: configs/"]
     return write_report(runs, out, curves=curves, commands=commands, notes=notes, meta=meta)
 
