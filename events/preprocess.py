@@ -103,6 +103,13 @@ def _label_period_us(unique_ts: np.ndarray) -> int:
     return int(max(1, int(np.rint(FRAME_STEP_US / median))) * median)
 
 
+def split_by_frame(labels: np.ndarray, frame_ts: np.ndarray) -> list:
+    """The boxes of each label frame, for time-sorted ``labels`` (binary search, no scan per frame)."""
+    lo = np.searchsorted(labels["t"], frame_ts, side="left")
+    hi = np.searchsorted(labels["t"], frame_ts, side="right")
+    return [labels[a:b] for a, b in zip(lo, hi)]
+
+
 def plan_windows(label_times_us, window_ms: int = 50, align_ms: int = 100,
                  label_period_us: int | None = None):
     """Kept label frame times, window end times and each frame's window index.
@@ -198,9 +205,7 @@ def preprocess_recording(td_path, bbox_path, out_split_dir, split: str,
                 shutil.rmtree(final, ignore_errors=True)  # a stale sequence from an earlier run
                 return res
             frame_ts, repr_ts, frame_to_repr = plan
-            lo = np.searchsorted(labels["t"], frame_ts, side="left")
-            hi = np.searchsorted(labels["t"], frame_ts, side="right")
-            per_frame = [labels[a:b] for a, b in zip(lo, hi)]
+            per_frame = split_by_frame(labels, frame_ts)
 
             shutil.rmtree(work, ignore_errors=True)
             repr_dir = work / REPR_PARENT / representation_name(cfg.window_ms, cfg.bins)

@@ -39,6 +39,10 @@ class VoxelBatch:
     def __len__(self) -> int:
         return self.coords.shape[0]
 
+    def to(self, device, non_blocking: bool = False) -> "VoxelBatch":
+        return VoxelBatch(self.coords.to(device, non_blocking=non_blocking),
+                          self.features.to(device, non_blocking=non_blocking), self.spatial_shape, self.batch_size)
+
     def counts_per_sample(self) -> torch.Tensor:
         return torch.bincount(self.coords[:, 0].long(), minlength=self.batch_size)
 

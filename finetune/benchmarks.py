@@ -50,8 +50,7 @@ def bench_detector(width: int = 640, height: int = 360, size: str = "tiny", repe
             model = model.to(device).eval()
             x = voxels if name == "sparse" else hist
             if device == "cuda":
-                x = (type(voxels)(voxels.coords.cuda(), voxels.features.cuda(), voxels.spatial_shape, 1)
-                     if name == "sparse" else hist.cuda())
+                x = x.to("cuda")
 
             def step(model=model, x=x):
                 with torch.no_grad():

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from events.container import Events
 from events.h5 import H5EventFile, ProcessLocalH5
 from events.labels import BBOX_DTYPE, load_labels
-from events.preprocess import PreprocessConfig, filter_recording_labels, plan_windows
+from events.preprocess import PreprocessConfig, filter_recording_labels, plan_windows, split_by_frame
 from events.rvt import RVTSequence, list_sequences, scale_boxes
 from events.voxelize import Voxelizer, VoxelBatch
 from finetune.detector import boxes_to_targets
@@ -160,10 +160,12 @@ class RawRecording(_LabelFrames):
             plan = plan_windows(labels["t"], cfg.window_ms, cfg.align_ms, cfg.label_period_us)
         if plan is not None:
             frame_ts, self.ends, frame_to_repr = plan
-            for t, r in zip(frame_ts.tolist(), frame_to_repr.tolist()):
-                boxes = labels[labels["t"] == t]
-                boxes = scale_boxes(boxes, 1.0 / downsample, self.height, self.width)
-                self._labels[int(r)] = remap_classes(boxes, class_map) if class_map is not None else boxes
+            # scaled and remapped once, box by box, then cut into frames
+            labels = scale_boxes(labels, 1.0 / downsample, self.height, self.width)
+            if class_map is not None:
+                labels = remap_classes(labels, class_map)
+            for boxes, r in zip(split_by_frame(labels, frame_ts), frame_to_repr.tolist()):
+                self._labels[int(r)] = boxes
         if cover_all or plan is None:  # a plain grid to the recording's end (inference)
             first = self.ends[0] if len(self.ends) else self.window_us
             before = np.arange(first - self.window_us, 0, -self.window_us)[::-1]
@@ -246,8 +248,8 @@ class ChunkBatch:
 
     def to(self, device, non_blocking: bool = False) -> "ChunkBatch":
         def move(x):
-            if isinstance(x, VoxelBatch):
-                return VoxelBatch(x.coords.to(device), x.features.to(device), x.spatial_shape, x.batch_size)
+            if isinstance(x, VoxelBatch):  # voxels always moved blocking, as before
+                return x.to(device)
             return x.to(device, non_blocking=non_blocking)
 
         return ChunkBatch([move(x) for x in self.inputs],
@@ -351,6 +353,7 @@ class ChunkBatchSampler(Sampler):
                               for r, lab in enumerate(self.labelled) for j in lab]
         if self.n_stream < self.batch_size and not self.random_chunks:
             raise ValueError("random-access sampling needs labelled windows; none found")
+        self.streams = self._streams(np.random.default_rng([self.seed, 0])) if self.n_stream else []
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -383,13 +386,11 @@ class ChunkBatchSampler(Sampler):
     def __len__(self) -> int:
         if self.n_stream == 0:
             return max(1, len(self.random_chunks) // self.batch_size)
-        rng = np.random.default_rng([self.seed, 0])
-        return max(sum(self._chunks(r) for r in s) for s in self._streams(rng))
+        return max(sum(self._chunks(r) for r in s) for s in self.streams)
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
-        streams = self._streams(np.random.default_rng([self.seed, 0])) if self.n_stream else []
-        iters = [self._stream_keys(s, rng) for s in streams]
+        iters = [self._stream_keys(s, rng) for s in self.streams]
         for _ in range(len(self)):
             batch = [next(it) for it in iters]
             for _ in range(self.batch_size - self.n_stream):
@@ -445,11 +446,10 @@ class FinetuneDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         preset, seed, workers = self.synth
-        if preset is not None and not (self.root / "synth.json").exists():
-            from events.synth import generate
+        if preset is not None:
+            from events.synth import ensure_generated
 
-            print(f"evcmae: generating the synthetic '{preset}' dataset into {self.root} (first use)")
-            generate(self.root, preset, seed, workers=workers)
+            ensure_generated(self.root, preset, seed, workers)
         if self.input == "histogram" and not self.rvt_root.is_dir():
             from events.preprocess import preprocess_dataset
 

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from pretrain.export import CONFIG_FILE, STUDENT_FILE, TEACHER_FILE, load_into
+from pretrain.export import CONFIG_FILE, STUDENT_FILE, TEACHER_FILE, WEIGHT_FILES, backbone_kwargs, load_into
 
 log = logging.getLogger(__name__)
 WHICH = ("teacher", "student")
@@ -34,11 +34,6 @@ def _which(which: str) -> str:
     if which not in WHICH:
         raise ValueError(f"pretrained_which must be one of {WHICH}, got {which!r}")
     return which
-
-
-def _export_folder(path: Path) -> Optional[Path]:
-    folder = path if path.is_dir() else path.parent
-    return folder if (folder / CONFIG_FILE).is_file() else None
 
 
 def export_json(path) -> Optional[dict]:
@@ -58,7 +53,7 @@ def weights_file(path, which: str = "teacher") -> Path:
     path = Path(path)
     if path.is_dir() or path.name == CONFIG_FILE:
         folder = path if path.is_dir() else path.parent
-        return folder / {"teacher": TEACHER_FILE, "student": STUDENT_FILE}[_which(which)]
+        return folder / WEIGHT_FILES[_which(which)]
     return path
 
 
@@ -113,8 +108,7 @@ def backbone_config(path, which: str = "teacher") -> tuple[dict, Optional[dict]]
     """(backbone constructor kwargs, voxelizer settings or None) for a pretrained source."""
     info = export_json(path)
     if info is not None:
-        kwargs = {k: info["backbone"][k] for k in ("in_channels", "channels", "blocks", "strides")}
-        return kwargs, info.get("voxelizer")
+        return backbone_kwargs(info), info.get("voxelizer")
     return infer_backbone_config(backbone_state(path, which)), None
 
 

@@ -45,7 +45,9 @@ class FinalMetrics(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         for key, value in trainer.callback_metrics.items():
             if key.startswith("train/"):
-                self._recent.setdefault(key, deque(maxlen=self.window)).append(float(value))
+                # kept as tensors: float() here would sync a GPU on every step
+                value = value.detach().clone() if torch.is_tensor(value) else float(value)
+                self._recent.setdefault(key, deque(maxlen=self.window)).append(value)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
@@ -56,7 +58,7 @@ class FinalMetrics(pl.Callback):
 
     @rank_zero_only
     def _write(self, trainer) -> None:
-        metrics = {k: sum(v) / len(v) for k, v in sorted(self._recent.items()) if v}
+        metrics = {k: sum(float(x) for x in v) / len(v) for k, v in sorted(self._recent.items()) if v}
         for key, value in trainer.callback_metrics.items():
             if key.startswith(self.prefixes) and not key.startswith("train/"):
                 metrics[key] = float(value)

@@ -117,19 +117,14 @@ class PretrainBatch:
     nb_idx: torch.Tensor  # (B,) long: neighbour window index
 
     def to(self, device, non_blocking: bool = False) -> "PretrainBatch":
-        """Lightning moves any object with ``to``; VoxelBatch has none, hence this."""
-        return PretrainBatch(*(_voxels_to(v, device, non_blocking) for v in (self.anchor, self.neighbour)),
+        """Lightning moves any object with ``to``."""
+        return PretrainBatch(*(v.to(device, non_blocking) for v in (self.anchor, self.neighbour)),
                              *(t.to(device, non_blocking=non_blocking)
                                for t in (self.rec_ids, self.win_idx, self.nb_idx)))
 
     @property
     def batch_size(self) -> int:
         return self.anchor.batch_size
-
-
-def _voxels_to(v: VoxelBatch, device, non_blocking: bool) -> VoxelBatch:
-    return VoxelBatch(v.coords.to(device, non_blocking=non_blocking),
-                      v.features.to(device, non_blocking=non_blocking), v.spatial_shape, v.batch_size)
 
 
 @dataclass
@@ -192,7 +187,7 @@ class LabelledBatch:
     cell_size: tuple[int, int]  # sensor pixels per voxel (y, x), to place the boxes on the voxel grid
 
     def to(self, device, non_blocking: bool = False) -> "LabelledBatch":
-        return LabelledBatch(_voxels_to(self.voxels, device, non_blocking),
+        return LabelledBatch(self.voxels.to(device, non_blocking),
                              *(t.to(device, non_blocking=non_blocking)
                                for t in (self.boxes, self.box_sample, self.classes, self.groups)),
                              self.cell_size)
@@ -314,12 +309,10 @@ class PretrainDataModule(pl.LightningDataModule):
         self.val_set: LabelledWindows | None = None
 
     def prepare_data(self) -> None:
-        if self.synth.preset is None or (self.root / "synth.json").exists():
-            return
-        from events.synth import generate
+        if self.synth.preset is not None:
+            from events.synth import ensure_generated
 
-        print(f"evcmae: generating the synthetic '{self.synth.preset}' dataset into {self.root} (first use)")
-        generate(self.root, self.synth.preset, self.synth.seed, workers=self.synth.workers)
+            ensure_generated(self.root, self.synth.preset, self.synth.seed, self.synth.workers)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

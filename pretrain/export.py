@@ -19,6 +19,13 @@ from torch import nn
 from events.voxelize import FEATURE_NAMES
 
 STUDENT_FILE, TEACHER_FILE, CONFIG_FILE = "student_backbone.pt", "teacher_backbone.pt", "backbone.json"
+WEIGHT_FILES = {"teacher": TEACHER_FILE, "student": STUDENT_FILE}
+BACKBONE_KEYS = ("in_channels", "channels", "blocks", "strides")
+
+
+def backbone_kwargs(config: dict) -> dict:
+    """``SparseVoxelBackbone`` constructor arguments from a ``backbone.json``."""
+    return {k: config["backbone"][k] for k in BACKBONE_KEYS}
 
 
 def backbone_config(backbone: nn.Module) -> dict:
@@ -84,8 +91,7 @@ def load_backbone(path, which: str = "teacher", log=print):
     folder = path if path.is_dir() else path.parent
     with open(folder / CONFIG_FILE, encoding="utf-8") as f:
         config = json.load(f)
-    kwargs = {k: config["backbone"][k] for k in ("in_channels", "channels", "blocks", "strides")}
-    backbone = SparseVoxelBackbone(**kwargs)
-    weights = {"teacher": TEACHER_FILE, "student": STUDENT_FILE}[which]
+    backbone = SparseVoxelBackbone(**backbone_kwargs(config))
+    weights = WEIGHT_FILES[which]
     report = load_into(backbone, torch.load(folder / weights, map_location="cpu", weights_only=True), log)
     return backbone, config, report

@@ -134,7 +134,7 @@ def test_labelled_windows_end_at_label_times(tiny):
 
 def test_datamodule_generates_synthetic_data_on_first_use(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr("events.synth.generate", lambda root, preset, seed, workers=1: calls.append((root, preset)))
+    monkeypatch.setattr("events.synth.writer.generate", lambda root, preset, seed, workers=1: calls.append((root, preset)))
     dm = PretrainDataModule(str(tmp_path / "d"), 320, 180, synth_preset="tiny")
     dm.prepare_data()
     assert calls == [(tmp_path / "d", "tiny")]

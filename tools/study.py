@@ -37,11 +37,13 @@ if __name__ == "__main__" and not __package__:
     sys.path[0] = str(_CHECKOUT)
 
 if __package__:
+    from .bench import machine
     from .pretrain import config_dir
-    from .study_report import write_report
+    from .study_report import markdown_table, write_report
 else:
+    from tools.bench import machine
     from tools.pretrain import config_dir
-    from tools.study_report import write_report
+    from tools.study_report import markdown_table, write_report
 
 LOSSES = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
 
@@ -63,27 +65,30 @@ class Job:
     result: dict = field(default_factory=dict)
     seconds: float = 0.0
 
-    def commands(self) -> list[list[str]]:
-        entry = "evcmae_tools.pretrain" if self.kind == "pretrain" else "evcmae_tools.finetune"
-        cmds = [[sys.executable, "-m", entry, *self.overrides]]
+    def _steps(self, checkpoint) -> list[tuple[str, list[str]]]:
+        """(tool, arguments) of each step: the run, and for fine-tuning the test evaluation."""
+        steps = [(self.kind, list(self.overrides))]
         if self.kind == "finetune":
-            cmds.append([sys.executable, "-m", "evcmae_tools.evaluate", f"checkpoint={best_checkpoint(self.dir)}",
-                         "split=test", f"out={self.dir / 'eval_test'}", *self.evaluate_args])
-        return cmds
+            steps.append(("evaluate", [f"checkpoint={checkpoint}", "split=test", f"out={self.dir / 'eval_test'}",
+                                       *self.evaluate_args]))
+        return steps
+
+    def commands(self) -> list[list[str]]:
+        return [[sys.executable, "-m", f"evcmae_tools.{tool}", *args]
+                for tool, args in self._steps(best_checkpoint(self.dir))]
 
     def shell_lines(self) -> list[str]:
         """The commands as a user types them (console scripts; the checkpoint found at run time)."""
-        script = "evcmae-pretrain" if self.kind == "pretrain" else "evcmae-finetune"
-        lines = [" ".join([script, *map(shlex.quote, self.overrides)])]
-        if self.kind == "finetune":
-            lines.append(" ".join([f"evcmae-evaluate checkpoint={self.dir}/checkpoints/best-step=*.ckpt",
-                                   "split=test", f"out={self.dir / 'eval_test'}", *self.evaluate_args]))
-        return lines
+        return [" ".join([f"evcmae-{tool}", *map(shlex.quote, args)])
+                for tool, args in self._steps(f"{self.dir}/checkpoints/best-step=*.ckpt")]
+
+    @property
+    def result_path(self) -> Path:
+        return self.dir / ("final_metrics.json" if self.kind == "pretrain" else "eval_test/metrics.json")
 
     def done(self) -> bool:
-        if self.kind == "pretrain":
-            return (self.dir / "teacher_backbone.pt").is_file() and (self.dir / "final_metrics.json").is_file()
-        return (self.dir / "eval_test" / "metrics.json").is_file()
+        exported = self.kind != "pretrain" or (self.dir / "teacher_backbone.pt").is_file()
+        return exported and self.result_path.is_file()
 
     def recorded_overrides(self) -> list | None:
         """The overrides this run folder was last run with (the first command in its log)."""
@@ -95,8 +100,7 @@ class Job:
         return shlex.split(first[2:])[3:] if first.startswith("$ ") else None
 
     def load_result(self) -> dict:
-        name = "final_metrics.json" if self.kind == "pretrain" else "eval_test/metrics.json"
-        self.result = json.loads((self.dir / name).read_text())
+        self.result = json.loads(self.result_path.read_text())
         return self.result
 
 
@@ -172,19 +176,19 @@ def _run_job(job: Job) -> Job:
 def run_jobs(jobs: list[Job], parallel: int) -> dict[str, str]:
     """Runs what is not done yet, ``parallel`` at a time, each once the run it starts from is
     done. Returns name -> error for the runs that failed (and those that needed them)."""
-    by_name = {j.name: j for j in jobs}
     stale = [j for j in jobs if j.recorded_overrides() not in (None, list(j.overrides))]
     if stale:  # reusing or overwriting them would mix two studies' settings
         raise ValueError("evcmae-study: these run folders hold runs made with other settings: "
                          + ", ".join(str(j.dir) for j in stale) + "; choose another work_dir (and out) "
                          "for a study with different settings, or delete the folders to rerun them")
     failed: dict[str, str] = {}
-    pending = []
+    complete, pending = set(), []
     for job in jobs:
         if job.done():
             job.load_result()
             seconds = job.dir / "study_seconds.txt"
             job.seconds = float(seconds.read_text()) if seconds.is_file() else 0.0
+            complete.add(job.name)
         else:
             pending.append(job)
     total, finished = len(pending), 0
@@ -199,7 +203,7 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, str]:
                 if job.needs in failed:
                     failed[job.name] = f"needs {job.needs}, which failed"
                     pending.remove(job)
-                elif job.needs is None or by_name[job.needs].done():
+                elif job.needs is None or job.needs in complete:
                     running[pool.submit(_run_job, job)] = job
                     pending.remove(job)
             if not running:  # what is left waits on runs that are neither done nor running
@@ -211,6 +215,7 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, str]:
                 finished += 1
                 try:
                     future.result()
+                    complete.add(job.name)
                     print(f"evcmae-study: [{finished}/{total}] {job.name} done in {job.seconds:.0f} s", flush=True)
                 except Exception as exc:  # one failed run must not stop the others
                     failed[job.name] = str(exc)
@@ -221,6 +226,10 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, str]:
 def latest_csv(run_dir: Path) -> Path | None:
     found = sorted((run_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     return found[-1] if found else None
+
+
+def _number(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def pretraining_notes(jobs: list[Job]) -> str:
@@ -235,12 +244,9 @@ def pretraining_notes(jobs: list[Job]) -> str:
         if job.kind != "pretrain" or not job.result:
             continue
         r = job.result
-
-        def fmt(key):
-            value = r.get(key)
-            return "–" if value is None else f"{value:.3f}"
-        lines.append(f"| {job.condition} | " + " | ".join(fmt(f"train/{k}") for k in LOSSES)
-                     + f" | {fmt('probe/knn_acc')} | {fmt('probe/majority_acc')} | {job.seconds / 60:.1f} |")
+        cells = [_number(r.get(f"train/{k}")) for k in LOSSES]
+        cells += [_number(r.get("probe/knn_acc")), _number(r.get("probe/majority_acc")), f"{job.seconds / 60:.1f}"]
+        lines.append(f"| {job.condition} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,8 +268,9 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
     finetunes = [j for j in jobs if j.kind == "finetune" and j.result]
     runs = [{"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed,
              "metrics": j.result} for j in finetunes]
+    logs = {j.name: latest_csv(j.dir) for j in finetunes}
     curves = [{"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed,
-               "csv": latest_csv(j.dir)} for j in finetunes if latest_csv(j.dir)]
+               "csv": logs[j.name]} for j in finetunes if logs[j.name]]
     notes = pretraining_notes(jobs)
     if failed:
         notes += "\n## Failed runs\n\n" + "\n".join(f"- {name}: {why}" for name, why in failed.items()) + "\n"
@@ -272,27 +279,22 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
             "seeds": list(cfg.seeds), "checkpoint selection": f"best val/AP, validated every {cfg.val_every} steps",
             "wall time (all invocations, min)": round(wall_s / 60, 1),
             "run time (sum over runs, min)": round(sum(j.seconds for j in jobs) / 60, 1),
-            "jobs at once": cfg.jobs, "machine": _machine()}
+            "jobs at once": cfg.jobs, "machine": _machine_line()}
     commands = [" ".join(["evcmae-study", *map(shlex.quote, argv)]),
                 "# every run's command: commands.sh; every run's composed config: configs/"]
     return write_report(runs, out, curves=curves, commands=commands, notes=notes, meta=meta)
 
 
-def _machine() -> str:
-    import os
-    import platform
-
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+def _machine_line() -> str:
+    m = machine()
+    return f"{m['machine']}, {m['cpus']} CPUs, Python {m['python']}"
 
 
 def prepare_data(cfg: DictConfig) -> None:
     """Generate the synthetic dataset once, before runs that would otherwise race to create it."""
-    from events.synth import generate
+    from events.synth import ensure_generated
 
-    root = Path(cfg.data_dir).absolute() / cfg.preset
-    if not (root / "synth.json").is_file():
-        print(f"evcmae-study: generating the synthetic '{cfg.preset}' dataset into {root}", flush=True)
-        generate(root, cfg.preset, 0, workers=int(cfg.synth_workers))
+    ensure_generated(Path(cfg.data_dir).absolute() / cfg.preset, cfg.preset, 0, int(cfg.synth_workers))
 
 
 def _add_wall_time(cfg: DictConfig, seconds: float) -> float:
@@ -310,7 +312,7 @@ def run(cfg: DictConfig, argv: list[str] = ()) -> dict:
     jobs = plan(cfg)
     failed = run_jobs(jobs, int(cfg.jobs))
     report = write_results(cfg, jobs, failed, _add_wall_time(cfg, time.perf_counter() - start), list(argv))
-    print(Path(report["table"]).read_text().split("## Pretraining runs")[0])
+    print(markdown_table(report["groups"]))
     print(f"evcmae-study: results in {Path(cfg.out).absolute()} ({(time.perf_counter() - start) / 60:.1f} min)")
     if failed:
         print(f"evcmae-study: {len(failed)} runs failed: {', '.join(failed)}")

@@ -152,6 +152,12 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_ap_vs_fraction(groups: list[dict], path) -> None:
     plt = _pyplot()
     from matplotlib.ticker import NullLocator
@@ -193,9 +199,7 @@ def plot_ap_vs_fraction(groups: list[dict], path) -> None:
     ax.grid(alpha=0.3)
     if plotted:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def read_curve(csv_path) -> dict:
@@ -240,9 +244,7 @@ def plot_curves(curves: list[dict], path) -> None:
         ax.grid(alpha=0.3)
     if labelled:
         ap_ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def write_report(runs: list[dict], out_dir, curves: list[dict] | None = None, commands=(),

@@ -7,7 +7,7 @@ named sizes. The pieces: ``scene`` (static street), ``traffic`` (lanes, arrivals
 from .presets import PRESETS, Preset, get_preset
 from .recording import Recording, synthesize
 from .simulator import EventSimulator, SensorConfig
-from .writer import generate
+from .writer import ensure_generated, generate
 
 __all__ = ["PRESETS", "Preset", "get_preset", "Recording", "synthesize", "EventSimulator", "SensorConfig",
-           "generate"]
+           "generate", "ensure_generated"]

@@ -87,3 +87,15 @@ def generate(out_dir, preset: str | Preset = "tiny", seed: int = 0, workers: int
         json.dump(summary, f, indent=2)
         f.write("\n")
     return {**summary, "seconds": time.perf_counter() - start}
+
+
+def ensure_generated(out_dir, preset: str | Preset, seed: int = 0, workers: int = 1) -> bool:
+    """Generate ``preset`` into ``out_dir`` unless a generated dataset is already there (its
+    ``synth.json``): the first-use step of every data module and of evcmae-study. True if it generated."""
+    out_dir = Path(out_dir)
+    if (out_dir / "synth.json").exists():
+        return False
+    name = preset if isinstance(preset, str) else preset.name
+    print(f"evcmae: generating the synthetic '{name}' dataset into {out_dir} (first use)", flush=True)
+    generate(out_dir, preset, seed, workers=workers)
+    return True
