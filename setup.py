@@ -2,9 +2,12 @@
 voxel backbone) and fine-tuning into the RVT/YOLOX detector."""
 from setuptools import setup
 
-# The command-line scripts live in tools/ (not an importable package in the checkout); they are
-# installed under the package name ``evcmae_tools`` so nothing shadows a common module name.
-PACKAGES = ["events", "events.synth", "pretrain", "finetune", "losses", "backbones", "evcmae_tools", "evcmae_conf"]
+# One installed namespace, the checkout's folders unchanged: each top-level folder is installed as a
+# subpackage of ``evcmae`` (events/ -> evcmae.events, tools/ -> evcmae.tools, ...), so no common
+# name such as ``events`` or ``tools`` is claimed at the top level. evcmae/ holds only the public API.
+FOLDERS = ["events", "events.synth", "pretrain", "finetune", "losses", "backbones", "tools", "conf"]
+PACKAGES = ["evcmae"] + [f"evcmae.{name}" for name in FOLDERS]
+PACKAGE_DIR = {"evcmae": "evcmae", **{f"evcmae.{name}": name.replace(".", "/") for name in FOLDERS}}
 
 SPCONV_CPU = "spconv>=2.3.6,<2.4"
 EXTRAS = {
@@ -24,8 +27,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=PACKAGES,
-    package_dir={"evcmae_tools": "tools", "evcmae_conf": "conf"},
-    package_data={"evcmae_conf": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
+    package_dir=PACKAGE_DIR,
+    package_data={"evcmae.conf": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
     install_requires=[
         "numpy>=1.24",
         "torch>=2.1",
@@ -43,19 +46,19 @@ setup(
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
-            "evcmae-info = evcmae_tools.info:main",
-            "evcmae-preprocess = evcmae_tools.preprocess:main",
-            "evcmae-synth = evcmae_tools.synth:main",
-            "evcmae-viz = evcmae_tools.visualize:main",
-            "evcmae-bench = evcmae_tools.bench:main",
-            "evcmae-pretrain = evcmae_tools.pretrain:main",
-            "evcmae-sweep-summary = evcmae_tools.sweep_summary:main",
-            "evcmae-compare = evcmae_tools.compare:main",
-            "evcmae-finetune = evcmae_tools.finetune:main",
-            "evcmae-study = evcmae_tools.study:main",
-            "evcmae-evaluate = evcmae_tools.evaluate:main",
-            "evcmae-detect = evcmae_tools.detect:main",
-            "evcmae-demo = evcmae_tools.demo:main",
+            "evcmae-info = evcmae.tools.info:main",
+            "evcmae-preprocess = evcmae.tools.preprocess:main",
+            "evcmae-synth = evcmae.tools.synth:main",
+            "evcmae-viz = evcmae.tools.visualize:main",
+            "evcmae-bench = evcmae.tools.bench:main",
+            "evcmae-pretrain = evcmae.tools.pretrain:main",
+            "evcmae-sweep-summary = evcmae.tools.sweep_summary:main",
+            "evcmae-compare = evcmae.tools.compare:main",
+            "evcmae-finetune = evcmae.tools.finetune:main",
+            "evcmae-study = evcmae.tools.study:main",
+            "evcmae-evaluate = evcmae.tools.evaluate:main",
+            "evcmae-detect = evcmae.tools.detect:main",
+            "evcmae-demo = evcmae.tools.demo:main",
         ]
     },
 )

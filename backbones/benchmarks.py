@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from events.benchmarks import median_ms
+from evcmae.events.benchmarks import median_ms
 
 from .sparse_resnet import SparseVoxelBackbone
 from .spconv_compat import spconv

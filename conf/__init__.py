@@ -1,1 +1,1 @@
-"""Hydra configuration tree (installed as the package ``evcmae_conf``)."""
+"""Hydra configuration tree (installed as the package ``evcmae.conf``)."""

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import torch
 
-from events.benchmarks import median_ms
+from evcmae.events.benchmarks import median_ms
 
 
 def _window(root: Path, width: int, height: int):
-    from events.h5 import H5EventFile
+    from evcmae.events.h5 import H5EventFile
 
     files = sorted((root / "train").glob("*_td.h5"))
     if not files:
-        from events.synth import generate
+        from evcmae.events.synth import generate
 
         generate(root, "demo", 0)
         files = sorted((root / "train").glob("*_td.h5"))
@@ -31,9 +31,9 @@ def _window(root: Path, width: int, height: int):
 def bench_detector(width: int = 640, height: int = 360, size: str = "tiny", repeats: int = 5, warmup: int = 2,
                    root: str | Path = "data/demo", threads: int = 1) -> dict:
     """{"sparse_ms", "histogram_ms", "device", ...}; CUDA figures under "cuda_*" when available."""
-    from events.histogram import stacked_histogram
-    from events.voxelize import Voxelizer
-    from finetune.encoder import EventDetector
+    from evcmae.events.histogram import stacked_histogram
+    from evcmae.events.voxelize import Voxelizer
+    from evcmae.finetune.encoder import EventDetector
 
     torch.set_num_threads(threads)
     ev = _window(Path(root), width, height)

@@ -31,14 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from events.container import Events
-from events.h5 import H5EventFile, ProcessLocalH5
-from events.labels import BBOX_DTYPE, load_labels
-from events.preprocess import PreprocessConfig, filter_recording_labels, plan_windows, split_by_frame
-from events.rvt import RVTSequence, list_sequences, scale_boxes
-from events.voxelize import Voxelizer, VoxelBatch
-from finetune.detector import boxes_to_targets
-from finetune.evaluation import remap_classes
+from evcmae.events.container import Events
+from evcmae.events.h5 import H5EventFile, ProcessLocalH5
+from evcmae.events.labels import BBOX_DTYPE, load_labels
+from evcmae.events.preprocess import PreprocessConfig, filter_recording_labels, plan_windows, split_by_frame
+from evcmae.events.rvt import RVTSequence, list_sequences, scale_boxes
+from evcmae.events.voxelize import Voxelizer, VoxelBatch
+from evcmae.finetune.detector import boxes_to_targets
+from evcmae.finetune.evaluation import remap_classes
 
 SAMPLING = ("stream", "random", "mixed")
 
@@ -447,11 +447,11 @@ class FinetuneDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         preset, seed, workers = self.synth
         if preset is not None:
-            from events.synth import ensure_generated
+            from evcmae.events.synth import ensure_generated
 
             ensure_generated(self.root, preset, seed, workers)
         if self.input == "histogram" and not self.rvt_root.is_dir():
-            from events.preprocess import preprocess_dataset
+            from evcmae.events.preprocess import preprocess_dataset
 
             print(f"evcmae: preprocessing {self.root} into RVT's layout at {self.rvt_root}")
             cfg = PreprocessConfig(downsample=self.downsample, window_ms=self.voxelizer.window_us // 1000,

@@ -15,9 +15,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from backbones.pafpn import PAFPN
-from backbones.rvt import RVT_SIZES, LstmState, RVTBackbone
-from backbones.yolox_head import HeadOutput, SizeAwareWeight, YOLOXHead
+from evcmae.backbones.pafpn import PAFPN
+from evcmae.backbones.rvt import RVT_SIZES, LstmState, RVTBackbone
+from evcmae.backbones.yolox_head import HeadOutput, SizeAwareWeight, YOLOXHead
 
 FPN_DEPTH = {"tiny": 0.33, "small": 0.33, "base": 0.67}
 Targets = Union[torch.Tensor, Sequence[torch.Tensor]]

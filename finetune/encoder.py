@@ -18,8 +18,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from backbones.rvt import LstmState, rvt_partition_size
-from finetune.detector import Detector
+from evcmae.backbones.rvt import LstmState, rvt_partition_size
+from evcmae.finetune.detector import Detector
 
 INPUTS = ("sparse", "histogram")
 
@@ -67,7 +67,7 @@ class SparseEventEncoder(nn.Module):
         return self
 
     def forward(self, voxels) -> torch.Tensor:
-        from backbones.spconv_compat import spconv, to_sparse_tensor
+        from evcmae.backbones.spconv_compat import spconv, to_sparse_tensor
 
         x = voxels if isinstance(voxels, spconv.SparseConvTensor) else to_sparse_tensor(voxels)
         if tuple(x.spatial_shape) != self.grid:
@@ -96,7 +96,7 @@ class EventDetector(nn.Module):
             raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
         self.input, self.height, self.width = input, int(height), int(width)
         if input == "sparse":
-            from backbones.sparse_resnet import SparseVoxelBackbone
+            from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
 
             if grid is None:
                 raise ValueError("the sparse input needs the voxel grid (num_bins, H, W)")

@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from events.labels import BBOX_DTYPE, as_bbox_array
+from evcmae.events.labels import BBOX_DTYPE, as_bbox_array
 
 # ---------------------------------------------------------------------------------------------
 # Class maps. Index = class_id in the label files.

@@ -17,12 +17,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from backbones.rvt import detach_states, reset_states
-from events.labels import BBOX_DTYPE
-from finetune.encoder import EventDetector
-from finetune.evaluation import AP_KEYS, EvalConfig, Recording, detections_to_boxes, evaluate
-from finetune.postprocess import postprocess
-from finetune.transfer import encoder_param_groups
+from evcmae.backbones.rvt import detach_states, reset_states
+from evcmae.events.labels import BBOX_DTYPE
+from evcmae.finetune.encoder import EventDetector
+from evcmae.finetune.evaluation import AP_KEYS, EvalConfig, Recording, detections_to_boxes, evaluate
+from evcmae.finetune.postprocess import postprocess
+from evcmae.finetune.transfer import encoder_param_groups
 
 
 def default_lr(batch_size: int, base: float = 2e-4, base_batch: int = 8) -> float:

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from pretrain.export import CONFIG_FILE, STUDENT_FILE, TEACHER_FILE, WEIGHT_FILES, backbone_kwargs, load_into
+from evcmae.pretrain.export import CONFIG_FILE, STUDENT_FILE, TEACHER_FILE, WEIGHT_FILES, backbone_kwargs, load_into
 
 log = logging.getLogger(__name__)
 WHICH = ("teacher", "student")

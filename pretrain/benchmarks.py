@@ -25,7 +25,7 @@ def bench_step_breakdown(steps: int = 8, warmup: int = 2, batch_size: int = 2, r
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from evcmae_tools.pretrain import build, config_dir
+    from evcmae.tools.pretrain import build, config_dir
 
     root = Path(root or tempfile.mkdtemp(prefix="evcmae_bench_"))
     GlobalHydra.instance().clear()
@@ -84,7 +84,7 @@ def bench_step_breakdown(steps: int = 8, warmup: int = 2, batch_size: int = 2, r
 
 def bench_backbone() -> dict:
     """``evcmae-bench backbone``: sparse vs dense rows plus the pretraining step breakdown."""
-    from backbones.benchmarks import bench_backbone as sparse_vs_dense
+    from evcmae.backbones.benchmarks import bench_backbone as sparse_vs_dense
 
     result = sparse_vs_dense()
     step = bench_step_breakdown()

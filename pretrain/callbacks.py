@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from pretrain.export import export_backbones
+from evcmae.pretrain.export import export_backbones
 
 
 class BackboneExport(pl.Callback):

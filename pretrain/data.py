@@ -30,9 +30,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from events.h5 import H5EventFile, ProcessLocalH5
-from events.labels import BBOX_DTYPE, filter_labels, load_labels
-from events.voxelize import VoxelBatch, Voxelizer
+from evcmae.events.h5 import H5EventFile, ProcessLocalH5
+from evcmae.events.labels import BBOX_DTYPE, filter_labels, load_labels
+from evcmae.events.voxelize import VoxelBatch, Voxelizer
 
 
 def find_recordings(root, splits: Sequence[str], fallback: str | None = "train") -> list[Path]:
@@ -310,7 +310,7 @@ class PretrainDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.synth.preset is not None:
-            from events.synth import ensure_generated
+            from evcmae.events.synth import ensure_generated
 
             ensure_generated(self.root, self.synth.preset, self.synth.seed, self.synth.workers)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from events.voxelize import FEATURE_NAMES
+from evcmae.events.voxelize import FEATURE_NAMES
 
 STUDENT_FILE, TEACHER_FILE, CONFIG_FILE = "student_backbone.pt", "teacher_backbone.pt", "backbone.json"
 WEIGHT_FILES = {"teacher": TEACHER_FILE, "student": STUDENT_FILE}
@@ -85,7 +85,7 @@ def load_into(module: nn.Module, state: dict, log=print) -> dict:
 def load_backbone(path, which: str = "teacher", log=print):
     """A ``SparseVoxelBackbone`` rebuilt from an export folder (or its backbone.json) with the
     ``which`` ("teacher" or "student") weights. Returns (backbone, config, load report)."""
-    from backbones.sparse_resnet import SparseVoxelBackbone
+    from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
 
     path = Path(path)
     folder = path if path.is_dir() else path.parent

@@ -30,11 +30,11 @@ import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from losses.frame_contrastive import KeyQueue, gather_from_all_ranks
-from losses.total import NonFiniteLossError, enabled_terms, weighted_total
-from pretrain.ema import ema_momentum, ema_update, make_teacher
-from pretrain.objectives import frame_term, occupancy_term, reconstruction_term, visible_part, voxel_nce_term
-from pretrain.probe import box_cells, knn_accuracy, pool_boxes
+from evcmae.losses.frame_contrastive import KeyQueue, gather_from_all_ranks
+from evcmae.losses.total import NonFiniteLossError, enabled_terms, weighted_total
+from evcmae.pretrain.ema import ema_momentum, ema_update, make_teacher
+from evcmae.pretrain.objectives import frame_term, occupancy_term, reconstruction_term, visible_part, voxel_nce_term
+from evcmae.pretrain.probe import box_cells, knn_accuracy, pool_boxes
 
 TERMS = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
 

@@ -10,9 +10,9 @@ from typing import Mapping
 
 import torch
 
-from events.voxelize import VoxelBatch
-from losses.frame_contrastive import KeyQueue
-from losses.occupancy import occupancy_queries
+from evcmae.events.voxelize import VoxelBatch
+from evcmae.losses.frame_contrastive import KeyQueue
+from evcmae.losses.occupancy import occupancy_queries
 
 
 def visible_part(full: VoxelBatch, visible: torch.Tensor) -> VoxelBatch:

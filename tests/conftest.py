@@ -1,11 +1,9 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 # The real sensor recordings live beside the checkout, never inside it (see shared/data/README.md).
 SHARED_DATA = Path(os.environ.get("EVCMAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -24,7 +22,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def synth_tiny(tmp_path_factory) -> Path:
     """The `tiny` synthetic preset (seed 0), generated once per test session."""
-    from events.synth import generate
+    from evcmae.events.synth import generate
 
     root = tmp_path_factory.getbasetemp() / "synth_tiny"
     if not (root / "synth.json").exists():

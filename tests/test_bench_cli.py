@@ -3,7 +3,7 @@ import json
 import sys
 import types
 
-from evcmae_tools import bench
+from evcmae.tools import bench
 
 
 def test_all_collects_every_benchmark_into_one_json(monkeypatch, capsys):

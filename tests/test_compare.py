@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from finetune.compare import compare, load_run, markdown
-from finetune.records import ExperimentRecord, load_record
-from tools.compare import main
+from evcmae.finetune.compare import compare, load_run, markdown
+from evcmae.finetune.records import ExperimentRecord, load_record
+from evcmae.tools.compare import main
 
 
 def fake_metrics(ap, ap_s, per_class):

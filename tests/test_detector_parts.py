@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from backbones import maxvit
-from backbones.pafpn import PAFPN
-from backbones.rvt import ConvLSTM, RVTBackbone, detach_states, reset_states, rvt_partition_size
-from backbones.yolox_head import SizeAwareWeight, iou_loss, pairwise_iou, simota_assign
-from finetune import postprocess as pp
-from finetune.detector import Detector, boxes_to_targets, split_targets
+from evcmae.backbones import maxvit
+from evcmae.backbones.pafpn import PAFPN
+from evcmae.backbones.rvt import ConvLSTM, RVTBackbone, detach_states, reset_states, rvt_partition_size
+from evcmae.backbones.yolox_head import SizeAwareWeight, iou_loss, pairwise_iou, simota_assign
+from evcmae.finetune import postprocess as pp
+from evcmae.finetune.detector import Detector, boxes_to_targets, split_targets
 
 
 @pytest.fixture(autouse=True)

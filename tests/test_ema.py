@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pretrain.ema import ema_momentum, ema_update, make_teacher
+from evcmae.pretrain.ema import ema_momentum, ema_update, make_teacher
 
 
 def small_net():

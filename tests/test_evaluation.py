@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from events.labels import BBOX_DTYPE
-from finetune.evaluation import (
+from evcmae.events.labels import BBOX_DTYPE
+from evcmae.finetune.evaluation import (
     CLASS_SETS, ETRAM8_TO_3, EvalConfig, Recording, confusion_matrix, detections_to_boxes, evaluate,
     evaluate_detection,
     filter_boxes, label_frames, remap_classes, write_metrics,

@@ -3,8 +3,8 @@ import torch
 
 
 def test_bench_detector_small(tmp_path):
-    from events.synth import generate
-    from finetune.benchmarks import bench_detector
+    from evcmae.events.synth import generate
+    from evcmae.finetune.benchmarks import bench_detector
 
     generate(tmp_path / "tiny", "tiny", 0)
     result = bench_detector(width=320, height=180, repeats=1, warmup=0, root=tmp_path / "tiny")

@@ -16,9 +16,9 @@ REQUIRED = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AP_class_agnostic", "
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
-    from tools.demo import _compose
-    from tools.finetune import build
-    from finetune.records import ExperimentRecord
+    from evcmae.tools.demo import _compose
+    from evcmae.tools.finetune import build
+    from evcmae.finetune.records import ExperimentRecord
 
     out = tmp_path_factory.mktemp("ft")
     cfg = _compose("finetune", [
@@ -49,7 +49,7 @@ def test_finetuning_beats_untrained(finetuned):
 
 @pytest.mark.slow
 def test_evaluate_writes_metrics(finetuned, capsys):
-    from tools.evaluate import main
+    from evcmae.tools.evaluate import main
 
     out = finetuned["out"] / "eval"
     main([f"checkpoint={finetuned['ckpt']}", "split=test", f"out={out}"])
@@ -61,8 +61,8 @@ def test_evaluate_writes_metrics(finetuned, capsys):
 
 @pytest.mark.slow
 def test_detect_writes_bbox_file(finetuned):
-    from events.labels import BBOX_DTYPE, load_labels
-    from tools.detect import main
+    from evcmae.events.labels import BBOX_DTYPE, load_labels
+    from evcmae.tools.detect import main
 
     td = sorted((finetuned["out"] / "data" / "tiny" / "test").glob("*_td.h5"))[0]
     out = finetuned["out"] / "det" / "rec_bbox.npy"

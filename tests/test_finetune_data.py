@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from events.container import Events
-from finetune.data import (Augment, ChunkBatch, ChunkBatchSampler, ChunkDataset, ChunkKey,
+from evcmae.events.container import Events
+from evcmae.finetune.data import (Augment, ChunkBatch, ChunkBatchSampler, ChunkDataset, ChunkKey,
                            FinetuneDataModule, select_fraction)
-from finetune.module import FinetuneModule, default_lr, one_cycle
+from evcmae.finetune.module import FinetuneModule, default_lr, one_cycle
 
 torch.set_num_threads(1)
 
@@ -23,7 +23,7 @@ def tiny(tmp_path_factory):
 
 
 def test_label_times_are_window_ends(tiny):
-    from events.labels import load_labels
+    from evcmae.events.labels import load_labels
 
     for rec in tiny.recordings("train"):
         raw = load_labels(rec.path.with_name(rec.name + "_bbox.npy"))

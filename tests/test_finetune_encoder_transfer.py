@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from backbones.sparse_resnet import SparseVoxelBackbone
-from events.voxelize import VoxelBatch
-from finetune.encoder import EventDetector, SparseEventEncoder, patch_size_for
-from finetune.transfer import TransferError, backbone_config, encoder_param_groups, load_pretrained
-from pretrain.export import export_backbones
+from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
+from evcmae.events.voxelize import VoxelBatch
+from evcmae.finetune.encoder import EventDetector, SparseEventEncoder, patch_size_for
+from evcmae.finetune.transfer import TransferError, backbone_config, encoder_param_groups, load_pretrained
+from evcmae.pretrain.export import export_backbones
 
 torch.set_num_threads(1)
 GRID = (10, 36, 64)

@@ -4,10 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from events.container import Events, check_events
-from events.errors import EventFileError
-from events.h5 import H5EventFile, read_h5, write_h5
-from events.labels import BBOX_DTYPE, filter_labels, load_labels, save_labels
+from evcmae.events.container import Events, check_events
+from evcmae.events.errors import EventFileError
+from evcmae.events.h5 import H5EventFile, read_h5, write_h5
+from evcmae.events.labels import BBOX_DTYPE, filter_labels, load_labels, save_labels
 
 
 def make_events(n=1000, w=64, h=48, seed=0):
@@ -159,7 +159,7 @@ def test_filter_labels_known_cases():
 def test_process_local_handle_reopens_after_fork_or_pickle(tmp_path):
     import pickle
 
-    from events.h5 import ProcessLocalH5
+    from evcmae.events.h5 import ProcessLocalH5
 
     path = tmp_path / "rec_td.h5"
     write_h5(path, make_events(50))

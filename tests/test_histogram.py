@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from events.container import Events
-from events.histogram import downsample_nearest, events_histogram, stacked_histogram, time_bins
+from evcmae.events.container import Events
+from evcmae.events.histogram import downsample_nearest, events_histogram, stacked_histogram, time_bins
 
 
 def naive_histogram(x, y, t, p, height, width, bins=10, cutoff=10):

@@ -8,11 +8,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from events.container import Events
-from events.formats import describe
-from events.h5 import write_h5
-from events.labels import BBOX_DTYPE, save_labels
-from tools.info import main
+from evcmae.events.container import Events
+from evcmae.events.formats import describe
+from evcmae.events.h5 import write_h5
+from evcmae.events.labels import BBOX_DTYPE, save_labels
+from evcmae.tools.info import main
 
 EVT2_FIGURES = {
     "format": "evt2", "events": 539_481, "t_min_us": 1_317_888, "t_max_us": 1_367_888,

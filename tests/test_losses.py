@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses.frame_contrastive import (
+from evcmae.losses.frame_contrastive import (
     FrameContrastiveLoss,
     FrameProjector,
     KeyQueue,
@@ -15,11 +15,11 @@ from losses.frame_contrastive import (
     masked_mean_pool,
     temporal_exclusion,
 )
-from losses.occupancy import OccupancyDecoder, OccupancyLoss, occupancy_queries
-from losses.reconstruction import MultiScaleReconstructionLoss, normalized_targets
-from losses.sparse_ops import CoordIndex, NeighbourConv, coarsen, kernel_offsets, match_coords, unique_coords
-from losses.total import DEFAULT_WEIGHTS, NonFiniteLossError, PretrainLoss, enabled_terms, weighted_total
-from losses.voxel_nce import VoxelInfoNCELoss, exclusion_mask
+from evcmae.losses.occupancy import OccupancyDecoder, OccupancyLoss, occupancy_queries
+from evcmae.losses.reconstruction import MultiScaleReconstructionLoss, normalized_targets
+from evcmae.losses.sparse_ops import CoordIndex, NeighbourConv, coarsen, kernel_offsets, match_coords, unique_coords
+from evcmae.losses.total import DEFAULT_WEIGHTS, NonFiniteLossError, PretrainLoss, enabled_terms, weighted_total
+from evcmae.losses.voxel_nce import VoxelInfoNCELoss, exclusion_mask
 
 
 def random_coords(n, batch=2, shape=(3, 6, 7), seed=0):
@@ -478,9 +478,9 @@ def test_losses_on_sparse_backbone_outputs():
     """The coordinate frame the losses assume (coarse cell = fine // cumulative stride) is the one
     the backbone's strided convs produce, and every loss backpropagates into the student."""
     sparse_resnet = pytest.importorskip("backbones.sparse_resnet")
-    from events.voxelize import VoxelBatch
-    from losses.voxel_nce import ProjectionHead
-    from pretrain.ema import make_teacher
+    from evcmae.events.voxelize import VoxelBatch
+    from evcmae.losses.voxel_nce import ProjectionHead
+    from evcmae.pretrain.ema import make_teacher
 
     g = torch.Generator().manual_seed(0)
     shape = (6, 32, 48)

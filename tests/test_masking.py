@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pretrain.masking import MaskingConfig, mask_voxels, unit_ids
+from evcmae.pretrain.masking import MaskingConfig, mask_voxels, unit_ids
 
 
 def _grid_coords(batch, T, H, W, density=1.0, seed=0):

@@ -3,13 +3,13 @@ checked against representations and labels recomputed from the raw files."""
 import numpy as np
 import pytest
 
-from events.h5 import H5EventFile
-from events.histogram import events_histogram
-from events.labels import load_labels
-from events.preprocess import PreprocessConfig, preprocess_dataset
-from events.rvt import RVTSplit
-from events.synth import generate
-from events.voxelize import Voxelizer
+from evcmae.events.h5 import H5EventFile
+from evcmae.events.histogram import events_histogram
+from evcmae.events.labels import load_labels
+from evcmae.events.preprocess import PreprocessConfig, preprocess_dataset
+from evcmae.events.rvt import RVTSplit
+from evcmae.events.synth import generate
+from evcmae.events.voxelize import Voxelizer
 
 
 @pytest.fixture(scope="module")

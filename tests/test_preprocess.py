@@ -4,14 +4,14 @@ import h5py
 import numpy as np
 import pytest
 
-from events.container import Events
-from events.errors import EventFileError
-from events.h5 import write_h5
-from events.histogram import downsample_nearest, stacked_histogram
-from events.labels import BBOX_DTYPE, save_labels
-from events.preprocess import PreprocessConfig, plan_windows, preprocess_dataset
-from events.rvt import RVTSequence, RVTSplit, scale_boxes
-from evcmae_tools.preprocess import main
+from evcmae.events.container import Events
+from evcmae.events.errors import EventFileError
+from evcmae.events.h5 import write_h5
+from evcmae.events.histogram import downsample_nearest, stacked_histogram
+from evcmae.events.labels import BBOX_DTYPE, save_labels
+from evcmae.events.preprocess import PreprocessConfig, plan_windows, preprocess_dataset
+from evcmae.events.rvt import RVTSequence, RVTSplit, scale_boxes
+from evcmae.tools.preprocess import main
 
 # make_events puts events at y = 33014 in every recording; the reader warns once per file.
 pytestmark = pytest.mark.filterwarnings("ignore:.*outside the 64x48 sensor:UserWarning")

@@ -1,6 +1,6 @@
 import pytest
 
-from pretrain.benchmarks import bench_step_breakdown
+from evcmae.pretrain.benchmarks import bench_step_breakdown
 
 
 @pytest.mark.slow

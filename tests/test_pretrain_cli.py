@@ -1,18 +1,16 @@
 """The evcmae-pretrain command as users run it: 2-process DDP on the CPU (gloo), a 3-run sweep
 through the submitit local launcher, and evcmae-sweep-summary over it.
 
-The scripts are run by path from this checkout (``python tools/pretrain.py``), so the test does
-not depend on which checkout an editable install points at."""
+The commands run as modules of the installed package (``python -m evcmae.tools.pretrain``), the way
+their console scripts do."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN, SUMMARY = ROOT / "tools" / "pretrain.py", ROOT / "tools" / "sweep_summary.py"
+PRETRAIN, SUMMARY = ["-m", "evcmae.tools.pretrain"], ["-m", "evcmae.tools.sweep_summary"]
 pytestmark = pytest.mark.slow
 
 
@@ -36,9 +34,9 @@ def run(args, cwd, timeout=300):
 
 def test_ddp_two_cpu_processes_keep_teacher_and_queue_identical(tiny, tmp_path):
     steps = 3
-    out = run([PRETRAIN, *quick(tiny), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+    out = run([*PRETRAIN, *quick(tiny), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                f"trainer.max_steps={steps}", f"hydra.run.dir={tmp_path / 'run'}",
-               "+callbacks.rank_state._target_=pretrain.callbacks.RankStateDump",
+               "+callbacks.rank_state._target_=evcmae.pretrain.callbacks.RankStateDump",
                f"+callbacks.rank_state.dirpath={tmp_path / 'ranks'}"], cwd=tmp_path)
     assert "pretrained backbone" in out
     r0, r1 = (torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -57,13 +55,13 @@ def test_ddp_two_cpu_processes_keep_teacher_and_queue_identical(tiny, tmp_path):
 def test_sweep_one_folder_per_run_and_summary(tiny, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs hydra-submitit-launcher (.[dev])")
     sweep = tmp_path / "sweep"
-    run([PRETRAIN, "-m", "hydra/launcher=submitit_local", "loss.weights.voxel_nce=0,0.3,0.6", *quick(tiny),
+    run([*PRETRAIN, "-m", "hydra/launcher=submitit_local", "loss.weights.voxel_nce=0,0.3,0.6", *quick(tiny),
          "trainer.max_steps=2", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     runs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
     assert runs == ["0", "1", "2"]
     for r in runs:
         assert (sweep / r / "final_metrics.json").exists() and (sweep / r / "teacher_backbone.pt").exists()
-    out = run([SUMMARY, sweep], cwd=tmp_path, timeout=120)
+    out = run([*SUMMARY, sweep], cwd=tmp_path, timeout=120)
     table = (sweep / "summary.md").read_text()
     assert table in out + "\n"
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]

@@ -85,7 +85,7 @@ def test_launchers_compose(launcher):
 
 
 def test_wandb_goes_offline_without_a_key(tmp_path, monkeypatch, capsys):
-    from pretrain.loggers import wandb_api_key_configured, wandb_logger
+    from evcmae.pretrain.loggers import wandb_api_key_configured, wandb_logger
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)

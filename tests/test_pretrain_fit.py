@@ -3,9 +3,7 @@
 One shared fit checks logging, export and the EMA teacher; short separate fits check the λ = 0
 branches, the non-finite handling and resuming."""
 import csv
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -13,24 +11,17 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from backbones.sparse_resnet import SparseVoxelBackbone
-from pretrain.ema import ema_momentum
-from pretrain.export import load_backbone
-from pretrain.module import NonFiniteTrainingError
+from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
+from evcmae.pretrain.ema import ema_momentum
+from evcmae.pretrain.export import load_backbone
+from evcmae.pretrain.module import NonFiniteTrainingError
+from evcmae.tools import pretrain as pretrain_tool
 
-ROOT = Path(__file__).resolve().parents[1]
 TERMS = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
 pytestmark = pytest.mark.slow
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("evcmae_pretrain_tool", ROOT / "tools" / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOOL = _tool()
+TOOL = pretrain_tool
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +31,7 @@ def tiny(synth_tiny):
 
 def make_cfg(tiny, out, *overrides):
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=pretrain_tool.config_dir(), version_base="1.3"):
         return compose("config", overrides=[
             f"paths.root_dir={out}", f"paths.output_dir={out}", "data=tiny", f"data.root={tiny}",
             "torch_threads=1", "trainer.max_steps=4", "trainer.log_every_n_steps=1",
@@ -125,7 +116,7 @@ def test_ema_teacher_follows_the_momentum_formula(fitted):
 
 @pytest.mark.parametrize("disabled,network", [("voxel_nce", "voxel_head"), ("frame_contrastive", "frame_head")])
 def test_zero_weight_skips_the_branch(tiny, tmp_path, monkeypatch, disabled, network):
-    import pretrain.module as module_mod
+    import evcmae.pretrain.module as module_mod
 
     def must_not_run(*args, **kwargs):
         raise AssertionError(f"{disabled} branch ran with weight 0")
@@ -154,7 +145,7 @@ def test_zero_weight_skips_the_branch(tiny, tmp_path, monkeypatch, disabled, net
 
 def _nan_on_calls(monkeypatch, bad_calls):
     """Make the occupancy term NaN on the given (0-based) calls."""
-    import pretrain.module as module_mod
+    import evcmae.pretrain.module as module_mod
 
     original, calls = module_mod.occupancy_term, []
 
@@ -234,7 +225,7 @@ def test_resume_matches_an_uninterrupted_run(tiny, tmp_path):
 
 
 def test_ema_once_per_optimizer_step_under_accumulation(tiny, tmp_path, monkeypatch):
-    import pretrain.module as module_mod
+    import evcmae.pretrain.module as module_mod
 
     updates, original = [], module_mod.ema_update
     monkeypatch.setattr(module_mod, "ema_update", lambda t, s, m: (updates.append(m), original(t, s, m)))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.probe import box_cells, knn_accuracy, pool_boxes
+from evcmae.pretrain.probe import box_cells, knn_accuracy, pool_boxes
 
 
 def brute_force_knn(x, y, k, groups=None, mode="loo"):

@@ -5,14 +5,14 @@ import warnings
 import numpy as np
 import pytest
 
-from events.container import Events
-from events.dat import read_dat
-from events.errors import EventFileError
-from events.evt2 import read_evt2
-from events.evt3 import decode_evt3, encode_evt3, read_evt3, write_evt3
-from events.formats import detect_format, read_events
-from events.h5 import write_h5
-from events.labels import BBOX_DTYPE, save_labels
+from evcmae.events.container import Events
+from evcmae.events.dat import read_dat
+from evcmae.events.errors import EventFileError
+from evcmae.events.evt2 import read_evt2
+from evcmae.events.evt3 import decode_evt3, encode_evt3, read_evt3, write_evt3
+from evcmae.events.formats import detect_format, read_events
+from evcmae.events.h5 import write_h5
+from evcmae.events.labels import BBOX_DTYPE, save_labels
 
 
 def columns(ev):
@@ -53,7 +53,7 @@ def test_real_dat(shared_data):
 
 def test_real_aedat4(shared_data):
     pytest.importorskip("aedat")
-    from events.aedat import read_aedat4
+    from evcmae.events.aedat import read_aedat4
     path = shared_data / "dvxplorer_sample.aedat4"
     assert detect_format(path) == "aedat4"
     ev = read_aedat4(path)
@@ -74,7 +74,7 @@ def test_real_windowed_read_matches_slice(shared_data):
 
 def test_truncated_aedat4(shared_data, tmp_path):
     pytest.importorskip("aedat")
-    from events.aedat import read_aedat4
+    from evcmae.events.aedat import read_aedat4
     cut = tmp_path / "cut.aedat4"
     cut.write_bytes((shared_data / "dvxplorer_sample.aedat4").read_bytes()[:500_000])
     with pytest.raises(EventFileError, match="cut.aedat4.*truncated"):
@@ -86,7 +86,7 @@ def test_truncated_aedat4(shared_data, tmp_path):
 
 def test_aedat_missing_package_message(monkeypatch):
     import sys
-    from events import aedat
+    from evcmae.events import aedat
     monkeypatch.setitem(sys.modules, "aedat", None)
     with pytest.raises(ImportError, match=r"pip install evcmae\[aedat\]"):
         aedat.read_aedat4("whatever.aedat4")

@@ -3,11 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backbones import spconv_compat
-from backbones.sparse_resnet import DEFAULT_STRIDES, SparseVoxelBackbone
-from backbones.spconv_compat import spconv, to_sparse_tensor
-from events.benchmarks import random_events
-from events.voxelize import VoxelBatch, Voxelizer
+from evcmae.backbones import spconv_compat
+from evcmae.backbones.sparse_resnet import DEFAULT_STRIDES, SparseVoxelBackbone
+from evcmae.backbones.spconv_compat import spconv, to_sparse_tensor
+from evcmae.events.benchmarks import random_events
+from evcmae.events.voxelize import VoxelBatch, Voxelizer
 
 
 def _random_sites(batch, shape, density, seed):

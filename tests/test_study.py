@@ -8,8 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from evcmae_tools import study
-from evcmae_tools.pretrain import config_dir
+from evcmae.tools import study
+from evcmae.tools.pretrain import config_dir
 
 RUN_KEYS = ("hydra.run.dir=", "record.root=")
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from tools.study_report import (METRIC_KEYS, aggregate, markdown_table, read_curve, summary_rows,
+from evcmae.tools.study_report import (METRIC_KEYS, aggregate, markdown_table, read_curve, summary_rows,
                                 write_report)
 
 SCRATCH_AP = {0: 0.20, 1: 0.24, 2: 0.21}

@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from events.h5 import read_h5
-from events.labels import BBOX_DTYPE, load_labels
-from events.synth import EventSimulator, SensorConfig, generate, get_preset, synthesize
-from events.synth.classes import CLASS_NAMES, SPECS
-from events.synth.noise import background_activity, hot_pixels
-from events.synth.presets import PRESETS
-from events.synth.traffic import perspective
+from evcmae.events.h5 import read_h5
+from evcmae.events.labels import BBOX_DTYPE, load_labels
+from evcmae.events.synth import EventSimulator, SensorConfig, generate, get_preset, synthesize
+from evcmae.events.synth.classes import CLASS_NAMES, SPECS
+from evcmae.events.synth.noise import background_activity, hot_pixels
+from evcmae.events.synth.presets import PRESETS
+from evcmae.events.synth.traffic import perspective
 
 SMALL = get_preset("tiny", duration_s=0.5, recordings={"train": 1, "val": 1, "test": 1, "pretrain": 1})
 EXACT = SensorConfig(contrast=0.2, contrast_sigma=0.0, refractory_us=0.0)

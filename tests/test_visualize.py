@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from events.container import Events
-from events.h5 import write_h5
-from events.labels import BBOX_DTYPE, save_labels
-from events.render import (BACKGROUND, OFF_COLOR, ON_COLOR, boxes_in_window, class_color, event_image,
+from evcmae.events.container import Events
+from evcmae.events.h5 import write_h5
+from evcmae.events.labels import BBOX_DTYPE, save_labels
+from evcmae.events.render import (BACKGROUND, OFF_COLOR, ON_COLOR, boxes_in_window, class_color, event_image,
                            render_window)
-from evcmae_tools import visualize
+from evcmae.tools import visualize
 
 
 def _boxes(rows):
@@ -97,7 +97,7 @@ def test_reads_hdf5_without_events_formats(recording, tmp_path, monkeypatch):
 
 
 def test_renders_synthetic_data_with_boxes(tmp_path):
-    from events.synth import get_preset, synthesize
+    from evcmae.events.synth import get_preset, synthesize
 
     rec = synthesize(get_preset("tiny", duration_s=0.2), 0, "train", 0)
     img = np.asarray(render_window(rec.events, 320, 180, rec.labels, 150_000, 200_000))

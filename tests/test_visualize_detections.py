@@ -1,10 +1,10 @@
 import numpy as np
 from PIL import Image
 
-from events.container import Events
-from events.h5 import write_h5
-from events.labels import BBOX_DTYPE, save_labels
-from events.render import PREDICTION_COLOR, class_color, render_window
+from evcmae.events.container import Events
+from evcmae.events.h5 import write_h5
+from evcmae.events.labels import BBOX_DTYPE, save_labels
+from evcmae.events.render import PREDICTION_COLOR, class_color, render_window
 
 
 def boxes(rows):
@@ -25,7 +25,7 @@ def test_predictions_drawn_in_their_colour_beside_ground_truth():
 
 
 def test_cli_draws_detections(tmp_path):
-    from evcmae_tools.visualize import main
+    from evcmae.tools.visualize import main
 
     ev = Events(x=np.arange(30), y=np.full(30, 10), t=np.arange(30) * 1000, p=np.ones(30), width=64, height=48)
     write_h5(tmp_path / "rec_td.h5", ev)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from events.benchmarks import naive_voxelize
-from events.container import Events
-from events.voxelize import Voxelizer
+from evcmae.events.benchmarks import naive_voxelize
+from evcmae.events.container import Events
+from evcmae.events.voxelize import Voxelizer
 
 
 def reference(events, t_start, window_us, num_bins, cell_y, cell_x):

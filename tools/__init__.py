@@ -1,1 +1,1 @@
-"""Command-line scripts, installed as the package ``evcmae_tools`` (console scripts evcmae-*)."""
+"""Command-line scripts, installed as the package ``evcmae.tools`` (console scripts evcmae-*)."""

@@ -10,10 +10,10 @@ import sys
 
 # name -> "module:function"; imported lazily so a benchmark's heavy dependencies load only when run.
 BENCHMARKS = {
-    "voxelize": "events.benchmarks:bench_voxelize",
-    "evt3": "events.benchmarks:bench_evt3",
-    "backbone": "pretrain.benchmarks:bench_backbone",
-    "detector": "finetune.benchmarks:bench_detector",
+    "voxelize": "evcmae.events.benchmarks:bench_voxelize",
+    "evt3": "evcmae.events.benchmarks:bench_evt3",
+    "backbone": "evcmae.pretrain.benchmarks:bench_backbone",
+    "detector": "evcmae.finetune.benchmarks:bench_detector",
 }
 
 

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from finetune.compare import compare, load_run, markdown
+from evcmae.finetune.compare import compare, load_run, markdown
 
 
 def main(argv=None) -> int:

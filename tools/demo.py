@@ -18,9 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:
-    sys.path[0] = str(_CHECKOUT)
 
 DEFAULTS = {"pretrain_steps": 30, "finetune_steps": 60, "out": "outputs/demo", "data_dir": "data"}
 
@@ -30,10 +27,7 @@ def _compose(config_name: str, overrides: list[str], output_dir: Path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    if __package__:
-        from .pretrain import config_dir
-    else:
-        from tools.pretrain import config_dir
+    from evcmae.tools.pretrain import config_dir
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # so ${hydra:runtime.output_dir} resolves
@@ -46,12 +40,8 @@ def _compose(config_name: str, overrides: list[str], output_dir: Path):
 
 def run_demo(pretrain_steps: int = 30, finetune_steps: int = 60, out="outputs/demo", data_dir="data",
              pretrain_overrides=(), finetune_overrides=()) -> dict:
-    if __package__:
-        from . import finetune as ft, pretrain as pt
-        from .evaluate import evaluate_checkpoint
-    else:
-        from tools import finetune as ft, pretrain as pt
-        from tools.evaluate import evaluate_checkpoint
+    from evcmae.tools import finetune as ft, pretrain as pt
+    from evcmae.tools.evaluate import evaluate_checkpoint
 
     out = Path(out).absolute()
     times = {}

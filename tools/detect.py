@@ -15,27 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:
-    sys.path[0] = str(_CHECKOUT)
 
 
 def _load_checkpoint(*args, **kwargs):
-    if __package__:
-        from .evaluate import load_checkpoint
-    else:
-        from tools.evaluate import load_checkpoint
+    from evcmae.tools.evaluate import load_checkpoint
     return load_checkpoint(*args, **kwargs)
 
 
 def detect(checkpoint, input_path, output=None, conf: float = 0.1, nms: float = 0.45) -> Path:
     import torch
 
-    from events.histogram import stacked_histogram
-    from events.labels import BBOX_DTYPE, save_labels
-    from finetune.data import RawRecording
-    from finetune.evaluation import detections_to_boxes
-    from finetune.postprocess import postprocess
+    from evcmae.events.histogram import stacked_histogram
+    from evcmae.events.labels import BBOX_DTYPE, save_labels
+    from evcmae.finetune.data import RawRecording
+    from evcmae.finetune.evaluation import detections_to_boxes
+    from evcmae.finetune.postprocess import postprocess
 
     module, dm = _load_checkpoint(checkpoint)
     model = module.model
@@ -72,10 +66,7 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    if __package__:
-        from .evaluate import parse_overrides
-    else:
-        from tools.evaluate import parse_overrides
+    from evcmae.tools.evaluate import parse_overrides
     args = parse_overrides(argv)
     missing = [k for k in ("checkpoint", "input") if k not in args]
     if missing:

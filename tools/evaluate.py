@@ -13,9 +13,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:
-    sys.path[0] = str(_CHECKOUT)
 
 
 def parse_overrides(argv) -> dict:
@@ -35,8 +32,8 @@ def load_checkpoint(path, data_overrides: dict | None = None, threads: int = 1):
     """(module in eval mode, data module) rebuilt from a fine-tuning checkpoint."""
     import torch
 
-    from finetune.data import FinetuneDataModule
-    from finetune.module import FinetuneModule
+    from evcmae.finetune.data import FinetuneDataModule
+    from evcmae.finetune.module import FinetuneModule
 
     if threads:
         torch.set_num_threads(threads)
@@ -56,8 +53,8 @@ def evaluate_checkpoint(checkpoint, split: str = "test", out=None, data_override
                         accelerator: str = "cpu") -> dict:
     import pytorch_lightning as pl
 
-    from finetune.evaluation import summary_text
-    from finetune.records import ExperimentRecord
+    from evcmae.finetune.evaluation import summary_text
+    from evcmae.finetune.records import ExperimentRecord
 
     module, datamodule = load_checkpoint(checkpoint, data_overrides)
     datamodule.prepare_data()

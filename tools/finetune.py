@@ -14,35 +14,25 @@ do the voxel grid settings (num_bins, downsample, voxel size, window), which mus
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:
-    sys.path[0] = str(_CHECKOUT)  # tools/ must not shadow the `finetune` package
+from evcmae.tools.pretrain import config_dir
 
 VOXEL_KEYS = {"window_us": "window_us", "num_bins": "num_bins", "downsample": "downsample",
               "voxel_size": "voxel_size"}
 
 
-if __package__:
-    from .pretrain import config_dir  # one conf/ tree holds both primary configs
-else:
-    from tools.pretrain import config_dir
-
-
 def _adopt_pretrained_config(cfg: DictConfig) -> None:
     """Backbone shapes and voxel grid from the pretrained source, so the weights fit and mean
     what they meant in pretraining."""
-    from finetune.transfer import backbone_config
+    from evcmae.finetune.transfer import backbone_config
 
     kwargs, voxelizer = backbone_config(cfg.model.pretrained, cfg.model.pretrained_which)
     with open_dict(cfg):
-        cfg.backbone = OmegaConf.create({"_target_": "backbones.sparse_resnet.SparseVoxelBackbone", **kwargs})
+        cfg.backbone = OmegaConf.create({"_target_": "evcmae.backbones.sparse_resnet.SparseVoxelBackbone", **kwargs})
         for src, dst in VOXEL_KEYS.items():
             if voxelizer and src in voxelizer and cfg.data.get(dst) != voxelizer[src]:
                 print(f"evcmae: data.{dst}={cfg.data.get(dst)} -> {voxelizer[src]} (the pretrained encoder's voxel grid)")
@@ -50,7 +40,7 @@ def _adopt_pretrained_config(cfg: DictConfig) -> None:
 
 
 def build_module(cfg: DictConfig, datamodule):
-    from finetune.module import FinetuneModule
+    from evcmae.finetune.module import FinetuneModule
 
     m = cfg.model
     model = dict(input=m.input, size=m.size, num_classes=int(cfg.data.num_classes), fpn_stages=list(m.fpn_stages),
@@ -88,7 +78,7 @@ def build(cfg: DictConfig, extra_callbacks=()):
     if cfg.model.pretrained:
         if module.model.encoder is None:
             raise ValueError("model.pretrained needs the sparse input (finetune/model@model=sparse)")
-        from finetune.transfer import load_pretrained
+        from evcmae.finetune.transfer import load_pretrained
 
         load_pretrained(module.model.encoder, cfg.model.pretrained, cfg.model.pretrained_which, logger or None)
     callbacks = [instantiate(cfg.checkpoint),
@@ -101,8 +91,8 @@ def build(cfg: DictConfig, extra_callbacks=()):
 
 def run(cfg: DictConfig) -> dict:
     """Fine-tune, then evaluate the best checkpoint on the val split into an experiment record."""
-    from finetune.evaluation import summary_text
-    from finetune.records import ExperimentRecord
+    from evcmae.finetune.evaluation import summary_text
+    from evcmae.finetune.records import ExperimentRecord
 
     start = time.perf_counter()
     datamodule, module, trainer = build(cfg)

@@ -9,8 +9,8 @@ import argparse
 import json
 import sys
 
-from events.errors import EventFileError
-from events.formats import describe
+from evcmae.events.errors import EventFileError
+from evcmae.events.formats import describe
 
 
 def _fmt(key: str, value) -> str:

@@ -8,8 +8,8 @@ import argparse
 import json
 import sys
 
-from events.errors import EventFileError
-from events.preprocess import SPLITS, PreprocessConfig, preprocess_dataset
+from evcmae.events.errors import EventFileError
+from evcmae.events.preprocess import SPLITS, PreprocessConfig, preprocess_dataset
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,28 +14,20 @@ backbone (teacher_backbone.pt, student_backbone.pt, backbone.json). The wiring i
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:
-    # Run as `python tools/pretrain.py`: sys.path[0] is tools/, where this file would shadow the
-    # `pretrain` package. The checkout root goes there instead.
-    sys.path[0] = str(_CHECKOUT)
 
 
 def config_dir() -> str:
-    """conf/ beside this file in a checkout (editable install included), else the installed
-    ``evcmae_conf`` package: the same files either way (config.yaml and finetune.yaml)."""
-    if (_CHECKOUT / "conf" / "config.yaml").is_file():
-        return str(_CHECKOUT / "conf")
-    import evcmae_conf
+    """The Hydra config tree, ``evcmae.conf``: conf/ of the checkout under an editable install, the
+    installed copy otherwise; it holds every primary config (config, finetune, study)."""
+    import evcmae.conf
 
-    return str(Path(evcmae_conf.__file__).resolve().parent)
+    return str(Path(evcmae.conf.__file__).resolve().parent)
 
 
 def build(cfg: DictConfig, extra_callbacks=()):
@@ -60,7 +52,7 @@ def build(cfg: DictConfig, extra_callbacks=()):
 
 def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     """Pretrain, validate once more (the final probe), and return the final metrics."""
-    from pretrain.callbacks import BackboneExport, FinalMetrics
+    from evcmae.pretrain.callbacks import BackboneExport, FinalMetrics
 
     start = time.perf_counter()
     datamodule, module, trainer = build(cfg, extra_callbacks)

@@ -32,18 +32,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:
-    sys.path[0] = str(_CHECKOUT)
 
-if __package__:
-    from .bench import machine
-    from .pretrain import config_dir
-    from .study_report import markdown_table, write_report
-else:
-    from tools.bench import machine
-    from tools.pretrain import config_dir
-    from tools.study_report import markdown_table, write_report
+from evcmae.tools.bench import machine
+from evcmae.tools.pretrain import config_dir
+from evcmae.tools.study_report import markdown_table, write_report
 
 LOSSES = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
 
@@ -74,7 +66,7 @@ class Job:
         return steps
 
     def commands(self) -> list[list[str]]:
-        return [[sys.executable, "-m", f"evcmae_tools.{tool}", *args]
+        return [[sys.executable, "-m", f"evcmae.tools.{tool}", *args]
                 for tool, args in self._steps(best_checkpoint(self.dir))]
 
     def shell_lines(self) -> list[str]:
@@ -292,7 +284,7 @@ def _machine_line() -> str:
 
 def prepare_data(cfg: DictConfig) -> None:
     """Generate the synthetic dataset once, before runs that would otherwise race to create it."""
-    from events.synth import ensure_generated
+    from evcmae.events.synth import ensure_generated
 
     ensure_generated(Path(cfg.data_dir).absolute() / cfg.preset, cfg.preset, 0, int(cfg.synth_workers))
 

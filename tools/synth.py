@@ -11,7 +11,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from events.synth.presets import PRESETS
+    from evcmae.events.synth.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="evcmae-synth", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder (new, empty, or an earlier synth output)")
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from events.synth import PRESETS, generate
+    from evcmae.events.synth import PRESETS, generate
 
     p = PRESETS[args.preset]
     print(f"evcmae-synth: preset {p.name} ({p.width}x{p.height}, {p.duration_s:g} s per recording), "

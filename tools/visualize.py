@@ -40,14 +40,14 @@ def read_window(path: Path, t_start_us: int | None, t_end_us: int | None, width=
     else (HDF5 only) through ``events.h5``. ``width``/``height`` supply or override the sensor
     size, so events outside it are dropped rather than drawn off the picture."""
     try:
-        from events.formats import read_events
+        from evcmae.events.formats import read_events
     except ImportError:
         read_events = None
     if read_events is not None:
         return read_events(path, t_start_us, t_end_us, width=width, height=height)
     if not _is_h5(path):
         raise SystemExit(f"evcmae-viz: {path}: only HDF5 recordings can be read here (events.formats is missing)")
-    from events.h5 import H5EventFile
+    from evcmae.events.h5 import H5EventFile
 
     with H5EventFile(path, width=width, height=height) as f:
         if t_start_us is None and t_end_us is None:
@@ -60,7 +60,7 @@ def read_window(path: Path, t_start_us: int | None, t_end_us: int | None, width=
 def first_event_time(path: Path) -> int:
     """Start of the recording; cheap for HDF5 (one element read), a full read otherwise."""
     if _is_h5(path):
-        from events.h5 import H5EventFile
+        from evcmae.events.h5 import H5EventFile
 
         with H5EventFile(path) as f:
             rng = f.t_range
@@ -81,14 +81,14 @@ def find_labels(path: Path, explicit: str | None, disabled: bool):
         label_path = path.with_name(name[: -len("_td.h5")] + "_bbox.npy")
         if not label_path.exists():
             return None, None
-    from events.labels import load_labels
+    from evcmae.events.labels import load_labels
 
     return load_labels(label_path), label_path
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from events.render import render_window, save_gif
+    from evcmae.events.render import render_window, save_gif
 
     path = Path(args.file)
     if not path.exists():
