@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
 from evcmae.events.benchmarks import median_ms
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
-
 from evcmae.backbones.pafpn import PAFPN
 from evcmae.backbones.rvt import RVT_SIZES, LstmState, RVTBackbone
 from evcmae.backbones.yolox_head import HeadOutput, SizeAwareWeight, YOLOXHead
+from torch import nn
 
 FPN_DEPTH = {"tiny": 0.33, "small": 0.33, "base": 0.67}
 Targets = Union[torch.Tensor, Sequence[torch.Tensor]]

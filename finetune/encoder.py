@@ -16,10 +16,9 @@ import math
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-from torch import nn
-
 from evcmae.backbones.rvt import LstmState, rvt_partition_size
 from evcmae.finetune.detector import Detector
+from torch import nn
 
 INPUTS = ("sparse", "histogram")
 

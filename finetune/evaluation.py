@@ -23,27 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-
 from evcmae.events.labels import BBOX_DTYPE, as_bbox_array
-
-# ---------------------------------------------------------------------------------------------
-# Class maps. Index = class_id in the label files.
-CLASS_SETS: dict[str, tuple[str, ...]] = {
-    "etram8": ("pedestrian", "car", "bicycle", "bus", "motorbike", "truck", "tram", "wheelchair"),
-    "etram3": ("pedestrian", "vehicle", "micro-mobility"),
-    "gen4": ("pedestrian", "two-wheeler", "car"),
-    "gen1": ("car", "pedestrian"),
-}
-# eTraM 8 classes -> 3 super-classes (vehicle = car, bus, truck, tram; micro-mobility = bicycle,
-# motorbike, wheelchair), as an index table: ETRAM8_TO_3[id8] = id3.
-ETRAM8_TO_3: tuple[int, ...] = (0, 1, 2, 1, 2, 1, 1, 2)
+from evcmae.finetune.classes import class_names
+from evcmae.finetune.confusion import confusion_matrix
 
 # (min_box_diag, min_box_side) in pixels of the evaluated resolution.
 SIZE_FILTERS: dict[str, tuple[float, float]] = {
@@ -53,25 +40,6 @@ SIZE_FILTERS: dict[str, tuple[float, float]] = {
 }
 
 AP_KEYS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
-BACKGROUND = "background"
-MISSED = "missed"
-
-
-def class_names(classes: str | Sequence[str]) -> tuple[str, ...]:
-    """A class-set name from ``CLASS_SETS`` or an explicit list, so configs can say either."""
-    return CLASS_SETS[classes] if isinstance(classes, str) else tuple(classes)
-
-
-def remap_classes(boxes: np.ndarray, mapping: Sequence[int] = ETRAM8_TO_3) -> np.ndarray:
-    """A copy with ``class_id`` sent through ``mapping`` (e.g. eTraM's 8 classes to 3)."""
-    out = as_bbox_array(np.asarray(boxes)).copy()
-    table = np.asarray(mapping, dtype=np.int64)
-    if len(out) and int(out["class_id"].max()) >= len(table):
-        raise ValueError(f"class_id {int(out['class_id'].max())} has no entry in a {len(table)}-class map")
-    out["class_id"] = table[out["class_id"].astype(np.int64)]
-    return out
-
-
 def detections_to_boxes(detections, t_us: int) -> np.ndarray:
     """``finetune.postprocess`` rows (x1, y1, x2, y2, obj, cls_conf, class) at one label time as
     ``BBOX_DTYPE``, scored ``obj * cls_conf`` as YOLOX/RVT do; accepts a tensor or an array."""
@@ -87,7 +55,6 @@ def detections_to_boxes(detections, t_us: int) -> np.ndarray:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalConfig:
     """Protocol settings; defaults are eTraM / Gen4 at half resolution (640x360)."""
@@ -203,7 +170,6 @@ def _split_drops(boxes, config, t0_us):
     return boxes[keep], int((~in_time).sum()), int((in_time & ~keep).sum())
 
 
-# ---------------------------------------------------------------------------------------------
 def _coco_objects(frames: Sequence[Frame], names: Sequence[str], agnostic: bool):
     """In-memory COCO ground truth and results (category id = class_id + 1, as Prophesee does);
     results are built like ground truth rather than through ``loadRes``, which fails on none."""
@@ -301,52 +267,6 @@ def frame_metrics(frames: Sequence[Frame], counts: _Counts, classes: str | Seque
     return metrics
 
 
-# ---------------------------------------------------------------------------------------------
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU between every box of ``a`` and of ``b`` (x, y top-left, w, h), as COCO computes it."""
-    ax0, ay0 = a["x"].astype(np.float64)[:, None], a["y"].astype(np.float64)[:, None]
-    aw, ah = a["w"].astype(np.float64)[:, None], a["h"].astype(np.float64)[:, None]
-    bx0, by0 = b["x"].astype(np.float64)[None], b["y"].astype(np.float64)[None]
-    bw, bh = b["w"].astype(np.float64)[None], b["h"].astype(np.float64)[None]
-    iw = np.clip(np.minimum(ax0 + aw, bx0 + bw) - np.maximum(ax0, bx0), 0, None)
-    ih = np.clip(np.minimum(ay0 + ah, by0 + bh) - np.maximum(ay0, by0), 0, None)
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def confusion_matrix(frames: Sequence[Frame], classes: str | Sequence[str] = "etram8",
-                     score_threshold: float = 0.3, iou_threshold: float = 0.5) -> dict:
-    """Where detections go wrong: class confusions, false positives and misses.
-
-    Per frame, predictions scoring >= ``score_threshold`` are taken highest score first and each
-    matched to the still unmatched ground-truth box of highest IoU >= ``iou_threshold``, whatever
-    the classes (so a right box with the wrong class shows up as a confusion, not as a miss plus
-    a false positive). Rows: ground-truth class, then "background" (unmatched predictions);
-    columns: predicted class, then "missed" (unmatched ground truth)."""
-    names = class_names(classes)
-    n = len(names)
-    matrix = np.zeros((n + 1, n + 1), dtype=np.int64)
-    for frame in frames:
-        pred = frame.pred[frame.pred["class_confidence"] >= score_threshold]
-        pred = pred[np.argsort(-pred["class_confidence"], kind="stable")]
-        gt = frame.gt
-        iou = _iou_matrix(pred, gt) if len(pred) and len(gt) else np.zeros((len(pred), len(gt)))
-        taken = np.zeros(len(gt), dtype=bool)
-        for i, p in enumerate(pred):
-            candidates = np.where(~taken & (iou[i] >= iou_threshold))[0] if len(gt) else []
-            if len(candidates):
-                j = candidates[np.argmax(iou[i, candidates])]
-                taken[j] = True
-                matrix[int(gt[j]["class_id"]), int(p["class_id"])] += 1
-            else:
-                matrix[n, int(p["class_id"])] += 1
-        for j in np.where(~taken)[0]:
-            matrix[int(gt[j]["class_id"]), n] += 1
-    return {"rows": [*names, BACKGROUND], "columns": [*names, MISSED], "matrix": matrix.tolist(),
-            "score_threshold": float(score_threshold), "iou_threshold": float(iou_threshold)}
-
-
 def evaluate(recordings: Iterable[Recording], classes: str | Sequence[str] = "etram8",
              config: EvalConfig = EvalConfig()) -> tuple[dict, dict]:
     """Metrics and confusion matrix from one pass of filtering: ``(metrics, confusion)``."""
@@ -356,64 +276,3 @@ def evaluate(recordings: Iterable[Recording], classes: str | Sequence[str] = "et
     return metrics, confusion
 
 
-# ---------------------------------------------------------------------------------------------
-def _pct(value) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
-
-
-def summary_text(metrics: dict) -> str:
-    """A small fixed-width table for people reading a run folder (values in percent)."""
-    c = metrics.get("counts", {})
-    lines = [
-        "Prophesee protocol, COCO AP in percent",
-        f"{c.get('images', '?')} label frames from {c.get('recordings', '?')} recordings; "
-        f"{c.get('gt', '?')} GT boxes, {c.get('pred', '?')} predictions evaluated "
-        f"({c.get('pred_outside_label_times', '?')} predictions outside label times ignored)",
-        "",
-        f"{'metric':<22}{'value':>8}",
-    ]
-    for key in (*AP_KEYS, "AP_class_agnostic"):
-        lines.append(f"{key:<22}{_pct(metrics.get(key)):>8}")
-    lines += ["", f"{'class':<22}{'AP':>8}{'GT':>8}"]
-    gt_per_class = c.get("gt_per_class", {})
-    for name, value in metrics.get("AP_per_class", {}).items():
-        lines.append(f"{name:<22}{_pct(value):>8}{gt_per_class.get(name, ''):>8}")
-    lines += ["", "AP: mean over classes with GT; AP_class_agnostic: classes merged; – = no GT"]
-    return "\n".join(lines) + "\n"
-
-
-def plot_confusion(path: str | Path, confusion: dict) -> None:
-    """Counts in each cell, colour by share of the row, so rare classes stay readable."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    matrix = np.asarray(confusion["matrix"], dtype=np.float64)
-    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = 1.6 + 0.7 * len(confusion["columns"])
-    fig = Figure(figsize=(size + 1.5, size))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for (r, col), count in np.ndenumerate(matrix):
-        ax.text(col, r, f"{int(count)}", ha="center", va="center", fontsize=8,
-                color="white" if share[r, col] > 0.5 else "black")
-    ax.set_xticks(range(len(confusion["columns"])), confusion["columns"], rotation=40, ha="right")
-    ax.set_yticks(range(len(confusion["rows"])), confusion["rows"])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("ground truth")
-    ax.set_title(f"score ≥ {confusion['score_threshold']:g}, IoU ≥ {confusion['iou_threshold']:g}")
-    fig.colorbar(image, ax=ax, label="share of row")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def write_metrics(out_dir: str | Path, metrics: dict, confusion: dict | None = None) -> Path:
-    """``metrics.json``, ``summary.txt`` and, with a confusion matrix, its ``.json`` and ``.png``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (out / "summary.txt").write_text(summary_text(metrics), encoding="utf-8")
-    if confusion is not None:
-        (out / "confusion_matrix.json").write_text(json.dumps(confusion, indent=2) + "\n", encoding="utf-8")
-        plot_confusion(out / "confusion_matrix.png", confusion)
-    return out

@@ -16,11 +16,16 @@ from typing import Mapping, Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
-
 from evcmae.backbones.rvt import detach_states, reset_states
 from evcmae.events.labels import BBOX_DTYPE
 from evcmae.finetune.encoder import EventDetector
-from evcmae.finetune.evaluation import AP_KEYS, EvalConfig, Recording, detections_to_boxes, evaluate
+from evcmae.finetune.evaluation import (
+    AP_KEYS,
+    EvalConfig,
+    Recording,
+    detections_to_boxes,
+    evaluate,
+)
 from evcmae.finetune.postprocess import postprocess
 from evcmae.finetune.transfer import encoder_param_groups
 

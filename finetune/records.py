@@ -25,7 +25,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .evaluation import write_metrics as _write_metrics
+from evcmae.finetune.report import write_metrics as _write_metrics
+
 
 def _slug(text: str, limit: int = 24) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()

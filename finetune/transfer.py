@@ -17,9 +17,15 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from evcmae.pretrain.export import (
+    CONFIG_FILE,
+    STUDENT_FILE,
+    TEACHER_FILE,
+    WEIGHT_FILES,
+    backbone_kwargs,
+    load_into,
+)
 from torch import nn
-
-from evcmae.pretrain.export import CONFIG_FILE, STUDENT_FILE, TEACHER_FILE, WEIGHT_FILES, backbone_kwargs, load_into
 
 log = logging.getLogger(__name__)
 WHICH = ("teacher", "student")

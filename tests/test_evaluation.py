@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from evcmae.events.labels import BBOX_DTYPE
+from evcmae.finetune.classes import CLASS_SETS, ETRAM8_TO_3, remap_classes
+from evcmae.finetune.confusion import confusion_matrix
 from evcmae.finetune.evaluation import (
-    CLASS_SETS, ETRAM8_TO_3, EvalConfig, Recording, confusion_matrix, detections_to_boxes, evaluate,
-    evaluate_detection,
-    filter_boxes, label_frames, remap_classes, write_metrics,
+    EvalConfig, Recording, detections_to_boxes, evaluate, evaluate_detection, filter_boxes, label_frames,
 )
+from evcmae.finetune.report import write_metrics
 
 THREE = CLASS_SETS["etram3"]  # pedestrian, vehicle, micro-mobility
 T1, T2 = 600_000, 700_000      # label times after the 0.5 s skip

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from evcmae.events.container import Events
-from evcmae.finetune.data import (Augment, ChunkBatch, ChunkBatchSampler, ChunkDataset, ChunkKey,
-                           FinetuneDataModule, select_fraction)
+from evcmae.finetune.augment import Augment
+from evcmae.finetune.chunks import ChunkBatch, ChunkBatchSampler, ChunkDataset, ChunkKey
+from evcmae.finetune.data import FinetuneDataModule
+from evcmae.finetune.recordings import select_fraction
 from evcmae.finetune.module import FinetuneModule, default_lr, one_cycle
 
 torch.set_num_threads(1)

@@ -27,7 +27,7 @@ def detect(checkpoint, input_path, output=None, conf: float = 0.1, nms: float = 
 
     from evcmae.events.histogram import stacked_histogram
     from evcmae.events.labels import BBOX_DTYPE, save_labels
-    from evcmae.finetune.data import RawRecording
+    from evcmae.finetune.recordings import RawRecording
     from evcmae.finetune.evaluation import detections_to_boxes
     from evcmae.finetune.postprocess import postprocess
 

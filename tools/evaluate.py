@@ -53,7 +53,7 @@ def evaluate_checkpoint(checkpoint, split: str = "test", out=None, data_override
                         accelerator: str = "cpu") -> dict:
     import pytorch_lightning as pl
 
-    from evcmae.finetune.evaluation import summary_text
+    from evcmae.finetune.report import summary_text
     from evcmae.finetune.records import ExperimentRecord
 
     module, datamodule = load_checkpoint(checkpoint, data_overrides)

@@ -91,7 +91,7 @@ def build(cfg: DictConfig, extra_callbacks=()):
 
 def run(cfg: DictConfig) -> dict:
     """Fine-tune, then evaluate the best checkpoint on the val split into an experiment record."""
-    from evcmae.finetune.evaluation import summary_text
+    from evcmae.finetune.report import summary_text
     from evcmae.finetune.records import ExperimentRecord
 
     start = time.perf_counter()

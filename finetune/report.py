@@ -1,0 +1,70 @@
+"""Writing evaluation results: a text summary, the confusion-matrix plot and metrics.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from evcmae.finetune.evaluation import AP_KEYS
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def summary_text(metrics: dict) -> str:
+    """A small fixed-width table for people reading a run folder (values in percent)."""
+    c = metrics.get("counts", {})
+    lines = [
+        "Prophesee protocol, COCO AP in percent",
+        f"{c.get('images', '?')} label frames from {c.get('recordings', '?')} recordings; "
+        f"{c.get('gt', '?')} GT boxes, {c.get('pred', '?')} predictions evaluated "
+        f"({c.get('pred_outside_label_times', '?')} predictions outside label times ignored)",
+        "",
+        f"{'metric':<22}{'value':>8}",
+    ]
+    for key in (*AP_KEYS, "AP_class_agnostic"):
+        lines.append(f"{key:<22}{_pct(metrics.get(key)):>8}")
+    lines += ["", f"{'class':<22}{'AP':>8}{'GT':>8}"]
+    gt_per_class = c.get("gt_per_class", {})
+    for name, value in metrics.get("AP_per_class", {}).items():
+        lines.append(f"{name:<22}{_pct(value):>8}{gt_per_class.get(name, ''):>8}")
+    lines += ["", "AP: mean over classes with GT; AP_class_agnostic: classes merged; – = no GT"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(path: str | Path, confusion: dict) -> None:
+    """Counts in each cell, colour by share of the row, so rare classes stay readable."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    matrix = np.asarray(confusion["matrix"], dtype=np.float64)
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 1.6 + 0.7 * len(confusion["columns"])
+    fig = Figure(figsize=(size + 1.5, size))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (r, col), count in np.ndenumerate(matrix):
+        ax.text(col, r, f"{int(count)}", ha="center", va="center", fontsize=8,
+                color="white" if share[r, col] > 0.5 else "black")
+    ax.set_xticks(range(len(confusion["columns"])), confusion["columns"], rotation=40, ha="right")
+    ax.set_yticks(range(len(confusion["rows"])), confusion["rows"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"score ≥ {confusion['score_threshold']:g}, IoU ≥ {confusion['iou_threshold']:g}")
+    fig.colorbar(image, ax=ax, label="share of row")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_metrics(out_dir: str | Path, metrics: dict, confusion: dict | None = None) -> Path:
+    """``metrics.json``, ``summary.txt`` and, with a confusion matrix, its ``.json`` and ``.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.txt").write_text(summary_text(metrics), encoding="utf-8")
+    if confusion is not None:
+        (out / "confusion_matrix.json").write_text(json.dumps(confusion, indent=2) + "\n", encoding="utf-8")
+        plot_confusion(out / "confusion_matrix.png", confusion)
+    return out
