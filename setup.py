@@ -1,5 +1,6 @@
 """evcmae: self-supervised pretraining for event cameras (EMA teacher, masked student, sparse
 voxel backbone) and fine-tuning into the RVT/YOLOX detector."""
+
 from setuptools import setup
 
 # One installed namespace, the checkout's folders unchanged: each top-level folder is installed as a
@@ -16,7 +17,7 @@ EXTRAS = {
     "cu126": ["spconv-cu126>=2.3.8,<2.4", "faiss-gpu-cu12"],
     "aedat": ["aedat>=2.0"],
     "slurm": ["hydra-submitit-launcher>=1.2"],
-    "dev": ["pytest>=7", "aedat>=2.0", "hydra-submitit-launcher>=1.2", "tensorboard>=2.10"],
+    "dev": ["pytest>=7", "ruff==0.17.6", "aedat>=2.0", "hydra-submitit-launcher>=1.2", "tensorboard>=2.10"],
 }
 
 setup(

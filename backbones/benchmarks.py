@@ -6,6 +6,7 @@ at a given occupancy. Voxels are drawn uniformly at random: the worst case for s
 since scattered sites dilate most under strided convs; real events cluster along edges.
 Timings are medians of forward + backward (training mode) on one thread by default.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -34,9 +35,13 @@ class _DenseBlock(nn.Module):
 
 def dense_twin(sparse: SparseVoxelBackbone) -> nn.Module:
     """A dense network with the sparse backbone's layout, built from its configuration."""
+
     def cbr(c_in, c_out, kernel, stride, padding):
-        return [nn.Conv3d(c_in, c_out, kernel, stride, padding, bias=False),
-                nn.BatchNorm3d(c_out, eps=1e-3, momentum=0.01), nn.ReLU()]
+        return [
+            nn.Conv3d(c_in, c_out, kernel, stride, padding, bias=False),
+            nn.BatchNorm3d(c_out, eps=1e-3, momentum=0.01),
+            nn.ReLU(),
+        ]
 
     stages = [nn.Sequential(*cbr(sparse.in_channels, sparse.channels[0], 3, 1, 1))]
     c_prev = sparse.channels[0]
@@ -66,8 +71,9 @@ class _DenseStack(nn.Module):
         return outs
 
 
-def random_voxels(batch_size: int, grid: Sequence[int], occupancy: float, channels: int,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_voxels(
+    batch_size: int, grid: Sequence[int], occupancy: float, channels: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Unique sorted (batch, t, y, x) int32 coordinates filling ``occupancy`` of each sample's grid."""
     T, H, W = grid
     cells = T * H * W
@@ -87,9 +93,14 @@ def _step(model, make_input):
     sum(f.float().mean() for f in feats).backward()
 
 
-def bench_backbone(grid: Sequence[int] = (10, 90, 160), batch_size: int = 2,
-                   occupancies: Sequence[float] = (0.02, 0.05, 0.20), repeats: int = 5,
-                   threads: int | None = 1, seed: int = 0) -> dict:
+def bench_backbone(
+    grid: Sequence[int] = (10, 90, 160),
+    batch_size: int = 2,
+    occupancies: Sequence[float] = (0.02, 0.05, 0.20),
+    repeats: int = 5,
+    threads: int | None = 1,
+    seed: int = 0,
+) -> dict:
     """Forward + backward time of ``SparseVoxelBackbone()`` and its dense twin on a
     ``batch_size`` x ``grid`` (T, H, W) input. The dense cost does not depend on occupancy, so it
     is measured once and shared by every row."""
@@ -107,11 +118,27 @@ def bench_backbone(grid: Sequence[int] = (10, 90, 160), batch_size: int = 2,
         rows = []
         for occ in occupancies:
             coords, feats = random_voxels(batch_size, grid, occ, sparse.in_channels, gen)
-            make = lambda: spconv.SparseConvTensor(feats, coords, list(grid), batch_size)  # noqa: E731
-            sparse_ms = median_ms(lambda: _step(sparse, make), repeats)
-            rows.append({"occupancy": occ, "voxels": len(coords), "sparse_ms": round(sparse_ms, 1),
-                         "dense_ms": round(dense_ms, 1), "speedup": round(dense_ms / sparse_ms, 2)})
+
+            def make(feats=feats, coords=coords):
+                return spconv.SparseConvTensor(feats, coords, list(grid), batch_size)
+
+            sparse_ms = median_ms(lambda make=make: _step(sparse, make), repeats)
+            rows.append(
+                {
+                    "occupancy": occ,
+                    "voxels": len(coords),
+                    "sparse_ms": round(sparse_ms, 1),
+                    "dense_ms": round(dense_ms, 1),
+                    "speedup": round(dense_ms / sparse_ms, 2),
+                }
+            )
     finally:
         torch.set_num_threads(old_threads)
-    return {"benchmark": "backbone", "grid": list(grid), "batch_size": batch_size,
-            "threads": threads or old_threads, "repeats": repeats, "rows": rows}
+    return {
+        "benchmark": "backbone",
+        "grid": list(grid),
+        "batch_size": batch_size,
+        "threads": threads or old_threads,
+        "repeats": repeats,
+        "rows": rows,
+    }

@@ -8,23 +8,23 @@ are channels-last ``(B, H, W, C)`` inside the block (LayerNorm and Linear act on
 RVT's attention has no relative position bias, so the partition size changes no parameter and
 attention is permutation-equivariant inside a group: only the group membership matters.
 """
-from __future__ import annotations
 
-from typing import Tuple
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-Partition = Tuple[int, int]
+Partition = tuple[int, int]
 
 
 def _check_divisible(x: torch.Tensor, partition: Partition) -> None:
     h, w = x.shape[1:3]
     if h % partition[0] or w % partition[1]:
-        raise ValueError(f"feature map {h}x{w} is not divisible by the partition {partition}; "
-                         "pad the input (RVTBackbone.pad does)")
+        raise ValueError(
+            f"feature map {h}x{w} is not divisible by the partition {partition}; pad the input (RVTBackbone.pad does)"
+        )
 
 
 def window_partition(x: torch.Tensor, partition: Partition) -> torch.Tensor:
@@ -33,10 +33,11 @@ def window_partition(x: torch.Tensor, partition: Partition) -> torch.Tensor:
     return rearrange(x, "b (nh ph) (nw pw) c -> (b nh nw) (ph pw) c", ph=partition[0], pw=partition[1])
 
 
-def window_reverse(tokens: torch.Tensor, partition: Partition, hw: Tuple[int, int]) -> torch.Tensor:
+def window_reverse(tokens: torch.Tensor, partition: Partition, hw: tuple[int, int]) -> torch.Tensor:
     nh, nw = hw[0] // partition[0], hw[1] // partition[1]
-    return rearrange(tokens, "(b nh nw) (ph pw) c -> b (nh ph) (nw pw) c",
-                     nh=nh, nw=nw, ph=partition[0], pw=partition[1])
+    return rearrange(
+        tokens, "(b nh nw) (ph pw) c -> b (nh ph) (nw pw) c", nh=nh, nw=nw, ph=partition[0], pw=partition[1]
+    )
 
 
 def grid_partition(x: torch.Tensor, partition: Partition) -> torch.Tensor:
@@ -45,10 +46,11 @@ def grid_partition(x: torch.Tensor, partition: Partition) -> torch.Tensor:
     return rearrange(x, "b (ph nh) (pw nw) c -> (b nh nw) (ph pw) c", ph=partition[0], pw=partition[1])
 
 
-def grid_reverse(tokens: torch.Tensor, partition: Partition, hw: Tuple[int, int]) -> torch.Tensor:
+def grid_reverse(tokens: torch.Tensor, partition: Partition, hw: tuple[int, int]) -> torch.Tensor:
     nh, nw = hw[0] // partition[0], hw[1] // partition[1]
-    return rearrange(tokens, "(b nh nw) (ph pw) c -> b (ph nh) (pw nw) c",
-                     nh=nh, nw=nw, ph=partition[0], pw=partition[1])
+    return rearrange(
+        tokens, "(b nh nw) (ph pw) c -> b (ph nh) (pw nw) c", nh=nh, nw=nw, ph=partition[0], pw=partition[1]
+    )
 
 
 class SelfAttention(nn.Module):
@@ -68,8 +70,7 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "n t (h three d) -> three n h t d",
-                            h=self.num_heads, three=3, d=self.head_dim)
+        q, k, v = rearrange(self.qkv(x), "n t (h three d) -> three n h t d", h=self.num_heads, three=3, d=self.head_dim)
         out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head_dim)
         return self.proj(rearrange(out, "n h t d -> n t (h d)"))
 
@@ -96,9 +97,17 @@ class PartitionAttention(nn.Module):
     window or grid groups. ``skip_first_norm`` drops the first LayerNorm when the input was just
     normalised by the downsampling layer (RVT does this for the first block of each stage)."""
 
-    def __init__(self, dim: int, partition: Partition, kind: str = "window", head_dim: int = 32,
-                 mlp_ratio: float = 4.0, ls_init: float = 1e-5, skip_first_norm: bool = False,
-                 norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        dim: int,
+        partition: Partition,
+        kind: str = "window",
+        head_dim: int = 32,
+        mlp_ratio: float = 4.0,
+        ls_init: float = 1e-5,
+        skip_first_norm: bool = False,
+        norm_eps: float = 1e-5,
+    ):
         super().__init__()
         if kind not in ("window", "grid"):
             raise ValueError(f"kind must be 'window' or 'grid', got {kind!r}")
@@ -125,11 +134,19 @@ class PartitionAttention(nn.Module):
 class MaxViTBlock(nn.Module):
     """Window attention then grid attention, channels-last (B, H, W, C)."""
 
-    def __init__(self, dim: int, partition: Partition, head_dim: int = 32, mlp_ratio: float = 4.0,
-                 ls_init: float = 1e-5, skip_first_norm: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        partition: Partition,
+        head_dim: int = 32,
+        mlp_ratio: float = 4.0,
+        ls_init: float = 1e-5,
+        skip_first_norm: bool = False,
+    ):
         super().__init__()
-        self.att_window = PartitionAttention(dim, partition, "window", head_dim, mlp_ratio, ls_init,
-                                             skip_first_norm=skip_first_norm)
+        self.att_window = PartitionAttention(
+            dim, partition, "window", head_dim, mlp_ratio, ls_init, skip_first_norm=skip_first_norm
+        )
         self.att_grid = PartitionAttention(dim, partition, "grid", head_dim, mlp_ratio, ls_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

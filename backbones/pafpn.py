@@ -6,9 +6,10 @@ concat with the lateral, CSP). With ``in_stages=(2, 3, 4)`` this is exactly RVT'
 layers, channels and parameter count); ``(1, 2, 3, 4)`` adds the stride-4 level the user tried
 for small objects. Output i has the channels of input i, so the head sees the stage widths.
 """
+
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,14 +76,13 @@ class PAFPN(nn.Module):
         c, n = self.in_channels, round(3 * depth)
         levels = len(c)
         # Top-down, from the coarsest level: lateral[i] reduces level i+1's map to c[i].
-        self.lateral = nn.ModuleList(
-            ConvBnAct(c[i + 1], c[i], 1) for i in range(levels - 1))
+        self.lateral = nn.ModuleList(ConvBnAct(c[i + 1], c[i], 1) for i in range(levels - 1))
         self.td_csp = nn.ModuleList(CSPLayer(2 * c[i], c[i], n) for i in range(levels - 1))
         # Bottom-up: down[i] takes level i to level i+1.
         self.down = nn.ModuleList(ConvBnAct(c[i], c[i], 3, 2) for i in range(levels - 1))
         self.bu_csp = nn.ModuleList(CSPLayer(2 * c[i], c[i + 1], n) for i in range(levels - 1))
 
-    def forward(self, features: Dict[int, torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+    def forward(self, features: dict[int, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         xs = [features[s] for s in self.in_stages]
         levels = len(xs)
         laterals = [None] * levels  # laterals[i + 1]: level i+1 map reduced to c[i]

@@ -10,10 +10,11 @@ Sizes follow RVT's configs: tiny embed 32 / head dim 32, small 48 / 24, base 64 
 embed·(1, 2, 4, 8), one MaxViT block per stage. The partition size never changes a parameter
 (no relative position bias), only which tokens attend to each other.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +22,9 @@ from torch import nn
 
 from .maxvit import MaxViTBlock, Partition
 
-LstmState = Tuple[torch.Tensor, torch.Tensor]  # (h, c), each (B, C, H, W)
+LstmState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (B, C, H, W)
 
-RVT_SIZES: Dict[str, Dict[str, int]] = {
+RVT_SIZES: dict[str, dict[str, int]] = {
     "tiny": {"embed_dim": 32, "head_dim": 32},
     "small": {"embed_dim": 48, "head_dim": 24},
     "base": {"embed_dim": 64, "head_dim": 32},
@@ -61,7 +62,7 @@ class ConvLSTM(nn.Module):
         self.dim = dim
         self.conv1x1 = nn.Conv2d(2 * dim, 4 * dim, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, state: Optional[LstmState] = None) -> LstmState:
+    def forward(self, x: torch.Tensor, state: LstmState | None = None) -> LstmState:
         if state is None:
             h_prev, c_prev = torch.zeros_like(x), torch.zeros_like(x)
         else:
@@ -74,17 +75,26 @@ class ConvLSTM(nn.Module):
 
 
 class RVTStage(nn.Module):
-    def __init__(self, in_channels: int, dim: int, factor: int, partition: Partition, head_dim: int,
-                 num_blocks: int = 1, mlp_ratio: float = 4.0, ls_init: float = 1e-5):
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        factor: int,
+        partition: Partition,
+        head_dim: int,
+        num_blocks: int = 1,
+        mlp_ratio: float = 4.0,
+        ls_init: float = 1e-5,
+    ):
         super().__init__()
         self.downsample = ConvDownsample(in_channels, dim, factor)
         # The downsample output is already LayerNormed, so the first block skips its first norm.
         self.blocks = nn.ModuleList(
-            MaxViTBlock(dim, partition, head_dim, mlp_ratio, ls_init, skip_first_norm=i == 0)
-            for i in range(num_blocks))
+            MaxViTBlock(dim, partition, head_dim, mlp_ratio, ls_init, skip_first_norm=i == 0) for i in range(num_blocks)
+        )
         self.lstm = ConvLSTM(dim)
 
-    def forward(self, x: torch.Tensor, state: Optional[LstmState] = None) -> Tuple[torch.Tensor, LstmState]:
+    def forward(self, x: torch.Tensor, state: LstmState | None = None) -> tuple[torch.Tensor, LstmState]:
         x = self.downsample(x)
         for block in self.blocks:
             x = block(x)
@@ -103,15 +113,22 @@ class RVTBackbone(nn.Module):
     into for the sparse input; ``patch_size`` is the stem stride (4 in RVT, 2 in the user's
     patch-2 experiment)."""
 
-    def __init__(self, in_channels: int = 20, embed_dim: int = 32, head_dim: int = 32,
-                 partition_size: Partition = (6, 10), patch_size: int = 4,
-                 dim_multipliers: Sequence[int] = (1, 2, 4, 8), num_blocks: int = 1):
+    def __init__(
+        self,
+        in_channels: int = 20,
+        embed_dim: int = 32,
+        head_dim: int = 32,
+        partition_size: Partition = (6, 10),
+        patch_size: int = 4,
+        dim_multipliers: Sequence[int] = (1, 2, 4, 8),
+        num_blocks: int = 1,
+    ):
         super().__init__()
         self.in_channels = in_channels
         self.partition_size = tuple(partition_size)
         self.stage_dims = tuple(embed_dim * m for m in dim_multipliers)
         factors = [patch_size] + [2] * (len(dim_multipliers) - 1)
-        self.strides = tuple(int(math.prod(factors[:i + 1])) for i in range(len(factors)))
+        self.strides = tuple(int(math.prod(factors[: i + 1])) for i in range(len(factors)))
         stages, prev = [], in_channels
         for dim, factor in zip(self.stage_dims, factors):
             stages.append(RVTStage(prev, dim, factor, self.partition_size, head_dim, num_blocks))
@@ -119,16 +136,16 @@ class RVTBackbone(nn.Module):
         self.stages = nn.ModuleList(stages)
 
     @classmethod
-    def from_size(cls, size: str = "tiny", **kwargs) -> "RVTBackbone":
+    def from_size(cls, size: str = "tiny", **kwargs) -> RVTBackbone:
         if size not in RVT_SIZES:
             raise ValueError(f"size must be one of {sorted(RVT_SIZES)}, got {size!r}")
         return cls(**{**RVT_SIZES[size], **kwargs})
 
     @property
-    def pad_multiple(self) -> Tuple[int, int]:
+    def pad_multiple(self) -> tuple[int, int]:
         return self.strides[-1] * self.partition_size[0], self.strides[-1] * self.partition_size[1]
 
-    def padded_size(self, height: int, width: int) -> Tuple[int, int]:
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
         mh, mw = self.pad_multiple
         return math.ceil(height / mh) * mh, math.ceil(width / mw) * mw
 
@@ -137,14 +154,15 @@ class RVTBackbone(nn.Module):
         ph, pw = self.padded_size(h, w)
         return x if (ph, pw) == (h, w) else F.pad(x, (0, pw - w, 0, ph - h))
 
-    def get_stage_dims(self, stages: Sequence[int]) -> Tuple[int, ...]:
+    def get_stage_dims(self, stages: Sequence[int]) -> tuple[int, ...]:
         return tuple(self.stage_dims[s - 1] for s in stages)
 
-    def get_strides(self, stages: Sequence[int]) -> Tuple[int, ...]:
+    def get_strides(self, stages: Sequence[int]) -> tuple[int, ...]:
         return tuple(self.strides[s - 1] for s in stages)
 
-    def forward(self, x: torch.Tensor, prev_states: Optional[List[Optional[LstmState]]] = None
-                ) -> Tuple[Dict[int, torch.Tensor], List[LstmState]]:
+    def forward(
+        self, x: torch.Tensor, prev_states: list[LstmState | None] | None = None
+    ) -> tuple[dict[int, torch.Tensor], list[LstmState]]:
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {x.shape[1]}")
         if prev_states is None:
@@ -152,8 +170,8 @@ class RVTBackbone(nn.Module):
         if len(prev_states) != len(self.stages):
             raise ValueError(f"expected {len(self.stages)} stage states, got {len(prev_states)}")
         x = self.pad(x)
-        features: Dict[int, torch.Tensor] = {}
-        states: List[LstmState] = []
+        features: dict[int, torch.Tensor] = {}
+        states: list[LstmState] = []
         for number, (stage, state) in enumerate(zip(self.stages, prev_states), start=1):
             x, new_state = stage(x, state)
             features[number] = x
@@ -161,15 +179,14 @@ class RVTBackbone(nn.Module):
         return features, states
 
 
-def detach_states(states: Optional[List[Optional[LstmState]]]) -> Optional[List[Optional[LstmState]]]:
+def detach_states(states: list[LstmState | None] | None) -> list[LstmState | None] | None:
     """Cut the gradient path between training chunks (truncated BPTT) while keeping the memory."""
     if states is None:
         return None
     return [None if s is None else (s[0].detach(), s[1].detach()) for s in states]
 
 
-def reset_states(states: Optional[List[Optional[LstmState]]], is_first: torch.Tensor
-                 ) -> Optional[List[Optional[LstmState]]]:
+def reset_states(states: list[LstmState | None] | None, is_first: torch.Tensor) -> list[LstmState | None] | None:
     """Zero the states of the batch entries whose recording starts now (``is_first``: (B,) bool),
     so no memory leaks from one recording into the next under streaming sampling."""
     if states is None:

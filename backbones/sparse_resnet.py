@@ -17,6 +17,7 @@ as OpenPCDet), so every output side is ``ceil(side / s)``. On a stride-1 axis th
 1: a 3-wide kernel there would dilate the active set along that axis (more voxels, no gain in
 resolution), and the residual blocks mix along it anyway.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,7 @@ class SparseBasicBlock(spconv.SparseModule):
 def _down_block(c_in: int, c_out: int, stride: Triple, indice_key: str) -> spconv.SparseSequential:
     kernel = tuple(2 * s - 1 for s in stride)
     padding = tuple(s - 1 for s in stride)
-    conv = spconv.SparseConv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False,
-                               indice_key=indice_key)
+    conv = spconv.SparseConv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False, indice_key=indice_key)
     return spconv.SparseSequential(conv, _norm(c_out), nn.ReLU())
 
 
@@ -83,13 +83,19 @@ class SparseVoxelBackbone(nn.Module):
     ``f"subm{i}"``. Stage 1 has no opening conv when its stride is 1 (``conv_input`` already sets
     its width)."""
 
-    def __init__(self, in_channels: int = 3, channels: Sequence[int] = DEFAULT_CHANNELS,
-                 blocks: Sequence[int] = DEFAULT_BLOCKS, strides: Sequence[Sequence[int]] = DEFAULT_STRIDES):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        blocks: Sequence[int] = DEFAULT_BLOCKS,
+        strides: Sequence[Sequence[int]] = DEFAULT_STRIDES,
+    ):
         super().__init__()
         strides = tuple(tuple(int(v) for v in s) for s in strides)
         if not len(channels) == len(blocks) == len(strides):
-            raise ValueError(f"channels, blocks and strides need one entry per stage: "
-                             f"{len(channels)}, {len(blocks)}, {len(strides)}")
+            raise ValueError(
+                f"channels, blocks and strides need one entry per stage: {len(channels)}, {len(blocks)}, {len(strides)}"
+            )
         if any(len(s) != 3 or min(s) < 1 for s in strides):
             raise ValueError(f"each stride must be three positive ints (t, y, x), got {strides}")
         self.in_channels = in_channels
@@ -149,4 +155,3 @@ class SparseVoxelBackbone(nn.Module):
             x = getattr(self, f"conv{i}")(x)
             out[f"x_conv{i}"] = x
         return out
-

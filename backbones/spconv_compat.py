@@ -12,13 +12,15 @@ Importing it fixes two faults of spconv 2.3.x on CPU; applying the fixes again i
    correct with ``torch.set_num_threads(1)``, wrong in most runs with 2). The sparse conv and pool
    ops therefore run with one thread when their tensors are on CPU; CUDA tensors are untouched.
 """
+
 from __future__ import annotations
 
 import functools
 
-import torch
 import spconv.pytorch as spconv
-from spconv.pytorch import cppcore, hash as sp_hash, ops
+import torch
+from spconv.pytorch import cppcore, ops
+from spconv.pytorch import hash as sp_hash
 
 __all__ = ["spconv", "patch_cpu_stream", "patch_cpu_threads", "to_sparse_tensor"]
 
@@ -43,8 +45,7 @@ def patch_cpu_stream() -> bool:
 # Ops that reach spconv's OpenMP gather/scatter kernels; conv.py and functional.py look them up on
 # ``ops`` at call time, so rebinding them here reaches every conv and pool module. Neighbour-pair
 # generation was not seen to race, but runs on the same machinery and costs ~2 % of a step.
-_THREADED_OPS = ("indice_conv", "indice_conv_backward", "indice_maxpool", "indice_maxpool_backward",
-                 "get_indice_pairs")
+_THREADED_OPS = ("indice_conv", "indice_conv_backward", "indice_maxpool", "indice_maxpool_backward", "get_indice_pairs")
 
 
 def _single_threaded_on_cpu(fn):

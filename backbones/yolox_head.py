@@ -15,11 +15,12 @@ Facts checked against uzh-rpg/RVT ``yolo_head.py`` / ``losses.py`` (they follow 
 - losses: 5·Σ(1 − IoU²) + Σ BCE(obj, fg) over all anchors + Σ BCE(cls, one-hot·IoU) over the
   foreground, each divided by max(#foreground, 1); L1 term off; obj/cls bias prior 0.01.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +42,7 @@ class YOLOXHead(nn.Module):
     (decoupled: the two tasks want different features); objectness comes off the regression
     branch. Hidden width = 256·(widest input / 1024), RVT's scaling of YOLOX's widths."""
 
-    def __init__(self, num_classes: int, in_channels: Sequence[int], strides: Sequence[int],
-                 prior_prob: float = 0.01):
+    def __init__(self, num_classes: int, in_channels: Sequence[int], strides: Sequence[int], prior_prob: float = 0.01):
         super().__init__()
         if len(in_channels) != len(strides):
             raise ValueError("need one stride per input level")
@@ -74,8 +74,7 @@ class YOLOXHead(nn.Module):
             out = torch.cat((self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat), cls), dim=1)
             outs.append(out.flatten(2).transpose(1, 2))
             h, w = x.shape[-2:]
-            ys, xs = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device),
-                                    indexing="ij")
+            ys, xs = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
             cells.append(torch.stack((xs, ys), -1).view(-1, 2))
             strides.append(torch.full((h * w,), self.strides[k], device=x.device))
         return HeadOutput(torch.cat(outs, 1), torch.cat(cells).float(), torch.cat(strides).float())
@@ -86,8 +85,9 @@ class YOLOXHead(nn.Module):
         raw = out.raw
         return torch.cat((decode_boxes(raw[..., :4], out.cells, out.strides), raw[..., 4:].sigmoid()), -1)
 
-    def loss(self, out: HeadOutput, targets: List[torch.Tensor],
-             size_aware: Optional["SizeAwareWeight"] = None) -> Dict[str, torch.Tensor]:
+    def loss(
+        self, out: HeadOutput, targets: list[torch.Tensor], size_aware: SizeAwareWeight | None = None
+    ) -> dict[str, torch.Tensor]:
         return yolox_loss(out, targets, self.num_classes, size_aware)
 
 
@@ -142,28 +142,43 @@ class Assignment(NamedTuple):
 
 
 @torch.no_grad()
-def simota_assign(pred_boxes: torch.Tensor, obj_logits: torch.Tensor, cls_logits: torch.Tensor,
-                  gt_boxes: torch.Tensor, gt_classes: torch.Tensor, cells: torch.Tensor,
-                  strides: torch.Tensor, center_radius: float = 1.5, iou_weight: float = 3.0,
-                  outside_cost: float = 1e6, topk: int = 10) -> Assignment:
+def simota_assign(
+    pred_boxes: torch.Tensor,
+    obj_logits: torch.Tensor,
+    cls_logits: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    gt_classes: torch.Tensor,
+    cells: torch.Tensor,
+    strides: torch.Tensor,
+    center_radius: float = 1.5,
+    iou_weight: float = 3.0,
+    outside_cost: float = 1e6,
+    topk: int = 10,
+) -> Assignment:
     """SimOTA for one image. pred_boxes (A, 4) decoded, obj_logits (A,), cls_logits (A, C),
     gt_boxes (G, 4), gt_classes (G,). Returns which anchors are foreground and for which GT."""
     num_anchors, num_gt = pred_boxes.shape[0], gt_boxes.shape[0]
     device = pred_boxes.device
     centres = (cells + 0.5) * strides[:, None]
     reach = center_radius * strides[None, :]
-    in_prior = (((centres[None, :, 0] - gt_boxes[:, None, 0]).abs() < reach)
-                & ((centres[None, :, 1] - gt_boxes[:, None, 1]).abs() < reach))  # (G, A)
+    in_prior = ((centres[None, :, 0] - gt_boxes[:, None, 0]).abs() < reach) & (
+        (centres[None, :, 1] - gt_boxes[:, None, 1]).abs() < reach
+    )  # (G, A)
     candidates = in_prior.any(0).nonzero().squeeze(1)
     if num_gt == 0 or candidates.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
-        return Assignment(torch.zeros(num_anchors, dtype=torch.bool, device=device), empty,
-                          pred_boxes.new_zeros(0), torch.zeros(num_gt, dtype=torch.long, device=device))
+        return Assignment(
+            torch.zeros(num_anchors, dtype=torch.bool, device=device),
+            empty,
+            pred_boxes.new_zeros(0),
+            torch.zeros(num_gt, dtype=torch.long, device=device),
+        )
     ious = pairwise_iou(gt_boxes.float(), pred_boxes[candidates].float())  # (G, K)
     prob = (cls_logits[candidates].float().sigmoid() * obj_logits[candidates, None].float().sigmoid()).sqrt()
     onehot = F.one_hot(gt_classes.long(), cls_logits.shape[1]).float()
-    cls_cost = F.binary_cross_entropy(prob[None].expand(num_gt, -1, -1),
-                                      onehot[:, None].expand(-1, prob.shape[0], -1), reduction="none").sum(-1)
+    cls_cost = F.binary_cross_entropy(
+        prob[None].expand(num_gt, -1, -1), onehot[:, None].expand(-1, prob.shape[0], -1), reduction="none"
+    ).sum(-1)
     cost = cls_cost + iou_weight * -torch.log(ious + 1e-8) + outside_cost * (~in_prior[:, candidates])
 
     num_cand = candidates.numel()
@@ -183,8 +198,9 @@ def simota_assign(pred_boxes: torch.Tensor, obj_logits: torch.Tensor, cls_logits
     return Assignment(fg_mask, matched_gt, ious[matched_gt, fg_cand.nonzero().squeeze(1)], dynamic_k)
 
 
-def yolox_loss(out: HeadOutput, targets: List[torch.Tensor], num_classes: int,
-               size_aware: Optional[SizeAwareWeight] = None) -> Dict[str, torch.Tensor]:
+def yolox_loss(
+    out: HeadOutput, targets: list[torch.Tensor], num_classes: int, size_aware: SizeAwareWeight | None = None
+) -> dict[str, torch.Tensor]:
     """targets: one (n_i, 5) tensor [class, cx, cy, w, h] per image. Computed in float32
     whatever the autocast dtype. With ``size_aware`` every loss term of a foreground anchor
     (IoU, objectness, class) is multiplied by the weight of its GT; background anchors keep
@@ -202,8 +218,15 @@ def yolox_loss(out: HeadOutput, targets: List[torch.Tensor], num_classes: int,
         num_gt += gt.shape[0]
         if gt.shape[0] == 0:
             continue
-        a = simota_assign(boxes[b].detach(), obj_logits[b].detach(), cls_logits[b].detach(),
-                          gt[:, 1:5], gt[:, 0], out.cells, out.strides)
+        a = simota_assign(
+            boxes[b].detach(),
+            obj_logits[b].detach(),
+            cls_logits[b].detach(),
+            gt[:, 1:5],
+            gt[:, 0],
+            out.cells,
+            out.strides,
+        )
         if a.matched_gt.numel() == 0:
             continue
         matched = gt[a.matched_gt]
@@ -227,5 +250,11 @@ def yolox_loss(out: HeadOutput, targets: List[torch.Tensor], num_classes: int,
     else:  # keep the graph connected so DDP sees every parameter used
         loss_iou = loss_cls = raw.sum() * 0.0
     loss_iou = REG_WEIGHT * loss_iou
-    return {"loss": loss_iou + loss_obj + loss_cls, "loss_iou": loss_iou, "loss_obj": loss_obj,
-            "loss_cls": loss_cls, "num_fg": raw.new_tensor(float(num_fg)), "num_gt": raw.new_tensor(float(num_gt))}
+    return {
+        "loss": loss_iou + loss_obj + loss_cls,
+        "loss_iou": loss_iou,
+        "loss_obj": loss_obj,
+        "loss_cls": loss_cls,
+        "num_fg": raw.new_tensor(float(num_fg)),
+        "num_gt": raw.new_tensor(float(num_gt)),
+    }

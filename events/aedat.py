@@ -2,6 +2,7 @@
 handles the LZ4/Zstd-compressed packets). Only the first event stream is read; IMU, trigger and
 frame packets are skipped. The package gives t in µs (uint64) and polarity as a boolean ``on``.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,14 +21,13 @@ def _decoder_class():
     try:
         import aedat
     except ImportError as exc:
-        raise ImportError(
-            "reading AEDAT4 files needs the optional 'aedat' package: pip install evcmae[aedat]"
-        ) from exc
+        raise ImportError("reading AEDAT4 files needs the optional 'aedat' package: pip install evcmae[aedat]") from exc
     return aedat.Decoder
 
 
-def read_aedat4(path, on_unsorted: str = "error", width: int | None = None,
-                height: int | None = None, truncated: str = "error") -> Events:
+def read_aedat4(
+    path, on_unsorted: str = "error", width: int | None = None, height: int | None = None, truncated: str = "error"
+) -> Events:
     """Events of the first event stream of an AEDAT4 file, sensor size from its stream info.
 
     The package stops with an error at a cut-off packet; ``truncated="drop"`` keeps the packets
@@ -55,8 +55,7 @@ def read_aedat4(path, on_unsorted: str = "error", width: int | None = None,
     except (RuntimeError, OSError, ValueError) as exc:
         problem = f"decoding stopped after {sum(map(len, packets))} events: {exc} (truncated or corrupt?)"
         if truncated == "error":
-            raise EventFileError(
-                path, f"{problem}; pass truncated='drop' to keep the events before it") from exc
+            raise EventFileError(path, f"{problem}; pass truncated='drop' to keep the events before it") from exc
         warnings.warn(f"{path}: {problem}; kept the events before it", stacklevel=2)
     info = streams[stream]
     if packets:

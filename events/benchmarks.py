@@ -1,5 +1,6 @@
 """Speed benchmarks of the event layer. Each compares against a baseline measured in the same run
 and reports medians, so a figure means the same thing on any machine."""
+
 from __future__ import annotations
 
 import time
@@ -31,9 +32,12 @@ def median_ms(fn, repeats: int, warmup: int = 1, sync=None) -> float:
 def random_events(n: int, width: int, height: int, duration_us: int, seed: int = 0) -> Events:
     rng = np.random.default_rng(seed)
     return Events(
-        x=rng.integers(0, width, n), y=rng.integers(0, height, n),
-        t=np.sort(rng.integers(0, duration_us, n)), p=rng.integers(0, 2, n),
-        width=width, height=height,
+        x=rng.integers(0, width, n),
+        y=rng.integers(0, height, n),
+        t=np.sort(rng.integers(0, duration_us, n)),
+        p=rng.integers(0, 2, n),
+        width=width,
+        height=height,
     )
 
 
@@ -50,8 +54,14 @@ def naive_voxelize(events: Events, num_bins: int, window_us: int, width: int, he
     return cells, features
 
 
-def bench_voxelize(n_events: int = 2_000_000, width: int = 640, height: int = 360, num_bins: int = 10,
-                   window_us: int = 50_000, repeats: int = 7) -> dict:
+def bench_voxelize(
+    n_events: int = 2_000_000,
+    width: int = 640,
+    height: int = 360,
+    num_bins: int = 10,
+    window_us: int = 50_000,
+    repeats: int = 7,
+) -> dict:
     """2 M random time-sorted events into a 10x360x640 grid on one thread: ours vs the naive
     NumPy baseline, medians in millions of events per second."""
     threads = torch.get_num_threads()
@@ -60,8 +70,7 @@ def bench_voxelize(n_events: int = 2_000_000, width: int = 640, height: int = 36
         events = random_events(n_events, width, height, window_us)
         voxelizer = Voxelizer(width, height, window_us=window_us, num_bins=num_bins)
         ours = median_ms(lambda: voxelizer(events, 0), repeats)
-        naive = median_ms(lambda: naive_voxelize(events, num_bins, window_us, width, height),
-                          max(3, repeats // 2))
+        naive = median_ms(lambda: naive_voxelize(events, num_bins, window_us, width, height), max(3, repeats // 2))
     finally:
         torch.set_num_threads(threads)
     return {
@@ -88,7 +97,7 @@ def bench_evt3(n_events: int = 2_000_000, width: int = 1280, height: int = 720, 
     n_bursts = n_events // 8
     t = np.repeat(np.sort(rng.integers(0, 1_000_000, n_bursts)), 8)
     y = np.repeat(rng.integers(0, height, n_bursts), 8)
-    x = (np.repeat(rng.integers(0, width - 24, n_bursts), 8) + rng.integers(0, 24, 8 * n_bursts))
+    x = np.repeat(rng.integers(0, width - 24, n_bursts), 8) + rng.integers(0, 24, 8 * n_bursts)
     p = np.repeat(rng.integers(0, 2, n_bursts), 8)
     events = Events(x=x, y=y, t=t, p=p, width=width, height=height)
     words = encode_evt3(events)

@@ -3,6 +3,7 @@
 Columns are kept as separate contiguous NumPy arrays (x, y uint16; t int64 µs; p uint8 0/1) so that
 slicing is cheap and ``torch.from_numpy`` shares memory without a copy.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,11 +48,11 @@ class Events:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def empty(cls, width: int | None = None, height: int | None = None) -> "Events":
+    def empty(cls, width: int | None = None, height: int | None = None) -> Events:
         return cls(*(np.empty(0, d) for d in DTYPES.values()), width=width, height=height)
 
     @classmethod
-    def concatenate(cls, parts: list["Events"]) -> "Events":
+    def concatenate(cls, parts: list[Events]) -> Events:
         if not parts:
             return cls.empty()
         first = parts[0]
@@ -68,18 +69,24 @@ class Events:
     def __len__(self) -> int:
         return len(self.t)
 
-    def __getitem__(self, index) -> "Events":
+    def __getitem__(self, index) -> Events:
         """Rows selected by a slice, boolean mask or index array; sensor size and source kept."""
         return Events(
-            self.x[index], self.y[index], self.t[index], self.p[index],
-            width=self.width, height=self.height, source=self.source,
-            dropped_out_of_range=self.dropped_out_of_range, dropped_no_time=self.dropped_no_time,
+            self.x[index],
+            self.y[index],
+            self.t[index],
+            self.p[index],
+            width=self.width,
+            height=self.height,
+            source=self.source,
+            dropped_out_of_range=self.dropped_out_of_range,
+            dropped_no_time=self.dropped_no_time,
         )
 
     def is_sorted(self) -> bool:
         return len(self.t) < 2 or bool(np.all(self.t[1:] >= self.t[:-1]))
 
-    def time_window(self, t_start_us: int, t_end_us: int) -> "Events":
+    def time_window(self, t_start_us: int, t_end_us: int) -> Events:
         """Events with ``t_start_us <= t < t_end_us``; the stream must be time-sorted."""
         lo, hi = np.searchsorted(self.t, [t_start_us, t_end_us], side="left")
         return self[lo:hi]
@@ -87,14 +94,21 @@ class Events:
     def summary(self) -> dict:
         """Counts and ranges, as ``evcmae-info`` reports them (ranges are None when empty)."""
         n = len(self)
+
         def rng(a):
             return (int(a.min()), int(a.max())) if n else (None, None)
+
         (t0, t1), (x0, x1), (y0, y1) = rng(self.t), rng(self.x), rng(self.y)
         return {
             "events": n,
-            "t_min_us": t0, "t_max_us": t1,
-            "x_min": x0, "x_max": x1, "y_min": y0, "y_max": y1,
-            "width": self.width, "height": self.height,
+            "t_min_us": t0,
+            "t_max_us": t1,
+            "x_min": x0,
+            "x_max": x1,
+            "y_min": y0,
+            "y_max": y1,
+            "width": self.width,
+            "height": self.height,
             "on_fraction": float(np.count_nonzero(self.p)) / n if n else None,
             "dropped_out_of_range": self.dropped_out_of_range,
             "dropped_no_time": self.dropped_no_time,

@@ -4,6 +4,7 @@ A DAT file is the header, one byte of event type, one byte of record size (8), t
 little-endian uint32 timestamp (µs) and a uint32 address: x in bits 0-13, y in bits 14-27,
 polarity in bits 28-31.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,9 @@ def read_percent_header(f, path) -> tuple[list[str], int]:
             if len(rest) >= _MAX_LINE or not _is_text(line):
                 break  # binary data, not a header line
             raise EventFileError(
-                path, f"the '%' header never ends: file stops inside header line {len(lines) + 1} "
-                      f"({line[:60].decode('utf-8', 'replace')!r}); truncated?"
+                path,
+                f"the '%' header never ends: file stops inside header line {len(lines) + 1} "
+                f"({line[:60].decode('utf-8', 'replace')!r}); truncated?",
             )
         if not _is_text(line):
             break
@@ -110,17 +112,24 @@ def read_units(path, offset: int, dtype, truncated: str, what: str) -> np.ndarra
     n_bytes = os.path.getsize(path) - offset
     extra = n_bytes % dtype.itemsize
     if extra:
-        problem = (f"{what} of {n_bytes} bytes ends with {extra} byte(s) of a partial "
-                   f"{dtype.itemsize}-byte unit")
+        problem = f"{what} of {n_bytes} bytes ends with {extra} byte(s) of a partial {dtype.itemsize}-byte unit"
         if truncated == "error":
-            raise EventFileError(path, f"{problem} (truncated file?); pass truncated='drop' to read "
-                                       "the complete part")
+            raise EventFileError(path, f"{problem} (truncated file?); pass truncated='drop' to read the complete part")
         warnings.warn(f"{path}: {problem}; read the complete part only", stacklevel=3)
     return np.fromfile(path, dtype=dtype, count=n_bytes // dtype.itemsize, offset=offset)
 
 
-def read_raw(path, decode, word_dtype: str, what: str, no_time_reason: str, on_unsorted: str,
-             width: int | None, height: int | None, truncated: str) -> Events:
+def read_raw(
+    path,
+    decode,
+    word_dtype: str,
+    what: str,
+    no_time_reason: str,
+    on_unsorted: str,
+    width: int | None,
+    height: int | None,
+    truncated: str,
+) -> Events:
     """A whole Prophesee RAW file: its header's geometry, its words through ``decode``, then the
     checks every reader applies. ``width``/``height`` override the header's geometry."""
     path, lines, offset = open_raw(path, truncated)
@@ -134,8 +143,9 @@ def read_raw(path, decode, word_dtype: str, what: str, no_time_reason: str, on_u
     return check_events(events, path, on_unsorted)
 
 
-def read_dat(path, on_unsorted: str = "error", width: int | None = None, height: int | None = None,
-             truncated: str = "error") -> Events:
+def read_dat(
+    path, on_unsorted: str = "error", width: int | None = None, height: int | None = None, truncated: str = "error"
+) -> Events:
     """A whole DAT file. ``width``/``height`` override the header's ``% Width``/``% Height``."""
     path, lines, offset = open_raw(path, truncated)
     if not lines:
@@ -150,8 +160,7 @@ def read_dat(path, on_unsorted: str = "error", width: int | None = None, height:
         raise EventFileError(path, f"DAT record size is {ev_size} bytes; only 8-byte records are supported")
     if ev_type not in _DAT_CD_TYPES:
         raise EventFileError(path, f"DAT event type 0x{ev_type:02x} is not a change-detection event type")
-    records = read_units(path, offset + 2, np.dtype([("t", "<u4"), ("addr", "<u4")]), truncated,
-                         "DAT event data")
+    records = read_units(path, offset + 2, np.dtype([("t", "<u4"), ("addr", "<u4")]), truncated, "DAT event data")
     addr = records["addr"]
     hw, hh = header_geometry(header_fields(lines))
     events = Events(

@@ -1,4 +1,5 @@
 """Errors raised for bad event or label input. Every message names the file it is about."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@ bits give the type. CD words (0x0 OFF, 0x1 ON) carry x, y and the low 6 bits of 
 TIME_HIGH words (0x8) carry bits 6-33. Decoding is column-wise NumPy: each CD word takes the
 time base of the latest TIME_HIGH before it, found with a running count.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -29,8 +30,10 @@ def check_word_types(types: np.ndarray, known, path, fmt: str) -> None:
     if not n_bad:
         return
     first = int(np.argmax(np.isin(types, unknown)))
-    message = (f"{n_bad} of {types.size} words have a type undefined in {fmt} "
-               f"(first: word {first}, type 0x{int(types[first]):x})")
+    message = (
+        f"{n_bad} of {types.size} words have a type undefined in {fmt} "
+        f"(first: word {first}, type 0x{int(types[first]):x})"
+    )
     if n_bad > MAX_UNKNOWN_FRACTION * types.size:
         raise EventFileError(path, f"{message}: not a {fmt} stream, or corrupt")
     warnings.warn(f"{path}: {message}; those words are skipped", stacklevel=3)
@@ -48,8 +51,7 @@ def unwrap_counter(values: np.ndarray, bits: int) -> np.ndarray:
     return values + (loops << bits)
 
 
-def decode_evt2(words: np.ndarray, width: int | None = None, height: int | None = None,
-                path=None) -> Events:
+def decode_evt2(words: np.ndarray, width: int | None = None, height: int | None = None, path=None) -> Events:
     """CD events of an EVT 2.0 word stream, in stream order (not yet range- or order-checked).
 
     CD words before the first TIME_HIGH have no valid time: they are dropped and counted in
@@ -80,7 +82,18 @@ def decode_evt2(words: np.ndarray, width: int | None = None, height: int | None 
     )
 
 
-def read_evt2(path, on_unsorted: str = "error", width: int | None = None, height: int | None = None,
-              truncated: str = "error") -> Events:
+def read_evt2(
+    path, on_unsorted: str = "error", width: int | None = None, height: int | None = None, truncated: str = "error"
+) -> Events:
     """A whole EVT 2.0 RAW file. ``width``/``height`` override the header's geometry."""
-    return read_raw(path, decode_evt2, "<u4", "EVT 2.0 data", "before the first TIME_HIGH word (no valid time)", on_unsorted, width, height, truncated)
+    return read_raw(
+        path,
+        decode_evt2,
+        "<u4",
+        "EVT 2.0 data",
+        "before the first TIME_HIGH word (no valid time)",
+        on_unsorted,
+        width,
+        height,
+        truncated,
+    )

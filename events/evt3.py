@@ -7,6 +7,7 @@ running count of the words that set it (the count, minus one, is the index of th
 word), then expands every event word into (base x, bit mask) rows and reads the set bits off a
 lookup table. The encoder works on runs of events instead of words.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -20,8 +21,20 @@ from .evt2 import check_word_types, unwrap_counter
 
 ADDR_Y, EM_Y, ADDR_X, VECT_BASE_X, VECT_12, VECT_8 = 0x0, 0x1, 0x2, 0x3, 0x4, 0x5
 TIME_LOW, CONTINUED_4, TIME_HIGH, EXT_TRIGGER, OTHERS, CONTINUED_12 = 0x6, 0x7, 0x8, 0xA, 0xE, 0xF
-_KNOWN_TYPES = (ADDR_Y, EM_Y, ADDR_X, VECT_BASE_X, VECT_12, VECT_8, TIME_LOW, CONTINUED_4,
-                TIME_HIGH, EXT_TRIGGER, OTHERS, CONTINUED_12)
+_KNOWN_TYPES = (
+    ADDR_Y,
+    EM_Y,
+    ADDR_X,
+    VECT_BASE_X,
+    VECT_12,
+    VECT_8,
+    TIME_LOW,
+    CONTINUED_4,
+    TIME_HIGH,
+    EXT_TRIGGER,
+    OTHERS,
+    CONTINUED_12,
+)
 
 # For every 12-bit mask m: how many pixels it covers, and which (in increasing x), so a vector
 # word expands by table look-up rather than by testing 12 bits of every word.
@@ -53,8 +66,7 @@ def _running_rank(mask: np.ndarray) -> np.ndarray:
     return rank
 
 
-def decode_evt3(words: np.ndarray, width: int | None = None, height: int | None = None,
-                path=None) -> Events:
+def decode_evt3(words: np.ndarray, width: int | None = None, height: int | None = None, path=None) -> Events:
     """CD events of an EVT 3.0 word stream, in stream order (not yet range- or order-checked).
 
     Time is the latest TIME_HIGH << 12 plus the latest TIME_LOW if one came after that TIME_HIGH
@@ -128,13 +140,25 @@ def decode_evt3(words: np.ndarray, width: int | None = None, height: int | None 
     return Events(x=x, y=y, t=t, p=p, width=width, height=height, dropped_no_time=n_unplaced)
 
 
-def read_evt3(path, on_unsorted: str = "error", width: int | None = None, height: int | None = None,
-              truncated: str = "error") -> Events:
+def read_evt3(
+    path, on_unsorted: str = "error", width: int | None = None, height: int | None = None, truncated: str = "error"
+) -> Events:
     """A whole EVT 3.0 RAW file. ``width``/``height`` override the header's geometry."""
-    return read_raw(path, decode_evt3, "<u2", "EVT 3.0 data", "that came before the stream set their time or row", on_unsorted, width, height, truncated)
+    return read_raw(
+        path,
+        decode_evt3,
+        "<u2",
+        "EVT 3.0 data",
+        "that came before the stream set their time or row",
+        on_unsorted,
+        width,
+        height,
+        truncated,
+    )
 
 
 # -- encoding --------------------------------------------------------------------------------------
+
 
 def encode_evt3(events: Events) -> np.ndarray:
     """EVT 3.0 words for ``events`` as a sensor would write them.
@@ -167,9 +191,8 @@ def encode_evt3(events: Events) -> np.ndarray:
 
     block = x // 12
     same = np.zeros(n, bool)
-    same[1:] = ((t[1:] == t[:-1]) & (y[1:] == y[:-1]) & (p[1:] == p[:-1])
-                & (x[1:] > x[:-1]) & (block[1:] == block[:-1]))
-    starts = np.flatnonzero(~same)              # first event of every run (unit)
+    same[1:] = (t[1:] == t[:-1]) & (y[1:] == y[:-1]) & (p[1:] == p[:-1]) & (x[1:] > x[:-1]) & (block[1:] == block[:-1])
+    starts = np.flatnonzero(~same)  # first event of every run (unit)
     length = np.diff(np.append(starts, n))
     vec = length >= 2
     bits = np.left_shift(1, x - block * 12)
@@ -180,11 +203,13 @@ def encode_evt3(events: Events) -> np.ndarray:
 
     th, tl = tu >> 12, tu & 0xFFF
     prev_th = np.concatenate(([0], th[:-1]))
-    n_th = -(-(th - prev_th) // TH_MAX_STEP)    # ceil: TIME_HIGH words needed to get there
+    n_th = -(-(th - prev_th) // TH_MAX_STEP)  # ceil: TIME_HIGH words needed to get there
     n_th[0] = max(n_th[0], 1)
     if n_th.sum() > max(n, 1 << 20):
-        raise ValueError(f"times up to {int(t[-1])} µs need {int(n_th.sum())} TIME_HIGH words from a "
-                         "counter starting at 0: subtract a time origin first")
+        raise ValueError(
+            f"times up to {int(t[-1])} µs need {int(n_th.sum())} TIME_HIGH words from a "
+            "counter starting at 0: subtract a time origin first"
+        )
     # TIME_LOW follows every TIME_HIGH (decoders reset the low bits there) and every change.
     tl_new = n_th > 0
     tl_new[1:] |= tl[1:] != tl[:-1]
@@ -198,7 +223,7 @@ def encode_evt3(events: Events) -> np.ndarray:
     base_new[vi[1:]] = (base[vi[1:]] != left_at[:-1]) | (pu[vi[1:]] != pu[vi[:-1]])
 
     count = n_th + tl_new + y_new + base_new + 1
-    pos = np.cumsum(count) - count              # first word of every unit
+    pos = np.cumsum(count) - count  # first word of every unit
     out = np.empty(int(pos[-1] + count[-1]), np.uint16)
     # TIME_HIGH words: the unit's value, preceded across a long gap by steps of TH_MAX_STEP.
     th_unit = np.repeat(np.arange(len(starts)), n_th)
@@ -220,8 +245,10 @@ def encode_evt3(events: Events) -> np.ndarray:
 def write_evt3(path, events: Events, width: int, height: int) -> None:
     """Write ``events`` as an EVT 3.0 RAW file with a Metavision-style header."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    header = (f"% date {stamp}\n% evt 3.0\n% format EVT3;height={height};width={width}\n"
-              f"% geometry {width}x{height}\n% integrator_name evcmae\n% end\n")
+    header = (
+        f"% date {stamp}\n% evt 3.0\n% format EVT3;height={height};width={width}\n"
+        f"% geometry {width}x{height}\n% integrator_name evcmae\n% end\n"
+    )
     with open(os.fspath(path), "wb") as f:
         f.write(header.encode("ascii"))
         f.write(encode_evt3(events).astype("<u2").tobytes())

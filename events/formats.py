@@ -2,6 +2,7 @@
 file extension only as a tie-breaker, plus the one-call ``read_events`` and the ``describe``
 summary behind ``evcmae-info``.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,13 +37,17 @@ def _raw_kind(path, ext: str) -> str:
             return "evt2"
         if evt in ("3.0", "3") or fmt == "EVT3":
             return "evt3"
-        raise EventFileError(path, f"Prophesee RAW encoding {fmt or 'EVT ' + evt} is not supported "
-                                   "(only EVT 2.0 and EVT 3.0)")
+        raise EventFileError(
+            path, f"Prophesee RAW encoding {fmt or 'EVT ' + evt} is not supported (only EVT 2.0 and EVT 3.0)"
+        )
     # No encoding named: a DAT file (its header never names one) if the type/size bytes fit.
     if ext == ".dat" or (len(after) == 2 and after[1] == 8):
         return "dat"
-    raise EventFileError(path, "'%' header names no event encoding (no '% evt' or '% format' line) "
-                               "and the data does not look like DAT records")
+    raise EventFileError(
+        path,
+        "'%' header names no event encoding (no '% evt' or '% format' line) "
+        "and the data does not look like DAT records",
+    )
 
 
 def _is_box_npy(path) -> bool:
@@ -67,7 +72,7 @@ def detect_format(path) -> str:
     ext = os.path.splitext(path)[1].lower()
     # HDF5 allows a user block, which moves the signature to 512, 1024, 2048, ... bytes.
     for at in (0, 512, 1024, 2048):
-        if head[at:at + 8] == _HDF5_MAGIC:
+        if head[at : at + 8] == _HDF5_MAGIC:
             return "h5"
     if head.startswith(b"#!AER-DAT4"):
         return "aedat4"
@@ -82,13 +87,15 @@ def detect_format(path) -> str:
         return _raw_kind(path, ext)
     known_ext = (".h5", ".hdf5", ".raw", ".dat", ".aedat4", ".npy")
     hint = f" (the extension {ext!r} says otherwise)" if ext in known_ext else ""
-    raise EventFileError(path, f"unknown file format: first bytes {head[:8]!r} match none of "
-                               f"{', '.join(FORMATS)}{hint}")
+    raise EventFileError(
+        path, f"unknown file format: first bytes {head[:8]!r} match none of {', '.join(FORMATS)}{hint}"
+    )
 
 
 def _reader(fmt: str):
     if fmt == "aedat4":
         from .aedat import read_aedat4  # needs the optional 'aedat' package
+
         return read_aedat4
     return {"dat": read_dat, "evt2": read_evt2, "evt3": read_evt3}[fmt]
 
@@ -98,9 +105,15 @@ def _check_box_file(path, fmt: str) -> None:
         raise EventFileError(path, "is a box label file (*_bbox.npy), not an event recording")
 
 
-def read_events(path, t_start_us: int | None = None, t_end_us: int | None = None,
-                on_unsorted: str = "error", width: int | None = None, height: int | None = None,
-                truncated: str = "error") -> Events:
+def read_events(
+    path,
+    t_start_us: int | None = None,
+    t_end_us: int | None = None,
+    on_unsorted: str = "error",
+    width: int | None = None,
+    height: int | None = None,
+    truncated: str = "error",
+) -> Events:
     """Events of any supported recording with ``t_start_us <= t < t_end_us`` (either bound may be
     None). HDF5 files read only the window; the others are decoded whole and then sliced.
     ``truncated`` applies to the formats that can tell (DAT, EVT 2.0/3.0, AEDAT4)."""
@@ -145,13 +158,21 @@ def _summarize(chunks, fmt: str, path: str) -> dict:
         ordered &= ev.is_sorted() and (last_t is None or int(ev.t[0]) >= last_t)
         last_t = int(ev.t[-1])
     return {
-        "file": path, "format": fmt, "events": n,
-        "t_min_us": lo["t"], "t_max_us": hi["t"],
-        "x_min": lo["x"], "x_max": hi["x"], "y_min": lo["y"], "y_max": hi["y"],
-        "width": width, "height": height,
+        "file": path,
+        "format": fmt,
+        "events": n,
+        "t_min_us": lo["t"],
+        "t_max_us": hi["t"],
+        "x_min": lo["x"],
+        "x_max": hi["x"],
+        "y_min": lo["y"],
+        "y_max": hi["y"],
+        "width": width,
+        "height": height,
         "on_fraction": n_on / n if n else None,
         "time_sorted": ordered,
-        "dropped_out_of_range": dropped_range, "dropped_no_time": dropped_time,
+        "dropped_out_of_range": dropped_range,
+        "dropped_no_time": dropped_time,
     }
 
 
@@ -167,7 +188,9 @@ def _describe_labels(path) -> dict:
     labels = load_labels(path)
     ids, counts = np.unique(labels["class_id"], return_counts=True)
     return {
-        "file": path, "format": "bbox_npy", "boxes": len(labels),
+        "file": path,
+        "format": "bbox_npy",
+        "boxes": len(labels),
         "t_min_us": int(labels["t"].min()) if len(labels) else None,
         "t_max_us": int(labels["t"].max()) if len(labels) else None,
         "label_frames": int(np.unique(labels["t"]).size),

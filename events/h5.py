@@ -1,5 +1,6 @@
 """Gen4 / eTraM HDF5 recordings (``NAME_td.h5``): group ``events`` with 1-D datasets x, y, p, t
 and optional scalar width/height. Reads by index or by time window without loading the file."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,7 @@ class H5EventFile:
     a window of a multi-gigabyte recording costs only its own size.
     ``width``/``height`` override what the file says (or supply it when the file is silent)."""
 
-    def __init__(self, path, on_unsorted: str = "error", width: int | None = None,
-                 height: int | None = None):
+    def __init__(self, path, on_unsorted: str = "error", width: int | None = None, height: int | None = None):
         self.path = os.fspath(path)
         self.on_unsorted = on_unsorted
         if not os.path.exists(self.path):
@@ -96,8 +96,12 @@ class H5EventFile:
         except (OSError, RuntimeError) as exc:
             raise EventFileError(self.path, f"cannot read rows {start}:{stop} (corrupt data?): {exc}") from exc
         events = Events(
-            x=cols["x"], y=cols["y"], t=cols["t"], p=normalize_polarity(cols["p"], self.path),
-            width=self.width, height=self.height,
+            x=cols["x"],
+            y=cols["y"],
+            t=cols["t"],
+            p=normalize_polarity(cols["p"], self.path),
+            width=self.width,
+            height=self.height,
         )
         return check_events(events, self.path, self.on_unsorted)
 
@@ -144,8 +148,14 @@ def _compression_options(compression: str | None) -> dict:
     raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
 
 
-def write_h5(path, events: Events, width: int | None = None, height: int | None = None,
-             compression: str | None = "blosc_zstd", chunk_rows: int = 1 << 16) -> None:
+def write_h5(
+    path,
+    events: Events,
+    width: int | None = None,
+    height: int | None = None,
+    compression: str | None = "blosc_zstd",
+    chunk_rows: int = 1 << 16,
+) -> None:
     """Write events in the Gen4/eTraM layout (``events/x,y,p,t`` plus scalar width/height)."""
     opts = _compression_options(compression)
     width = events.width if width is None else width

@@ -6,6 +6,7 @@ divided by an int gives float32 in torch, then ``* bins`` and ``floor``. For win
 about 16 s this equals exact integer arithmetic; beyond, float32 rounding moves a few events to the
 next bin, and we follow RVT there too so files agree with ones made by its own tool.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,9 +28,18 @@ def time_bins(t: torch.Tensor, bins: int) -> torch.Tensor:
     return ((t - t0) / span * bins).floor().clamp(max=bins - 1).long()
 
 
-def stacked_histogram(x, y, t, p, height: int, width: int, bins: int = 10,
-                      count_cutoff: int = 10, downsample: int = 1,
-                      rvt_uint8_wrap: bool = False) -> torch.Tensor:
+def stacked_histogram(
+    x,
+    y,
+    t,
+    p,
+    height: int,
+    width: int,
+    bins: int = 10,
+    count_cutoff: int = 10,
+    downsample: int = 1,
+    rvt_uint8_wrap: bool = False,
+) -> torch.Tensor:
     """Stacked histogram of one window's events; ``t`` must be sorted, ``p`` 0/1.
 
     ``downsample=2`` returns ``downsample_nearest`` of the full-resolution histogram, computed
@@ -44,16 +54,17 @@ def stacked_histogram(x, y, t, p, height: int, width: int, bins: int = 10,
         raise ValueError(f"count_cutoff must be in 1..255 (uint8 output), not {count_cutoff}")
     x, y, t, p = (_as_long(a) for a in (x, y, t, p))
     if not (x.numel() == y.numel() == t.numel() == p.numel()):
-        raise ValueError(f"event columns differ in length: x {x.numel()}, y {y.numel()}, "
-                         f"t {t.numel()}, p {p.numel()}")
+        raise ValueError(f"event columns differ in length: x {x.numel()}, y {y.numel()}, t {t.numel()}, p {p.numel()}")
     out_h, out_w = height // downsample, width // downsample
     channels = 2 * bins
     if t.numel() == 0:
         return torch.zeros((channels, out_h, out_w), dtype=torch.uint8)
     # An index outside the grid would land silently in a neighbouring row or channel.
     if x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height:
-        raise ValueError(f"event coordinates outside the {width}x{height} sensor "
-                         f"(x in [{int(x.min())}, {int(x.max())}], y in [{int(y.min())}, {int(y.max())}])")
+        raise ValueError(
+            f"event coordinates outside the {width}x{height} sensor "
+            f"(x in [{int(x.min())}, {int(x.max())}], y in [{int(y.min())}, {int(y.max())}])"
+        )
     if p.min() < 0 or p.max() > 1:
         raise ValueError(f"polarity must be 0/1, found range [{int(p.min())}, {int(p.max())}]")
     if t.numel() > 1 and bool((t[1:] < t[:-1]).any()):
@@ -89,4 +100,4 @@ def downsample_nearest(hist, factor: int = 2):
     if factor != 2:
         raise ValueError(f"only factors 1 and 2 are supported, not {factor}")
     h, w = hist.shape[-2] // 2, hist.shape[-1] // 2
-    return hist[..., 1:2 * h:2, 1:2 * w:2]
+    return hist[..., 1 : 2 * h : 2, 1 : 2 * w : 2]

@@ -1,5 +1,6 @@
 """Box labels in the Prophesee / eTraM ``*_bbox.npy`` form: loading (both field spellings),
 saving and the filtering applied before training and evaluation."""
+
 from __future__ import annotations
 
 import os
@@ -8,10 +9,18 @@ import numpy as np
 
 from .errors import EventFileError
 
-BBOX_DTYPE = np.dtype([
-    ("t", "<i8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
-    ("class_id", "<u4"), ("track_id", "<u4"), ("class_confidence", "<f4"),
-])
+BBOX_DTYPE = np.dtype(
+    [
+        ("t", "<i8"),
+        ("x", "<f4"),
+        ("y", "<f4"),
+        ("w", "<f4"),
+        ("h", "<f4"),
+        ("class_id", "<u4"),
+        ("track_id", "<u4"),
+        ("class_confidence", "<f4"),
+    ]
+)
 # Older Prophesee files (Gen1) spell two fields differently.
 _ALIASES = {"ts": "t", "confidence": "class_confidence"}
 _REQUIRED = ("t", "x", "y", "w", "h", "class_id")
@@ -26,9 +35,7 @@ def as_bbox_array(raw: np.ndarray, path=None) -> np.ndarray:
     names = {_ALIASES.get(n, n): n for n in raw.dtype.names}
     missing = [f for f in _REQUIRED if f not in names]
     if missing:
-        raise EventFileError(
-            path, f"box labels lack field(s) {missing}; fields present: {list(raw.dtype.names)}"
-        )
+        raise EventFileError(path, f"box labels lack field(s) {missing}; fields present: {list(raw.dtype.names)}")
     out = np.zeros(raw.shape[0] if raw.ndim else 0, dtype=BBOX_DTYPE)
     out["class_confidence"] = 1.0
     for field, source in names.items():

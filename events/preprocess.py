@@ -17,14 +17,15 @@ Follows RVT's ``scripts/genx/preprocess_dataset.py`` (facts in DESIGN.md §2):
 Each window is read with ``H5EventFile.read_time_window`` in spans of ``read_span_ms``, so no
 recording is ever loaded whole.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
-from contextlib import suppress
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, asdict
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -36,15 +37,30 @@ from .errors import EventFileError
 from .h5 import H5EventFile
 from .histogram import stacked_histogram
 from .labels import clip_to_sensor, filter_labels, load_labels
-from .rvt import (LABELS_DIR, REPR_PARENT, RepresentationWriter, representation_filename,
-                  representation_name, write_labels, write_repr_index)
+from .rvt import (
+    LABELS_DIR,
+    REPR_PARENT,
+    RepresentationWriter,
+    representation_filename,
+    representation_name,
+    write_labels,
+    write_repr_index,
+)
 
-__all__ = ["PreprocessConfig", "SequenceResult", "Summary", "filter_recording_labels",
-           "plan_windows", "find_recordings", "preprocess_recording", "preprocess_dataset"]
+__all__ = [
+    "PreprocessConfig",
+    "SequenceResult",
+    "Summary",
+    "filter_recording_labels",
+    "plan_windows",
+    "find_recordings",
+    "preprocess_recording",
+    "preprocess_dataset",
+]
 
 SPLITS = ("train", "val", "test")
 FRAME_STEP_US = 100_000  # RVT thins label frames to ~10 Hz
-JITTER_US = 2_000        # label times may deviate this much from the ideal grid
+JITTER_US = 2_000  # label times may deviate this much from the ideal grid
 
 
 @dataclass
@@ -58,7 +74,7 @@ class PreprocessConfig:
     min_side: float = 5.0
     min_diag: float = 0.0
     max_width_fraction: float | None = 0.9  # applied to the train split only
-    width: int | None = None   # sensor size for files that do not state it
+    width: int | None = None  # sensor size for files that do not state it
     height: int | None = None
     on_unsorted: str = "error"
     read_span_ms: int = 250
@@ -87,12 +103,19 @@ class SequenceResult:
 
 
 # -- labels and window plan ---------------------------------------------------------------------
-def filter_recording_labels(labels: np.ndarray, width: int, height: int, split: str,
-                            cfg: PreprocessConfig) -> np.ndarray:
+def filter_recording_labels(
+    labels: np.ndarray, width: int, height: int, split: str, cfg: PreprocessConfig
+) -> np.ndarray:
     # RVT crops to [0, size - 1] (crop_to_fov_filter); filter_labels then clips to size (a no-op).
     clipped = clip_to_sensor(labels, width - 1, height - 1)
-    return filter_labels(clipped, width, height, min_side=cfg.min_side, min_diag=cfg.min_diag,
-                         max_width_fraction=cfg.max_width_fraction if split == "train" else None)
+    return filter_labels(
+        clipped,
+        width,
+        height,
+        min_side=cfg.min_side,
+        min_diag=cfg.min_diag,
+        max_width_fraction=cfg.max_width_fraction if split == "train" else None,
+    )
 
 
 def _label_period_us(unique_ts: np.ndarray) -> int:
@@ -110,8 +133,7 @@ def split_by_frame(labels: np.ndarray, frame_ts: np.ndarray) -> list:
     return [labels[a:b] for a, b in zip(lo, hi)]
 
 
-def plan_windows(label_times_us, window_ms: int = 50, align_ms: int = 100,
-                 label_period_us: int | None = None):
+def plan_windows(label_times_us, window_ms: int = 50, align_ms: int = 100, label_period_us: int | None = None):
     """Kept label frame times, window end times and each frame's window index.
 
     Returns ``(frame_ts, repr_ts, frame_to_repr)`` (int64 arrays), or None when no label time is
@@ -123,7 +145,7 @@ def plan_windows(label_times_us, window_ms: int = 50, align_ms: int = 100,
     period = label_period_us or _label_period_us(unique)
     per_period = FRAME_STEP_US // (window_ms * 1000)
     frames, between = [int(unique[first])], []
-    for ts in unique[first + 1:].tolist():
+    for ts in unique[first + 1 :].tolist():
         diff = ts - frames[-1]
         count = int(np.rint(diff / period))  # half-to-even, like Python's round on NumPy floats
         if count > 0 and abs(diff - count * period) <= JITTER_US:
@@ -161,10 +183,9 @@ class _WindowStream:
             hi = max(t1, self.read_until + self.span_us)
             new = self.f.read_time_window(self.read_until, hi)
             self.dropped += new.dropped_out_of_range
-            if (self.f.on_unsorted == "error" and len(new) and len(self.buf)
-                    and new.t[0] < self.buf.t[-1]):
+            if self.f.on_unsorted == "error" and len(new) and len(self.buf) and new.t[0] < self.buf.t[-1]:
                 raise EventFileError(self.f.path, f"timestamps decrease near {int(new.t[0])} µs")
-            keep = self.buf[int(np.searchsorted(self.buf.t, t0, side="left")):]
+            keep = self.buf[int(np.searchsorted(self.buf.t, t0, side="left")) :]
             self.buf = Events.concatenate([keep, new]) if len(keep) else new
             self.read_until = hi
         return self.buf.time_window(t0, t1)
@@ -178,8 +199,9 @@ def _describe(exc: BaseException, path: Path) -> str:
     return f"{path}: {type(exc).__name__}: {text}"
 
 
-def preprocess_recording(td_path, bbox_path, out_split_dir, split: str,
-                         cfg: PreprocessConfig, tmp_dir=None) -> SequenceResult:
+def preprocess_recording(
+    td_path, bbox_path, out_split_dir, split: str, cfg: PreprocessConfig, tmp_dir=None
+) -> SequenceResult:
     """Preprocess one recording into ``out_split_dir/NAME``; never raises for bad input.
 
     The sequence is assembled in ``tmp_dir`` and moved into place only when complete, so a
@@ -216,14 +238,25 @@ def preprocess_recording(td_path, bbox_path, out_split_dir, split: str,
 
             stream = _WindowStream(f, cfg.read_span_ms * 1000)
             shape = (2 * cfg.bins, height // cfg.downsample, width // cfg.downsample)
-            with RepresentationWriter(repr_dir / representation_filename(cfg.downsample),
-                                      len(repr_ts), shape) as writer:
+            with RepresentationWriter(
+                repr_dir / representation_filename(cfg.downsample), len(repr_ts), shape
+            ) as writer:
                 for end in repr_ts.tolist():
                     ev = stream.window(end - cfg.window_ms * 1000, end + 1)
-                    writer.append(stacked_histogram(
-                        ev.x, ev.y, ev.t, ev.p, height, width, bins=cfg.bins,
-                        count_cutoff=cfg.count_cutoff, downsample=cfg.downsample,
-                        rvt_uint8_wrap=cfg.rvt_uint8_wrap).numpy())
+                    writer.append(
+                        stacked_histogram(
+                            ev.x,
+                            ev.y,
+                            ev.t,
+                            ev.p,
+                            height,
+                            width,
+                            bins=cfg.bins,
+                            count_cutoff=cfg.count_cutoff,
+                            downsample=cfg.downsample,
+                            rvt_uint8_wrap=cfg.rvt_uint8_wrap,
+                        ).numpy()
+                    )
         res.representations, res.label_frames = len(repr_ts), len(frame_ts)
         res.boxes_kept = int(sum(len(p) for p in per_frame))
         res.boxes_thinned = len(labels) - res.boxes_kept
@@ -266,24 +299,43 @@ class Summary:
     def totals(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for r in self.results:
-            t = out.setdefault(r.split, dict(sequences=0, no_labels=0, failed=0, representations=0,
-                                             label_frames=0, boxes_kept=0, boxes_filtered=0,
-                                             boxes_thinned=0, events_dropped_out_of_range=0))
+            t = out.setdefault(
+                r.split,
+                dict(
+                    sequences=0,
+                    no_labels=0,
+                    failed=0,
+                    representations=0,
+                    label_frames=0,
+                    boxes_kept=0,
+                    boxes_filtered=0,
+                    boxes_thinned=0,
+                    events_dropped_out_of_range=0,
+                ),
+            )
             t["sequences" if r.status == "ok" else r.status] += 1
-            for k in ("representations", "label_frames", "boxes_kept", "boxes_filtered",
-                      "boxes_thinned", "events_dropped_out_of_range"):
+            for k in (
+                "representations",
+                "label_frames",
+                "boxes_kept",
+                "boxes_filtered",
+                "boxes_thinned",
+                "events_dropped_out_of_range",
+            ):
                 t[k] += getattr(r, k)
         return out
 
     def format(self) -> str:
         lines = []
         for split, t in self.totals().items():
-            lines.append(f"{split}: {t['sequences']} sequences, {t['representations']} representations, "
-                         f"{t['label_frames']} label frames, boxes kept {t['boxes_kept']} / dropped "
-                         f"{t['boxes_filtered']} by filter, {t['boxes_thinned']} by thinning, "
-                         f"{t['events_dropped_out_of_range']} events dropped out of range"
-                         + (f", {t['no_labels']} without labels after filtering" if t["no_labels"] else "")
-                         + (f", {t['failed']} FAILED" if t["failed"] else ""))
+            lines.append(
+                f"{split}: {t['sequences']} sequences, {t['representations']} representations, "
+                f"{t['label_frames']} label frames, boxes kept {t['boxes_kept']} / dropped "
+                f"{t['boxes_filtered']} by filter, {t['boxes_thinned']} by thinning, "
+                f"{t['events_dropped_out_of_range']} events dropped out of range"
+                + (f", {t['no_labels']} without labels after filtering" if t["no_labels"] else "")
+                + (f", {t['failed']} FAILED" if t["failed"] else "")
+            )
         for r in self.results:
             if r.status == "no_labels":
                 lines.append(f"skipped {r.split}/{r.name}: no label at or after the alignment time after filtering")
@@ -296,12 +348,17 @@ class Summary:
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
-        return {"totals": self.totals(), "results": [asdict(r) for r in self.results],
-                "missing_splits": self.missing_splits, "aborted": self.aborted}
+        return {
+            "totals": self.totals(),
+            "results": [asdict(r) for r in self.results],
+            "missing_splits": self.missing_splits,
+            "aborted": self.aborted,
+        }
 
 
 def _init_worker():
     import torch
+
     torch.set_num_threads(1)  # parallelism comes from the pool
 
 
@@ -309,9 +366,15 @@ def _job(args):
     return preprocess_recording(*args)
 
 
-def preprocess_dataset(raw_dir, out_dir, cfg: PreprocessConfig | None = None,
-                       splits=SPLITS, workers: int = 1, fail_fast: bool = False,
-                       progress: bool = True) -> Summary:
+def preprocess_dataset(
+    raw_dir,
+    out_dir,
+    cfg: PreprocessConfig | None = None,
+    splits=SPLITS,
+    workers: int = 1,
+    fail_fast: bool = False,
+    progress: bool = True,
+) -> Summary:
     """Preprocess every recording of ``splits`` under ``raw_dir`` into ``out_dir``.
 
     Failures are collected in the summary (``Summary.ok`` is False); with ``fail_fast`` the
@@ -329,8 +392,7 @@ def preprocess_dataset(raw_dir, out_dir, cfg: PreprocessConfig | None = None,
             continue
         for name, td, bbox in find_recordings(raw_dir / split):
             if td is None:
-                summary.results.append(SequenceResult(
-                    split, name, "failed", f"{bbox}: no {name}_td.h5 beside it"))
+                summary.results.append(SequenceResult(split, name, "failed", f"{bbox}: no {name}_td.h5 beside it"))
                 continue
             jobs.append((td, bbox, out_dir / split, split, cfg, tmp_dir))
     if summary.missing_splits == list(splits):
@@ -359,8 +421,7 @@ def preprocess_dataset(raw_dir, out_dir, cfg: PreprocessConfig | None = None,
 
 
 def _run_pool(jobs, workers, fail_fast, summary, bar):
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_init_worker)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker)
     futures = {pool.submit(_job, job): job for job in jobs}
     collected = set()
 
@@ -369,8 +430,12 @@ def _run_pool(jobs, workers, fail_fast, summary, bar):
         try:
             res = fut.result()
         except BrokenProcessPool:
-            res = SequenceResult(split, td.name[: -len("_td.h5")], "failed",
-                                 f"{td}: worker process died (crashed on this or another file)")
+            res = SequenceResult(
+                split,
+                td.name[: -len("_td.h5")],
+                "failed",
+                f"{td}: worker process died (crashed on this or another file)",
+            )
         collected.add(fut)
         summary.results.append(res)
         bar.update()

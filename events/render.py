@@ -1,6 +1,7 @@
 """Pictures of event data for people: an event window as an RGB image (ON/OFF colours on a
 neutral background) with ground-truth boxes and class names drawn over it, and optionally a
 detector's predicted boxes (one colour for all, with their scores) over those."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,16 @@ BACKGROUND = (128, 128, 128)
 ON_COLOR = (255, 255, 255)
 OFF_COLOR = (0, 0, 0)
 # Saturated and mutually distinct, so no box colour can be mistaken for an event pixel.
-CLASS_COLORS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
-                (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230))
+CLASS_COLORS = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+)
 
 
 # Predictions share one colour outside the class palette, so they read apart from ground truth.
@@ -25,8 +34,7 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     return CLASS_COLORS[int(class_id) % len(CLASS_COLORS)]
 
 
-def event_image(x, y, p, width: int, height: int, background=BACKGROUND, on=ON_COLOR,
-                off=OFF_COLOR) -> np.ndarray:
+def event_image(x, y, p, width: int, height: int, background=BACKGROUND, on=ON_COLOR, off=OFF_COLOR) -> np.ndarray:
     """(height, width, 3) uint8. A pixel shows the polarity of its latest event in the window:
     the last change is what a viewer of a live sensor would see there."""
     img = np.empty((height, width, 3), np.uint8)
@@ -59,8 +67,15 @@ def boxes_in_window(labels: np.ndarray | None, t_start_us: int, t_end_us: int) -
     return labels[t == best]
 
 
-def draw_boxes(image: Image.Image, boxes: np.ndarray, class_names=ETRAM_CLASS_NAMES, scale: float = 1.0,
-               thickness: int = 1, color=None, show_score: bool = False) -> Image.Image:
+def draw_boxes(
+    image: Image.Image,
+    boxes: np.ndarray,
+    class_names=ETRAM_CLASS_NAMES,
+    scale: float = 1.0,
+    thickness: int = 1,
+    color=None,
+    show_score: bool = False,
+) -> Image.Image:
     """Rectangles in the class colour (or ``color`` for all) with the class name (and the score in
     ``class_confidence`` when ``show_score``) on a tag above (or inside) the box."""
     draw = ImageDraw.Draw(image)
@@ -85,9 +100,17 @@ def draw_boxes(image: Image.Image, boxes: np.ndarray, class_names=ETRAM_CLASS_NA
     return image
 
 
-def render_window(events, width: int, height: int, labels: np.ndarray | None, t_start_us: int,
-                  t_end_us: int, scale: int = 1, class_names=ETRAM_CLASS_NAMES,
-                  detections: np.ndarray | None = None) -> Image.Image:
+def render_window(
+    events,
+    width: int,
+    height: int,
+    labels: np.ndarray | None,
+    t_start_us: int,
+    t_end_us: int,
+    scale: int = 1,
+    class_names=ETRAM_CLASS_NAMES,
+    detections: np.ndarray | None = None,
+) -> Image.Image:
     """Events with ``t_start_us <= t < t_end_us`` (``events`` time-sorted) and the boxes of the
     label time nearest the window end, enlarged ``scale`` times (nearest neighbour); predicted
     ``detections`` (box-label format, score in ``class_confidence``) are drawn over them."""
@@ -100,14 +123,23 @@ def render_window(events, width: int, height: int, labels: np.ndarray | None, t_
         draw_boxes(img, boxes, class_names, scale=scale, thickness=max(1, scale))
     predicted = boxes_in_window(detections, t_start_us, t_end_us)
     if len(predicted):
-        draw_boxes(img, predicted, class_names, scale=scale, thickness=max(1, scale), color=PREDICTION_COLOR,
-                   show_score=True)
+        draw_boxes(
+            img, predicted, class_names, scale=scale, thickness=max(1, scale), color=PREDICTION_COLOR, show_score=True
+        )
     return img
 
 
 def save_gif(frames: list[Image.Image], path, frame_ms: float) -> None:
     """An animated GIF that loops; every frame kept, even when two look alike."""
-    palette = [f.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-               for f in frames]
-    palette[0].save(path, save_all=True, append_images=palette[1:], duration=max(20, int(round(frame_ms))),
-                    loop=0, optimize=False, disposal=1)
+    palette = [
+        f.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) for f in frames
+    ]
+    palette[0].save(
+        path,
+        save_all=True,
+        append_images=palette[1:],
+        duration=max(20, int(round(frame_ms))),
+        loop=0,
+        optimize=False,
+        disposal=1,
+    )

@@ -9,6 +9,7 @@ and splits, including ones made by RVT's own ``scripts/genx/preprocess_dataset.p
 ``labels.npz`` holds boxes at sensor resolution even for ds2 files: RVT halves them when loading,
 which is what ``RVTSequence.label_frame`` does too.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,17 @@ from .errors import EventFileError
 from .labels import BBOX_DTYPE, as_bbox_array
 
 __all__ = [
-    "DEFAULT_REPR_NAME", "representation_name", "representation_filename", "blosc_options",
-    "RepresentationWriter", "write_repr_index", "write_labels", "scale_boxes",
-    "RVTSequence", "RVTSplit", "list_sequences",
+    "DEFAULT_REPR_NAME",
+    "representation_name",
+    "representation_filename",
+    "blosc_options",
+    "RepresentationWriter",
+    "write_repr_index",
+    "write_labels",
+    "scale_boxes",
+    "RVTSequence",
+    "RVTSplit",
+    "list_sequences",
 ]
 
 DEFAULT_REPR_NAME = "stacked_histogram_dt=50_nbins=10"
@@ -59,8 +68,13 @@ class RepresentationWriter:
         self._tmp = self.path.with_name(self.path.stem + "_in_progress" + self.path.suffix)
         self._file = h5py.File(self._tmp, "w")
         self._data = self._file.create_dataset(
-            "data", shape=(count, *shape), dtype=np.uint8, chunks=(1, *shape),
-            maxshape=(None, *shape), **blosc_options())
+            "data",
+            shape=(count, *shape),
+            dtype=np.uint8,
+            chunks=(1, *shape),
+            maxshape=(None, *shape),
+            **blosc_options(),
+        )
         self._count, self._shape, self._next = count, tuple(shape), 0
 
     def append(self, representation) -> None:
@@ -102,8 +116,9 @@ def write_labels(labels_dir, labels_per_frame: list[np.ndarray], frame_timestamp
     labels_dir = Path(labels_dir)
     sizes = np.array([len(f) for f in labels_per_frame], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    labels = (np.concatenate([as_bbox_array(f) for f in labels_per_frame])
-              if labels_per_frame else np.zeros(0, BBOX_DTYPE))
+    labels = (
+        np.concatenate([as_bbox_array(f) for f in labels_per_frame]) if labels_per_frame else np.zeros(0, BBOX_DTYPE)
+    )
     np.savez(labels_dir / "labels.npz", labels=labels, objframe_idx_2_label_idx=starts)
     np.save(labels_dir / "timestamps_us.npy", np.asarray(frame_timestamps_us, dtype=np.int64))
 
@@ -200,9 +215,11 @@ class RVTSequence:
         if len(self.timestamps_us) != self._len:
             problems.append(f"{len(self.timestamps_us)} timestamps for {self._len} representations")
         if len(self.label_timestamps_us) != n_frames or len(self.objframe_idx_2_label_idx) != n_frames:
-            problems.append(f"{n_frames} label frames in objframe_idx_2_repr_idx, "
-                            f"{len(self.label_timestamps_us)} label timestamps, "
-                            f"{len(self.objframe_idx_2_label_idx)} label start rows")
+            problems.append(
+                f"{n_frames} label frames in objframe_idx_2_repr_idx, "
+                f"{len(self.label_timestamps_us)} label timestamps, "
+                f"{len(self.objframe_idx_2_label_idx)} label start rows"
+            )
         if n_frames and (self.objframe_idx_2_repr_idx.min() < 0 or self.objframe_idx_2_repr_idx.max() >= self._len):
             problems.append("objframe_idx_2_repr_idx points outside the representations")
         if problems:
@@ -259,7 +276,7 @@ class RVTSequence:
         representation grid (halved for ds2, as RVT's loader does); otherwise sensor pixels."""
         starts = self.objframe_idx_2_label_idx
         stop = starts[j + 1] if j + 1 < len(starts) else len(self.labels)
-        boxes = self.labels[starts[j]:stop]
+        boxes = self.labels[starts[j] : stop]
         if scaled:
             boxes = scale_boxes(boxes, 1.0 / self.downsample, self.shape[1], self.shape[2])
         return int(self.objframe_idx_2_repr_idx[j]), boxes
@@ -275,8 +292,9 @@ def list_sequences(split_dir) -> list[Path]:
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise EventFileError(split_dir, "split folder not found")
-    return sorted(p for p in split_dir.iterdir()
-                  if p.is_dir() and ((p / LABELS_DIR).is_dir() or (p / REPR_PARENT).is_dir()))
+    return sorted(
+        p for p in split_dir.iterdir() if p.is_dir() and ((p / LABELS_DIR).is_dir() or (p / REPR_PARENT).is_dir())
+    )
 
 
 class RVTSplit:

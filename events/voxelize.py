@@ -10,6 +10,7 @@ bin, one SIMD sort of packed 32-bit keys groups each voxel's events, after which
 difference of one cumulative sum. Dense scatter-adds into the 2.3 M-cell grid and ``np.unique`` were
 both measured slower (``evcmae-bench voxelize``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,9 +40,13 @@ class VoxelBatch:
     def __len__(self) -> int:
         return self.coords.shape[0]
 
-    def to(self, device, non_blocking: bool = False) -> "VoxelBatch":
-        return VoxelBatch(self.coords.to(device, non_blocking=non_blocking),
-                          self.features.to(device, non_blocking=non_blocking), self.spatial_shape, self.batch_size)
+    def to(self, device, non_blocking: bool = False) -> VoxelBatch:
+        return VoxelBatch(
+            self.coords.to(device, non_blocking=non_blocking),
+            self.features.to(device, non_blocking=non_blocking),
+            self.spatial_shape,
+            self.batch_size,
+        )
 
     def counts_per_sample(self) -> torch.Tensor:
         return torch.bincount(self.coords[:, 0].long(), minlength=self.batch_size)
@@ -93,9 +98,11 @@ class Voxelizer:
         if len(t_starts) != len(windows):
             raise ValueError(f"{len(windows)} windows but {len(t_starts)} start times")
         _, _, W = self.spatial_shape
-        parts = [(b, k, cells, feats)
-                 for b, (w, t0) in enumerate(zip(windows, t_starts))
-                 for k, cells, feats in self._window_bins(w, int(t0))]
+        parts = [
+            (b, k, cells, feats)
+            for b, (w, t0) in enumerate(zip(windows, t_starts))
+            for k, cells, feats in self._window_bins(w, int(t0))
+        ]
         # The output is written once, in place: copying it again would cost as much as computing it.
         n = sum(len(cells) for _, _, cells, _ in parts)
         coords = np.empty((n, 4), dtype=np.int32)
@@ -140,9 +147,7 @@ class Voxelizer:
             )
         xmax, ymax = int(events.x.max()), int(events.y.max())
         if xmax >= self.width or ymax >= self.height:
-            raise ValueError(
-                f"event coordinates up to x={xmax}, y={ymax} exceed the {self.width}x{self.height} sensor"
-            )
+            raise ValueError(f"event coordinates up to x={xmax}, y={ymax} exceed the {self.width}x{self.height} sensor")
 
 
 def _voxelize_bin(y, x, p, t, t0: int, t1: int, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,5 @@
-"""Augmentation of fine-tuning sequences: horizontal flip and zoom in/out, fixed within a sequence.
-"""
+"""Augmentation of fine-tuning sequences: horizontal flip and zoom in/out, fixed within a sequence."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +27,15 @@ class Augment:
         return not self.flip and self.scale == 1.0 and self.ox == 0.0 and self.oy == 0.0
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, width: int, height: int, flip_prob: float = 0.5,
-             zoom_prob: float = 0.5, zoom_range: Sequence[float] = (0.8, 1.5)) -> "Augment":
+    def draw(
+        cls,
+        rng: np.random.Generator,
+        width: int,
+        height: int,
+        flip_prob: float = 0.5,
+        zoom_prob: float = 0.5,
+        zoom_range: Sequence[float] = (0.8, 1.5),
+    ) -> Augment:
         flip = bool(rng.random() < flip_prob)
         if rng.random() >= zoom_prob:
             return cls(flip)
@@ -81,10 +88,9 @@ class Augment:
             gx = (2 * src_x / w - 1).view(1, w).expand(h, w)
             gy = (2 * src_y / h - 1).view(h, 1).expand(h, w)
             grid = torch.stack((gx, gy), -1)[None]
-            frame = F.grid_sample(frame[None].float(), grid, mode="nearest", padding_mode="zeros",
-                                  align_corners=False)[0].to(frame.dtype)
+            frame = F.grid_sample(frame[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[
+                0
+            ].to(frame.dtype)
         if self.flip:
             frame = frame.flip(-1)
         return frame
-
-

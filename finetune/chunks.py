@@ -12,21 +12,21 @@ Augmentation (train only) is drawn once per recording pass from the key's seed, 
 for every window and box of a sequence — and of every chunk of a streamed recording, whose carried
 state would otherwise see the scene jump.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, NamedTuple, Optional, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from evcmae.finetune.augment import Augment
 from evcmae.events.container import Events
-from evcmae.events.voxelize import Voxelizer, VoxelBatch
+from evcmae.events.voxelize import VoxelBatch, Voxelizer
+from evcmae.finetune.augment import Augment
 from evcmae.finetune.detector import boxes_to_targets
-
 
 SAMPLING = ("stream", "random", "mixed")
 
@@ -46,33 +46,38 @@ class ChunkBatch:
     (``labelled[l, b]``)."""
 
     inputs: list
-    targets: List[List[Optional[torch.Tensor]]]
+    targets: list[list[torch.Tensor | None]]
     labelled: torch.Tensor  # (L, B) bool
     is_first: torch.Tensor  # (B,) bool
     end_times: torch.Tensor  # (L, B) int64
-    recordings: List[int]
+    recordings: list[int]
     valid: torch.Tensor  # (L, B) bool: False past a recording's end (padding)
 
     @property
     def batch_size(self) -> int:
         return len(self.recordings)
 
-    def to(self, device, non_blocking: bool = False) -> "ChunkBatch":
+    def to(self, device, non_blocking: bool = False) -> ChunkBatch:
         def move(x):
             if isinstance(x, VoxelBatch):  # voxels always moved blocking, as before
                 return x.to(device)
             return x.to(device, non_blocking=non_blocking)
 
-        return ChunkBatch([move(x) for x in self.inputs],
-                          [[None if t is None else t.to(device) for t in step] for step in self.targets],
-                          self.labelled, self.is_first.to(device), self.end_times, self.recordings, self.valid)
+        return ChunkBatch(
+            [move(x) for x in self.inputs],
+            [[None if t is None else t.to(device) for t in step] for step in self.targets],
+            self.labelled,
+            self.is_first.to(device),
+            self.end_times,
+            self.recordings,
+            self.valid,
+        )
 
 
 class ChunkDataset(Dataset):
     """Map-style over ``ChunkKey``s (from the batch samplers): one chunk's windows and boxes."""
 
-    def __init__(self, recordings: Sequence, seq_len: int = 5, augment: Optional[dict] = None,
-                 min_box_side: float = 1.0):
+    def __init__(self, recordings: Sequence, seq_len: int = 5, augment: dict | None = None, min_box_side: float = 1.0):
         self.recordings, self.seq_len = list(recordings), int(seq_len)
         self.augment, self.min_box_side = dict(augment or {}), float(min_box_side)
 
@@ -107,7 +112,7 @@ class ChunkDataset(Dataset):
 class Collate:
     """Voxelizes in the loader (workers when ``num_workers`` > 0), one VoxelBatch per time step."""
 
-    def __init__(self, voxelizer: Optional[Voxelizer] = None):
+    def __init__(self, voxelizer: Voxelizer | None = None):
         self.voxelizer = voxelizer
 
     def __call__(self, samples: list[dict]) -> ChunkBatch:
@@ -120,8 +125,11 @@ class Collate:
             steps = [s["steps"][l] for s in samples]
             if self.voxelizer is not None:
                 empty = Events.empty(self.voxelizer.width, self.voxelizer.height)
-                inputs.append(self.voxelizer([st["x"] if st else empty for st in steps],
-                                             [st["start"] if st else 0 for st in steps]))
+                inputs.append(
+                    self.voxelizer(
+                        [st["x"] if st else empty for st in steps], [st["start"] if st else 0 for st in steps]
+                    )
+                )
             else:
                 shape = next(st["x"].shape for s in samples for st in s["steps"] if st)  # for padding
                 inputs.append(torch.stack([st["x"] if st else torch.zeros(shape, dtype=torch.uint8) for st in steps]))
@@ -140,17 +148,34 @@ class Collate:
                 labelled[l, b] = True
             targets.append(row)
         keys = [s["key"] for s in samples]
-        return ChunkBatch(inputs, targets, labelled, torch.tensor([k.is_first for k in keys]), ends,
-                          [k.recording for k in keys], valid)
+        return ChunkBatch(
+            inputs,
+            targets,
+            labelled,
+            torch.tensor([k.is_first for k in keys]),
+            ends,
+            [k.recording for k in keys],
+            valid,
+        )
 
 
 class ChunkBatchSampler(Sampler):
     """Batches of ``ChunkKey`` for the three sampling modes (module docstring). Deterministic per
     (seed, epoch); under DDP each rank streams its own share of the recordings."""
 
-    def __init__(self, lengths: Sequence[int], labelled: Sequence[np.ndarray], batch_size: int,
-                 seq_len: int, mode: str = "stream", stream_fraction: float = 0.5, augment: bool = True,
-                 seed: int = 0, rank: int = 0, num_replicas: int = 1):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        labelled: Sequence[np.ndarray],
+        batch_size: int,
+        seq_len: int,
+        mode: str = "stream",
+        stream_fraction: float = 0.5,
+        augment: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        num_replicas: int = 1,
+    ):
         if mode not in SAMPLING:
             raise ValueError(f"sampling must be one of {SAMPLING}, got {mode!r}")
         self.lengths, self.labelled = list(lengths), [np.asarray(x) for x in labelled]
@@ -160,8 +185,9 @@ class ChunkBatchSampler(Sampler):
         n_stream = {"stream": self.batch_size, "random": 0}.get(mode, round(self.batch_size * stream_fraction))
         self.n_stream = int(min(max(n_stream, 0), self.batch_size))
         # random-access chunks: each labelled window is the last of its chunk
-        self.random_chunks = [(r, max(0, int(j) - self.seq_len + 1))
-                              for r, lab in enumerate(self.labelled) for j in lab]
+        self.random_chunks = [
+            (r, max(0, int(j) - self.seq_len + 1)) for r, lab in enumerate(self.labelled) for j in lab
+        ]
         if self.n_stream < self.batch_size and not self.random_chunks:
             raise ValueError("random-access sampling needs labelled windows; none found")
         self.streams = self._streams(np.random.default_rng([self.seed, 0])) if self.n_stream else []
@@ -174,8 +200,9 @@ class ChunkBatchSampler(Sampler):
 
     def _streams(self, rng) -> list[list[int]]:
         """Recordings per stream slot, balanced by chunk count (longest first to the emptiest)."""
-        mine = [r for r in rng.permutation(len(self.lengths)).tolist() if r % self.num_replicas == self.rank] \
-            or list(range(len(self.lengths)))
+        mine = [r for r in rng.permutation(len(self.lengths)).tolist() if r % self.num_replicas == self.rank] or list(
+            range(len(self.lengths))
+        )
         streams = [[] for _ in range(self.n_stream)]
         load = [0] * self.n_stream
         for r in sorted(mine, key=lambda r: -self._chunks(r)):
@@ -190,7 +217,7 @@ class ChunkBatchSampler(Sampler):
     def _stream_keys(self, recordings: list[int], rng) -> Iterator[ChunkKey]:
         while True:  # cycles, so a short stream keeps its slot filled until the epoch ends
             for r in recordings:
-                seed = int(rng.integers(2 ** 31)) if self.augment else -1
+                seed = int(rng.integers(2**31)) if self.augment else -1
                 for c in range(self._chunks(r)):
                     yield ChunkKey(r, c * self.seq_len, c == 0, seed)
 
@@ -206,13 +233,12 @@ class ChunkBatchSampler(Sampler):
             batch = [next(it) for it in iters]
             for _ in range(self.batch_size - self.n_stream):
                 r, start = self.random_chunks[int(rng.integers(len(self.random_chunks)))]
-                batch.append(ChunkKey(r, start, True, int(rng.integers(2 ** 31)) if self.augment else -1))
+                batch.append(ChunkKey(r, start, True, int(rng.integers(2**31)) if self.augment else -1))
             yield batch
 
 
 def sequential_keys(lengths: Sequence[int], seq_len: int) -> list[list[ChunkKey]]:
     """Evaluation order: every recording whole, one at a time, chunk after chunk."""
-    return [[ChunkKey(r, c * seq_len, c == 0, -1)] for r, n in enumerate(lengths)
-            for c in range(math.ceil(n / seq_len))]
-
-
+    return [
+        [ChunkKey(r, c * seq_len, c == 0, -1)] for r, n in enumerate(lengths) for c in range(math.ceil(n / seq_len))
+    ]

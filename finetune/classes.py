@@ -2,11 +2,13 @@
 
 Index = class_id in the label files; which set a run uses is the data config's ``classes``.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+
 from evcmae.events.labels import as_bbox_array
 
 CLASS_SETS: dict[str, tuple[str, ...]] = {
@@ -18,6 +20,7 @@ CLASS_SETS: dict[str, tuple[str, ...]] = {
 # eTraM 8 classes -> 3 super-classes (vehicle = car, bus, truck, tram; micro-mobility = bicycle,
 # motorbike, wheelchair), as an index table: ETRAM8_TO_3[id8] = id3.
 ETRAM8_TO_3: tuple[int, ...] = (0, 1, 2, 1, 2, 1, 1, 2)
+
 
 def class_names(classes: str | Sequence[str]) -> tuple[str, ...]:
     """A class-set name from ``CLASS_SETS`` or an explicit list, so configs can say either."""
@@ -32,5 +35,3 @@ def remap_classes(boxes: np.ndarray, mapping: Sequence[int] = ETRAM8_TO_3) -> np
         raise ValueError(f"class_id {int(out['class_id'].max())} has no entry in a {len(table)}-class map")
     out["class_id"] = table[out["class_id"].astype(np.int64)]
     return out
-
-

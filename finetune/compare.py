@@ -5,6 +5,7 @@ A run is an experiment record folder (see ``finetune.records``) or any folder or
 the difference from the baseline in brackets, computed from the shown (rounded) values so the
 table adds up; ``--json`` output keeps the unrounded fractions.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,7 @@ SECTIONS = {
     "size": ("AP_S", "AP_M", "AP_L"),
 }
 TITLES = {"overall": "Overall", "size": "By object size", "class": "Per class"}
-HEADERS = {"AP_class_agnostic": "AP class-agnostic", "AP_S": "AP small", "AP_M": "AP medium",
-           "AP_L": "AP large"}
+HEADERS = {"AP_class_agnostic": "AP class-agnostic", "AP_S": "AP small", "AP_M": "AP medium", "AP_L": "AP large"}
 MISSING = "–"
 
 
@@ -39,8 +39,7 @@ def load_run(path: str | os.PathLike) -> Run:
     folder = metrics_file.parent
     hypothesis_file = folder / "hypothesis.txt"
     hypothesis = hypothesis_file.read_text(encoding="utf-8").strip() if hypothesis_file.exists() else None
-    return Run(folder.name or str(folder), folder,
-               json.loads(metrics_file.read_text(encoding="utf-8")), hypothesis)
+    return Run(folder.name or str(folder), folder, json.loads(metrics_file.read_text(encoding="utf-8")), hypothesis)
 
 
 def _values(metrics: dict, section: str) -> dict:
@@ -63,8 +62,12 @@ def compare(runs: Sequence[Run], baseline: Run | None = None) -> dict:
         baseline = runs[0]
     runs = [baseline] + [r for r in runs if r.path.resolve() != baseline.path.resolve()]
     _unique_names(runs)
-    out = {"baseline": baseline.name, "runs": [r.name for r in runs],
-           "hypotheses": {r.name: r.hypothesis for r in runs if r.hypothesis}, "sections": {}}
+    out = {
+        "baseline": baseline.name,
+        "runs": [r.name for r in runs],
+        "hypotheses": {r.name: r.hypothesis for r in runs if r.hypothesis},
+        "sections": {},
+    }
     for section in (*SECTIONS, "class"):
         columns = list(dict.fromkeys(k for r in runs for k in _values(r.metrics, section)))
         base = _values(baseline.metrics, section)
@@ -103,16 +106,22 @@ def _cell(value, base_value, is_baseline: bool) -> str:
 
 def markdown(comparison: dict) -> str:
     base = comparison["baseline"]
-    lines = [f"Baseline: `{base}`. COCO AP (Prophesee protocol) in percent; (±x) = difference "
-             f"from the baseline; {MISSING} = no value (e.g. a class without ground truth). "
-             "AP is averaged over classes, AP class-agnostic merges them."]
+    lines = [
+        f"Baseline: `{base}`. COCO AP (Prophesee protocol) in percent; (±x) = difference "
+        f"from the baseline; {MISSING} = no value (e.g. a class without ground truth). "
+        "AP is averaged over classes, AP class-agnostic merges them."
+    ]
     for section, table in comparison["sections"].items():
         columns = table["columns"]
         if not columns:
             continue
-        lines += ["", f"### {TITLES[section]}", "",
-                  "| run | " + " | ".join(HEADERS.get(c, c) for c in columns) + " |",
-                  "|---|" + "---:|" * len(columns)]
+        lines += [
+            "",
+            f"### {TITLES[section]}",
+            "",
+            "| run | " + " | ".join(HEADERS.get(c, c) for c in columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
         base_row = table["rows"][base]
         for name, row in table["rows"].items():
             label = f"{name} (baseline)" if name == base else name

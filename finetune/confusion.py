@@ -3,11 +3,13 @@
 A ground-truth box unmatched by any prediction counts under ``missed``; a prediction matching no
 ground truth counts under ``background``.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
 from evcmae.finetune.classes import class_names
 
 if TYPE_CHECKING:
@@ -30,8 +32,12 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def confusion_matrix(frames: Sequence[Frame], classes: str | Sequence[str] = "etram8",
-                     score_threshold: float = 0.3, iou_threshold: float = 0.5) -> dict:
+def confusion_matrix(
+    frames: Sequence[Frame],
+    classes: str | Sequence[str] = "etram8",
+    score_threshold: float = 0.3,
+    iou_threshold: float = 0.5,
+) -> dict:
     """Where detections go wrong: class confusions, false positives and misses.
 
     Per frame, predictions scoring >= ``score_threshold`` are taken highest score first and each
@@ -58,7 +64,10 @@ def confusion_matrix(frames: Sequence[Frame], classes: str | Sequence[str] = "et
                 matrix[n, int(p["class_id"])] += 1
         for j in np.where(~taken)[0]:
             matrix[int(gt[j]["class_id"]), n] += 1
-    return {"rows": [*names, BACKGROUND], "columns": [*names, MISSED], "matrix": matrix.tolist(),
-            "score_threshold": float(score_threshold), "iou_threshold": float(iou_threshold)}
-
-
+    return {
+        "rows": [*names, BACKGROUND],
+        "columns": [*names, MISSED],
+        "matrix": matrix.tolist(),
+        "score_threshold": float(score_threshold),
+        "iou_threshold": float(iou_threshold),
+    }

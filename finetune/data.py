@@ -18,19 +18,20 @@ Augmentation (train only) is drawn once per recording pass from the key's seed, 
 for every window and box of a sequence — and of every chunk of a streamed recording, whose carried
 state would otherwise see the scene jump.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from evcmae.finetune.chunks import ChunkBatchSampler, ChunkDataset, Collate, sequential_keys
-from evcmae.finetune.recordings import RawRecording, RVTRecording, select_fraction
 from evcmae.events.preprocess import PreprocessConfig
 from evcmae.events.rvt import list_sequences
 from evcmae.events.voxelize import Voxelizer
+from evcmae.finetune.chunks import ChunkBatchSampler, ChunkDataset, Collate, sequential_keys
+from evcmae.finetune.recordings import RawRecording, RVTRecording, select_fraction
 
 
 # -- the data module ----------------------------------------------------------------------------
@@ -40,22 +41,45 @@ class FinetuneDataModule(pl.LightningDataModule):
     With ``synth_preset`` the synthetic dataset is generated into ``root`` on first use, and for
     the histogram input preprocessed into ``rvt_root``."""
 
-    def __init__(self, root: str, input: str = "sparse", rvt_root: Optional[str] = None,
-                 width: int = 640, height: int = 360, window_us: int = 50_000, num_bins: int = 10,
-                 downsample: int = 2, voxel_size: Sequence[int] = (1, 1), seq_len: int = 5,
-                 batch_size: int = 2, sampling: str = "stream", stream_fraction: float = 0.5,
-                 num_workers: int = 0, class_map: Optional[Sequence[int]] = None,
-                 label_fraction: float = 1.0, min_side: float = 5.0, max_width_fraction: float = 0.9,
-                 align_ms: int = 100, augment: Optional[dict] = None, train_split: str = "train",
-                 val_split: str = "val", test_split: str = "test", min_box_side: float = 1.0,
-                 seed: int = 0, synth_preset: Optional[str] = None, synth_seed: int = 0,
-                 synth_workers: int = 1, **_ignored):
+    def __init__(
+        self,
+        root: str,
+        input: str = "sparse",
+        rvt_root: str | None = None,
+        width: int = 640,
+        height: int = 360,
+        window_us: int = 50_000,
+        num_bins: int = 10,
+        downsample: int = 2,
+        voxel_size: Sequence[int] = (1, 1),
+        seq_len: int = 5,
+        batch_size: int = 2,
+        sampling: str = "stream",
+        stream_fraction: float = 0.5,
+        num_workers: int = 0,
+        class_map: Sequence[int] | None = None,
+        label_fraction: float = 1.0,
+        min_side: float = 5.0,
+        max_width_fraction: float = 0.9,
+        align_ms: int = 100,
+        augment: dict | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+        min_box_side: float = 1.0,
+        seed: int = 0,
+        synth_preset: str | None = None,
+        synth_seed: int = 0,
+        synth_workers: int = 1,
+        **_ignored,
+    ):
         super().__init__()
         self.root = Path(root).absolute()
         self.input = input
         self.rvt_root = Path(rvt_root).absolute() if rvt_root else self.root.with_name(self.root.name + "_rvt")
-        self.voxelizer = Voxelizer(int(width), int(height), int(window_us), int(num_bins),
-                                   tuple(int(v) for v in voxel_size), int(downsample))
+        self.voxelizer = Voxelizer(
+            int(width), int(height), int(window_us), int(num_bins), tuple(int(v) for v in voxel_size), int(downsample)
+        )
         self.downsample, self.seq_len, self.batch_size = int(downsample), int(seq_len), int(batch_size)
         self.sampling, self.stream_fraction, self.num_workers = sampling, stream_fraction, num_workers
         self.class_map = None if class_map is None else [int(c) for c in class_map]
@@ -82,8 +106,12 @@ class FinetuneDataModule(pl.LightningDataModule):
             from evcmae.events.preprocess import preprocess_dataset
 
             print(f"evcmae: preprocessing {self.root} into RVT's layout at {self.rvt_root}")
-            cfg = PreprocessConfig(downsample=self.downsample, window_ms=self.voxelizer.window_us // 1000,
-                                   bins=self.voxelizer.num_bins, **self.label_cfg)
+            cfg = PreprocessConfig(
+                downsample=self.downsample,
+                window_ms=self.voxelizer.window_us // 1000,
+                bins=self.voxelizer.num_bins,
+                **self.label_cfg,
+            )
             preprocess_dataset(self.root, self.rvt_root, cfg)
 
     def recordings(self, split: str) -> list:
@@ -93,16 +121,20 @@ class FinetuneDataModule(pl.LightningDataModule):
             if self.input == "histogram":
                 recs = [RVTRecording(p, self.class_map) for p in list_sequences(self.rvt_root / folder)]
             else:
-                cfg = PreprocessConfig(downsample=self.downsample, window_ms=self.voxelizer.window_us // 1000,
-                                       **self.label_cfg)
+                cfg = PreprocessConfig(
+                    downsample=self.downsample, window_ms=self.voxelizer.window_us // 1000, **self.label_cfg
+                )
                 recs = []
                 for td in sorted((self.root / folder).glob("*_td.h5")):
                     bbox = td.with_name(td.name.removesuffix("_td.h5") + "_bbox.npy")
-                    recs.append(RawRecording(td, bbox, folder, self.voxelizer.window_us, self.downsample,
-                                             cfg, self.class_map))
+                    recs.append(
+                        RawRecording(td, bbox, folder, self.voxelizer.window_us, self.downsample, cfg, self.class_map)
+                    )
             if not recs:
-                raise FileNotFoundError(f"no recordings in split '{folder}' under "
-                                        f"{self.rvt_root if self.input == 'histogram' else self.root}")
+                raise FileNotFoundError(
+                    f"no recordings in split '{folder}' under "
+                    f"{self.rvt_root if self.input == 'histogram' else self.root}"
+                )
             if split == "train":
                 recs = [r for r in recs if len(r.labelled)]
                 recs = select_fraction(recs, self.label_fraction, self.seed)
@@ -119,18 +151,36 @@ class FinetuneDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         recs = self.recordings("train")
         rank, world = self._ranks()
-        sampler = ChunkBatchSampler([len(r) for r in recs], [r.labelled for r in recs], self.batch_size,
-                                    self.seq_len, self.sampling, self.stream_fraction,
-                                    augment=self.augment is not None, seed=self.seed, rank=rank, num_replicas=world)
+        sampler = ChunkBatchSampler(
+            [len(r) for r in recs],
+            [r.labelled for r in recs],
+            self.batch_size,
+            self.seq_len,
+            self.sampling,
+            self.stream_fraction,
+            augment=self.augment is not None,
+            seed=self.seed,
+            rank=rank,
+            num_replicas=world,
+        )
         dataset = ChunkDataset(recs, self.seq_len, self.augment, self.min_box_side)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collate(),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self._collate(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def eval_dataloader(self, split: str) -> DataLoader:
         recs = self.recordings(split)
         dataset = ChunkDataset(recs, self.seq_len, None, self.min_box_side)
-        return DataLoader(dataset, batch_sampler=sequential_keys([len(r) for r in recs], self.seq_len),
-                          collate_fn=self._collate(), num_workers=self.num_workers)
+        return DataLoader(
+            dataset,
+            batch_sampler=sequential_keys([len(r) for r in recs], self.seq_len),
+            collate_fn=self._collate(),
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")

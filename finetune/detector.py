@@ -8,21 +8,23 @@ Training follows RVT's split: run :meth:`Detector.forward_backbone` on every win
 sequence (carrying the LSTM states) and :meth:`Detector.forward_detect` only at labelled
 windows; :meth:`Detector.forward` does both for one window.
 """
+
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Sequence
 
 import torch
+from torch import nn
+
 from evcmae.backbones.pafpn import PAFPN
 from evcmae.backbones.rvt import RVT_SIZES, LstmState, RVTBackbone
 from evcmae.backbones.yolox_head import HeadOutput, SizeAwareWeight, YOLOXHead
-from torch import nn
 
 FPN_DEPTH = {"tiny": 0.33, "small": 0.33, "base": 0.67}
-Targets = Union[torch.Tensor, Sequence[torch.Tensor]]
+Targets = torch.Tensor | Sequence[torch.Tensor]
 
 
-def split_targets(targets: Targets) -> List[torch.Tensor]:
+def split_targets(targets: Targets) -> list[torch.Tensor]:
     """One (n_i, 5) [class, cx, cy, w, h] tensor per image, from either such a list or RVT's
     padded (B, M, 5) batch tensor, where rows with w ≤ 0 or h ≤ 0 are padding."""
     if isinstance(targets, torch.Tensor):
@@ -39,7 +41,7 @@ def boxes_to_targets(xywh: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return torch.cat((classes.float()[:, None], centre, xywh[:, 2:]), dim=1)
 
 
-def _size_aware(option) -> Optional[SizeAwareWeight]:
+def _size_aware(option) -> SizeAwareWeight | None:
     if option is None or option is False:
         return None
     if option is True:
@@ -50,18 +52,26 @@ def _size_aware(option) -> Optional[SizeAwareWeight]:
 
 
 class Detector(nn.Module):
-    def __init__(self, size: str = "tiny", num_classes: int = 3, in_channels: int = 20,
-                 fpn_stages: Sequence[int] = (2, 3, 4), size_aware=None,
-                 partition_size: Tuple[int, int] = (6, 10), patch_size: int = 4,
-                 fpn_depth: Optional[float] = None):
+    def __init__(
+        self,
+        size: str = "tiny",
+        num_classes: int = 3,
+        in_channels: int = 20,
+        fpn_stages: Sequence[int] = (2, 3, 4),
+        size_aware=None,
+        partition_size: tuple[int, int] = (6, 10),
+        patch_size: int = 4,
+        fpn_depth: float | None = None,
+    ):
         super().__init__()
         if size not in RVT_SIZES:
             raise ValueError(f"size must be one of {sorted(RVT_SIZES)}, got {size!r}")
         self.size = size
         self.fpn_stages = tuple(fpn_stages)
         self.size_aware = _size_aware(size_aware)
-        self.backbone = RVTBackbone.from_size(size, in_channels=in_channels, partition_size=partition_size,
-                                              patch_size=patch_size)
+        self.backbone = RVTBackbone.from_size(
+            size, in_channels=in_channels, partition_size=partition_size, patch_size=patch_size
+        )
         channels = self.backbone.get_stage_dims(self.fpn_stages)
         self.fpn = PAFPN(channels, self.fpn_stages, FPN_DEPTH[size] if fpn_depth is None else fpn_depth)
         self.head = YOLOXHead(num_classes, channels, self.backbone.get_strides(self.fpn_stages))
@@ -70,12 +80,14 @@ class Detector(nn.Module):
     def num_classes(self) -> int:
         return self.head.num_classes
 
-    def forward_backbone(self, x: torch.Tensor, prev_states: Optional[List[LstmState]] = None
-                         ) -> Tuple[Dict[int, torch.Tensor], List[LstmState]]:
+    def forward_backbone(
+        self, x: torch.Tensor, prev_states: list[LstmState] | None = None
+    ) -> tuple[dict[int, torch.Tensor], list[LstmState]]:
         return self.backbone(x, prev_states)
 
-    def forward_detect(self, features: Dict[int, torch.Tensor], targets: Optional[Targets] = None
-                       ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+    def forward_detect(
+        self, features: dict[int, torch.Tensor], targets: Targets | None = None
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
         """Loss dict (``loss``, ``loss_iou``, ``loss_obj``, ``loss_cls``, ``num_fg``, ``num_gt``)
         when targets are given, else decoded outputs (B, A, 5 + C) for
         :func:`finetune.postprocess.postprocess`."""
@@ -84,8 +96,7 @@ class Detector(nn.Module):
             return self.head.decode(out)
         return self.head.loss(out, split_targets(targets), self.size_aware)
 
-    def forward(self, x: torch.Tensor, prev_states: Optional[List[LstmState]] = None,
-                targets: Optional[Targets] = None):
+    def forward(self, x: torch.Tensor, prev_states: list[LstmState] | None = None, targets: Targets | None = None):
         """x: (B, in_channels, H, W), padded inside; boxes in the same pixel frame.
         Returns (losses or decoded outputs, new LSTM states)."""
         features, states = self.forward_backbone(x, prev_states)

@@ -10,15 +10,17 @@ would break DDP's reduction and would be dead weight in the checkpoint.
 Parameter names stay the backbone's, under ``encoder.backbone.``, so pretrained weights load by
 name (:mod:`finetune.transfer`).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Sequence
 
 import torch
+from torch import nn
+
 from evcmae.backbones.rvt import LstmState, rvt_partition_size
 from evcmae.finetune.detector import Detector
-from torch import nn
 
 INPUTS = ("sparse", "histogram")
 
@@ -86,10 +88,21 @@ class EventDetector(nn.Module):
     """RVT + YOLOX on either input. ``input="sparse"``: the encoder above feeds RVT (the method);
     ``input="histogram"``: plain RVT on 20-channel stacked histograms (the baseline)."""
 
-    def __init__(self, input: str = "sparse", size: str = "tiny", num_classes: int = 3,
-                 height: int = 180, width: int = 320, backbone: Optional[Mapping] = None,
-                 grid: Optional[Sequence[int]] = None, output: str = "x_conv3", in_channels: int = 20,
-                 fpn_stages: Sequence[int] = (2, 3, 4), size_aware=None, partition_split: int = 2):
+    def __init__(
+        self,
+        input: str = "sparse",
+        size: str = "tiny",
+        num_classes: int = 3,
+        height: int = 180,
+        width: int = 320,
+        backbone: Mapping | None = None,
+        grid: Sequence[int] | None = None,
+        output: str = "x_conv3",
+        in_channels: int = 20,
+        fpn_stages: Sequence[int] = (2, 3, 4),
+        size_aware=None,
+        partition_split: int = 2,
+    ):
         super().__init__()
         if input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
@@ -120,8 +133,9 @@ class EventDetector(nn.Module):
         """Pixels of the label frame per pixel of the RVT input (boxes are in label pixels)."""
         return 1 if self.encoder is None else self.encoder.stride[1]
 
-    def forward_backbone(self, x, states: Optional[List[LstmState]] = None
-                         ) -> Tuple[Dict[int, torch.Tensor], List[LstmState]]:
+    def forward_backbone(
+        self, x, states: list[LstmState] | None = None
+    ) -> tuple[dict[int, torch.Tensor], list[LstmState]]:
         if self.encoder is not None:
             x = self.encoder(x)
         else:

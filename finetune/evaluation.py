@@ -19,6 +19,7 @@ The protocol, as implemented by Prophesee's toolbox and by RVT (``utils/evaluati
 "AP" is the COCO figure: the mean over classes that have ground truth (what RVT reports).
 "AP_class_agnostic" merges all classes into one before matching (eTraM's "All" figure).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,18 +29,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
+
 from evcmae.events.labels import BBOX_DTYPE, as_bbox_array
 from evcmae.finetune.classes import class_names
 from evcmae.finetune.confusion import confusion_matrix
 
 # (min_box_diag, min_box_side) in pixels of the evaluated resolution.
 SIZE_FILTERS: dict[str, tuple[float, float]] = {
-    "gen1": (30.0, 10.0),      # 304x240
-    "gen4": (60.0, 20.0),      # 1280x720
+    "gen1": (30.0, 10.0),  # 304x240
+    "gen4": (60.0, 20.0),  # 1280x720
     "gen4_ds2": (30.0, 10.0),  # 640x360: Gen4 / eTraM downsampled by 2 (the default)
 }
 
 AP_KEYS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
+
+
 def detections_to_boxes(detections, t_us: int) -> np.ndarray:
     """``finetune.postprocess`` rows (x1, y1, x2, y2, obj, cls_conf, class) at one label time as
     ``BBOX_DTYPE``, scored ``obj * cls_conf`` as YOLOX/RVT do; accepts a tensor or an array."""
@@ -67,7 +71,7 @@ class EvalConfig:
     confusion_iou: float = 0.5
 
     @classmethod
-    def for_camera(cls, camera: str, **overrides) -> "EvalConfig":
+    def for_camera(cls, camera: str, **overrides) -> EvalConfig:
         diag, side = SIZE_FILTERS[camera]
         return cls(min_box_diag=diag, min_box_side=side, **overrides)
 
@@ -175,16 +179,23 @@ def _coco_objects(frames: Sequence[Frame], names: Sequence[str], agnostic: bool)
     results are built like ground truth rather than through ``loadRes``, which fails on none."""
     from pycocotools.coco import COCO
 
-    categories = [{"id": 1, "name": "object"}] if agnostic else [
-        {"id": k + 1, "name": name} for k, name in enumerate(names)]
+    categories = (
+        [{"id": 1, "name": "object"}] if agnostic else [{"id": k + 1, "name": name} for k, name in enumerate(names)]
+    )
     images, gts, dts = [], [], []
     for image_id, frame in enumerate(frames, start=1):
         images.append({"id": image_id, "height": frame.height, "width": frame.width})
         for boxes, out in ((frame.gt, gts), (frame.pred, dts)):
             for b in boxes:
                 w, h = float(b["w"]), float(b["h"])
-                ann = {"id": len(out) + 1, "image_id": image_id, "bbox": [float(b["x"]), float(b["y"]), w, h],
-                       "area": w * h, "category_id": 1 if agnostic else int(b["class_id"]) + 1, "iscrowd": 0}
+                ann = {
+                    "id": len(out) + 1,
+                    "image_id": image_id,
+                    "bbox": [float(b["x"]), float(b["y"]), w, h],
+                    "area": w * h,
+                    "category_id": 1 if agnostic else int(b["class_id"]) + 1,
+                    "iscrowd": 0,
+                }
                 if out is dts:
                     ann["score"] = float(b["class_confidence"])
                 out.append(ann)
@@ -228,15 +239,17 @@ def coco_ap(frames: Sequence[Frame], names: Sequence[str], agnostic: bool = Fals
     return {"stats": stats, "per_category": per_category}
 
 
-def evaluate_detection(recordings: Iterable[Recording], classes: str | Sequence[str] = "etram8",
-                       config: EvalConfig = EvalConfig()) -> dict:
+def evaluate_detection(
+    recordings: Iterable[Recording], classes: str | Sequence[str] = "etram8", config: EvalConfig = EvalConfig()
+) -> dict:
     """Prophesee-protocol metrics for a set of recordings; AP values are fractions in [0, 1]."""
     frames, counts = label_frames(recordings, config)
     return frame_metrics(frames, counts, classes, config)
 
 
-def frame_metrics(frames: Sequence[Frame], counts: _Counts, classes: str | Sequence[str] = "etram8",
-                  config: EvalConfig = EvalConfig()) -> dict:
+def frame_metrics(
+    frames: Sequence[Frame], counts: _Counts, classes: str | Sequence[str] = "etram8", config: EvalConfig = EvalConfig()
+) -> dict:
     """Metrics from already filtered frames (see :func:`label_frames`).
 
     A class with no ground truth after filtering has AP ``None``: 0 would wrongly say the detector
@@ -245,8 +258,9 @@ def frame_metrics(frames: Sequence[Frame], counts: _Counts, classes: str | Seque
     for f in frames:
         for boxes, what in ((f.gt, "ground-truth"), (f.pred, "predicted")):
             if len(boxes) and int(boxes["class_id"].max()) >= len(names):
-                raise ValueError(f"{what} class_id {int(boxes['class_id'].max())} is outside the "
-                                 f"{len(names)} classes {list(names)}")
+                raise ValueError(
+                    f"{what} class_id {int(boxes['class_id'].max())} is outside the {len(names)} classes {list(names)}"
+                )
     per_class = coco_ap(frames, names)
     agnostic = coco_ap(frames, names, agnostic=True)
     gt_ids = np.concatenate([f.gt["class_id"] for f in frames]) if frames else np.zeros(0, np.int64)
@@ -257,9 +271,12 @@ def frame_metrics(frames: Sequence[Frame], counts: _Counts, classes: str | Seque
     metrics["class_agnostic"] = agnostic["stats"]
     metrics["classes"] = list(names)
     metrics["counts"] = asdict(counts)
-    metrics["protocol"] = {**asdict(config), "iou_thresholds": "0.50:0.05:0.95", "max_dets": 100,
-                           "area_ranges_px2": {"small": [0, 32 ** 2], "medium": [32 ** 2, 96 ** 2],
-                                               "large": [96 ** 2, None]}}
+    metrics["protocol"] = {
+        **asdict(config),
+        "iou_thresholds": "0.50:0.05:0.95",
+        "max_dets": 100,
+        "area_ranges_px2": {"small": [0, 32**2], "medium": [32**2, 96**2], "large": [96**2, None]},
+    }
     metrics["averaging"] = {
         "AP": "COCO mean over classes with ground truth (RVT's figure)",
         "AP_class_agnostic": "all classes merged into one before matching (eTraM's 'All')",
@@ -267,12 +284,11 @@ def frame_metrics(frames: Sequence[Frame], counts: _Counts, classes: str | Seque
     return metrics
 
 
-def evaluate(recordings: Iterable[Recording], classes: str | Sequence[str] = "etram8",
-             config: EvalConfig = EvalConfig()) -> tuple[dict, dict]:
+def evaluate(
+    recordings: Iterable[Recording], classes: str | Sequence[str] = "etram8", config: EvalConfig = EvalConfig()
+) -> tuple[dict, dict]:
     """Metrics and confusion matrix from one pass of filtering: ``(metrics, confusion)``."""
     frames, counts = label_frames(recordings, config)
     metrics = frame_metrics(frames, counts, classes, config)
     confusion = confusion_matrix(frames, classes, config.confusion_score, config.confusion_iou)
     return metrics, confusion
-
-

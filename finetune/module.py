@@ -8,14 +8,16 @@ detached after every step (truncated BPTT).
 Evaluation runs each recording whole in order, predicts at its label times (threshold 0.001,
 NMS 0.45, as reported metrics use) and scores with ``finetune.evaluation.evaluate`` at epoch end.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional
+from typing import Mapping
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+
 from evcmae.backbones.rvt import detach_states, reset_states
 from evcmae.events.labels import BBOX_DTYPE
 from evcmae.finetune.encoder import EventDetector
@@ -35,22 +37,40 @@ def default_lr(batch_size: int, base: float = 2e-4, base_batch: int = 8) -> floa
     return base * math.sqrt(batch_size / base_batch)
 
 
-def one_cycle(optimizer, max_lr, total_steps: int, warmup: float = 0.005, div_factor: float = 20.0,
-              final_div: float = 1e4):
+def one_cycle(
+    optimizer, max_lr, total_steps: int, warmup: float = 0.005, div_factor: float = 20.0, final_div: float = 1e4
+):
     """OneCycle as RVT sets it: linear warm-up from max_lr/20 over ``warmup`` of the steps, then
     linear decay to max_lr/``final_div``. torch divides the *initial* lr by its final_div_factor,
     so it gets ``final_div / div_factor``; momentum is not cycled (AdamW)."""
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=max_lr, total_steps=int(total_steps), pct_start=warmup,
-        div_factor=div_factor, final_div_factor=final_div / div_factor,
-        anneal_strategy="linear", cycle_momentum=False)
+        optimizer,
+        max_lr=max_lr,
+        total_steps=int(total_steps),
+        pct_start=warmup,
+        div_factor=div_factor,
+        final_div_factor=final_div / div_factor,
+        anneal_strategy="linear",
+        cycle_momentum=False,
+    )
 
 
 class FinetuneModule(pl.LightningModule):
-    def __init__(self, model: Mapping, classes="etram8", lr: Optional[float] = None, batch_size: int = 8,
-                 encoder_mode: str = "full", lr_scale: float = 0.1, warmup: float = 0.005,
-                 total_steps: Optional[int] = None, eval: Optional[Mapping] = None,
-                 conf_threshold: float = 0.001, nms_threshold: float = 0.45, data: Optional[Mapping] = None):
+    def __init__(
+        self,
+        model: Mapping,
+        classes="etram8",
+        lr: float | None = None,
+        batch_size: int = 8,
+        encoder_mode: str = "full",
+        lr_scale: float = 0.1,
+        warmup: float = 0.005,
+        total_steps: int | None = None,
+        eval: Mapping | None = None,
+        conf_threshold: float = 0.001,
+        nms_threshold: float = 0.45,
+        data: Mapping | None = None,
+    ):
         """``data``: the data module's settings, stored (not used) so evaluation and detection can
         rebuild the same windows, resolution and classes from the checkpoint alone."""
         super().__init__()
@@ -63,8 +83,8 @@ class FinetuneModule(pl.LightningModule):
         self._states = None
         self._eval_states = None
         self._preds: dict[int, list] = {}
-        self.last_metrics: Optional[dict] = None
-        self.last_confusion: Optional[dict] = None
+        self.last_metrics: dict | None = None
+        self.last_confusion: dict | None = None
 
     # ------------------------------------------------------------------ recurrent pass
     def _run_chunk(self, batch, states):
@@ -144,8 +164,7 @@ class FinetuneModule(pl.LightningModule):
         if not total or total == float("inf") or total < 1:
             raise ValueError("OneCycle needs the real number of steps: set trainer.max_steps (or total_steps)")
         scheduler = one_cycle(optimizer, [g["lr"] for g in groups], int(total), self.hparams.warmup)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
 
 
 def evaluate_predictions(recordings, preds: Mapping[int, list], classes, config: EvalConfig):

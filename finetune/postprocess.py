@@ -11,24 +11,30 @@ on the tensor's device (probed once per device type, then cached): the torchvisi
 the package index are CUDA builds whose operators fail to load under a CPU torch. Otherwise a
 pure-torch greedy NMS gives the same result (same IoU formula, suppression when IoU > threshold).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable
 
 import torch
 
 COLUMNS = ("x1", "y1", "x2", "y2", "obj", "cls_conf", "class")
 MATRIX_LIMIT = 4096  # up to this many boxes the IoU matrix (N² bools) is built in one go
 
-_TORCHVISION: Dict[str, Optional[Callable]] = {}
+_TORCHVISION: dict[str, Callable | None] = {}
 
 
 def detection_scores(detections: torch.Tensor) -> torch.Tensor:
     return detections[:, 4] * detections[:, 5]
 
 
-def postprocess(decoded: torch.Tensor, conf_threshold: float = 0.1, nms_threshold: float = 0.45,
-                class_agnostic: bool = False, use_torchvision: Optional[bool] = None) -> List[torch.Tensor]:
+def postprocess(
+    decoded: torch.Tensor,
+    conf_threshold: float = 0.1,
+    nms_threshold: float = 0.45,
+    class_agnostic: bool = False,
+    use_torchvision: bool | None = None,
+) -> list[torch.Tensor]:
     """decoded: (B, A, 5 + C) = cx, cy, w, h, obj prob, class probs (``YOLOXHead.decode``).
     Keeps anchors with obj·max class prob ≥ ``conf_threshold`` (RVT: 0.1 in training, 0.001 for
     reported metrics), then NMS at ``nms_threshold`` within each class."""
@@ -38,15 +44,28 @@ def postprocess(decoded: torch.Tensor, conf_threshold: float = 0.1, nms_threshol
         scores = pred[:, 4] * cls_conf
         keep = scores >= conf_threshold
         half = pred[keep, 2:4] / 2
-        det = torch.cat((pred[keep, :2] - half, pred[keep, :2] + half, pred[keep, 4:5],
-                         cls_conf[keep, None], cls[keep, None].to(pred.dtype)), dim=1)
+        det = torch.cat(
+            (
+                pred[keep, :2] - half,
+                pred[keep, :2] + half,
+                pred[keep, 4:5],
+                cls_conf[keep, None],
+                cls[keep, None].to(pred.dtype),
+            ),
+            dim=1,
+        )
         groups = torch.zeros_like(cls[keep]) if class_agnostic else cls[keep]
         results.append(det[batched_nms(det[:, :4], scores[keep], groups, nms_threshold, use_torchvision)])
     return results
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float,
-                use_torchvision: Optional[bool] = None) -> torch.Tensor:
+def batched_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    groups: torch.Tensor,
+    iou_threshold: float,
+    use_torchvision: bool | None = None,
+) -> torch.Tensor:
     """Indices of the kept (x1, y1, x2, y2) boxes, by decreasing score; boxes of different
     ``groups`` never suppress each other. ``use_torchvision``: None = when it works, False = never."""
     if boxes.shape[0] == 0:
@@ -63,8 +82,9 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     return batched_nms_torch(boxes, scores, groups, iou_threshold)
 
 
-def batched_nms_torch(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
-                      iou_threshold: float) -> torch.Tensor:
+def batched_nms_torch(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
     """Class-aware NMS in one pass: each group is shifted by a multiple of the coordinate span
     so boxes of different groups cannot overlap."""
     if boxes.shape[0] == 0:
@@ -95,20 +115,24 @@ def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -
     while remaining.numel():
         i, rest = remaining[0], remaining[1:]
         keep.append(i)
-        suppressed = overlap[i, rest] if overlap is not None else box_iou(b[i:i + 1], b[rest])[0] > iou_threshold
+        suppressed = overlap[i, rest] if overlap is not None else box_iou(b[i : i + 1], b[rest])[0] > iou_threshold
         remaining = rest[~suppressed]
     return order[torch.stack(keep)]
 
 
-def _torchvision_batched_nms(device_type: str) -> Optional[Callable]:
+def _torchvision_batched_nms(device_type: str) -> Callable | None:
     if device_type not in _TORCHVISION:
         fn = None
         try:
             from torchvision.ops import batched_nms as tv_batched_nms
 
             probe = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.1]], device=device_type)
-            kept = tv_batched_nms(probe, torch.tensor([0.9, 0.8], device=device_type),
-                                  torch.zeros(2, dtype=torch.long, device=device_type), 0.5)
+            kept = tv_batched_nms(
+                probe,
+                torch.tensor([0.9, 0.8], device=device_type),
+                torch.zeros(2, dtype=torch.long, device=device_type),
+                0.5,
+            )
             if kept.tolist() == [0]:
                 fn = tv_batched_nms
         except Exception:  # not installed, or its C++ operator does not load with this torch

@@ -5,10 +5,11 @@ Windows follow preprocessing's plan (``events.preprocess.plan_windows``): label 
 to ~10 Hz, every kept label time the exact end of a window, so both inputs see the same frames.
 A raw window holds the events with ``end - window < t <= end``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ class _LabelFrames:
 
     _labels: dict
 
-    def labels(self, i: int) -> Optional[np.ndarray]:
+    def labels(self, i: int) -> np.ndarray | None:
         return self._labels.get(int(i))
 
     @property
@@ -42,9 +43,17 @@ class _LabelFrames:
 class RawRecording(_LabelFrames):
     """One ``NAME_td.h5`` (+ ``NAME_bbox.npy``): windows as events, boxes at model resolution."""
 
-    def __init__(self, td_path, bbox_path=None, split: str = "train", window_us: int = 50_000,
-                 downsample: int = 1, label_cfg: Optional[PreprocessConfig] = None,
-                 class_map: Optional[Sequence[int]] = None, cover_all: bool = False):
+    def __init__(
+        self,
+        td_path,
+        bbox_path=None,
+        split: str = "train",
+        window_us: int = 50_000,
+        downsample: int = 1,
+        label_cfg: PreprocessConfig | None = None,
+        class_map: Sequence[int] | None = None,
+        cover_all: bool = False,
+    ):
         self.path, self.name = Path(td_path), Path(td_path).name.removesuffix("_td.h5")
         self.window_us, self.downsample = int(window_us), int(downsample)
         with H5EventFile(self.path) as f:
@@ -74,8 +83,9 @@ class RawRecording(_LabelFrames):
             after = np.arange(first, t_range[1] + self.window_us, self.window_us)
             grid = np.concatenate([before, after]).astype(np.int64)
             if len(self.ends):
-                remap = {int(np.searchsorted(grid, self.ends[r])): b for r, b in self._labels.items()
-                         if self.ends[r] in grid}
+                remap = {
+                    int(np.searchsorted(grid, self.ends[r])): b for r, b in self._labels.items() if self.ends[r] in grid
+                }
                 self._labels = remap
             self.ends = grid
         self._file = ProcessLocalH5(self.path)
@@ -94,7 +104,7 @@ class RawRecording(_LabelFrames):
 class RVTRecording(_LabelFrames):
     """One RVT preprocessed sequence: windows as uint8 (20, H, W) histograms."""
 
-    def __init__(self, path, class_map: Optional[Sequence[int]] = None):
+    def __init__(self, path, class_map: Sequence[int] | None = None):
         self.seq = RVTSequence(path)
         self.name = self.seq.name
         self.height, self.width = self.seq.shape[1], self.seq.shape[2]
@@ -120,5 +130,3 @@ def select_fraction(items: Sequence, fraction: float, seed: int = 0) -> list:
     n = max(1, int(round(fraction * len(items))))
     chosen = np.sort(np.random.default_rng(seed).permutation(len(items))[:n])
     return [items[i] for i in chosen]
-
-

@@ -11,6 +11,7 @@
 The id defaults to ``<YYYYmmdd-HHMMSS>-<short name>``, so folders sort by time. Relative roots
 are taken from the current directory (under Hydra with ``hydra.job.chdir`` that is the run folder).
 """
+
 from __future__ import annotations
 
 import json
@@ -63,9 +64,15 @@ class ExperimentRecord:
         return self.path.name
 
     @classmethod
-    def create(cls, root: str | os.PathLike = "experiments", experiment_id: str | None = None,
-               hypothesis: str | None = None, config: Any = None, command: str | Sequence[str] | None = None,
-               name: str | None = None) -> "ExperimentRecord":
+    def create(
+        cls,
+        root: str | os.PathLike = "experiments",
+        experiment_id: str | None = None,
+        hypothesis: str | None = None,
+        config: Any = None,
+        command: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> ExperimentRecord:
         """Start a record: the folder, its hypothesis, config and command are written now.
 
         ``name`` (or the hypothesis) gives the short part of an automatic id; an automatic id
@@ -89,7 +96,8 @@ class ExperimentRecord:
         if hypothesis is not None:
             (path / "hypothesis.txt").write_text(hypothesis.rstrip() + "\n", encoding="utf-8")
         (path / "config.yaml").write_text(
-            yaml.safe_dump(record.config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+            yaml.safe_dump(record.config, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
         (path / "command.txt").write_text(f"# cwd: {os.getcwd()}\n{command}\n", encoding="utf-8")
         return record
 
@@ -118,8 +126,9 @@ def load_record(path: str | os.PathLike) -> ExperimentRecord:
         raw = text(name)
         return None if raw is None else json.loads(raw)
 
-    hypothesis, config, command, checkpoint = (text(n) for n in ("hypothesis.txt", "config.yaml",
-                                                                 "command.txt", "checkpoint.txt"))
+    hypothesis, config, command, checkpoint = (
+        text(n) for n in ("hypothesis.txt", "config.yaml", "command.txt", "checkpoint.txt")
+    )
     if command is not None:
         command = "\n".join(l for l in command.splitlines() if not l.startswith("# cwd:")).strip()
     return ExperimentRecord(

@@ -1,10 +1,12 @@
 """Writing evaluation results: a text summary, the confusion-matrix plot and metrics.json."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import numpy as np
+
 from evcmae.finetune.evaluation import AP_KEYS
 
 
@@ -46,8 +48,15 @@ def plot_confusion(path: str | Path, confusion: dict) -> None:
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (r, col), count in np.ndenumerate(matrix):
-        ax.text(col, r, f"{int(count)}", ha="center", va="center", fontsize=8,
-                color="white" if share[r, col] > 0.5 else "black")
+        ax.text(
+            col,
+            r,
+            f"{int(count)}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if share[r, col] > 0.5 else "black",
+        )
     ax.set_xticks(range(len(confusion["columns"])), confusion["columns"], rotation=40, ha="right")
     ax.set_yticks(range(len(confusion["rows"])), confusion["rows"])
     ax.set_xlabel("predicted")

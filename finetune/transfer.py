@@ -9,14 +9,17 @@ Sources: an export folder (or one of its ``*_backbone.pt``, or ``backbone.json``
 Lightning ``.ckpt`` (keys ``teacher.backbone.*`` / ``student.backbone.*``). The encoder must be
 built from the source's own backbone config, which :func:`backbone_config` reads so shapes fit.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
+from torch import nn
+
 from evcmae.pretrain.export import (
     CONFIG_FILE,
     STUDENT_FILE,
@@ -25,7 +28,6 @@ from evcmae.pretrain.export import (
     backbone_kwargs,
     load_into,
 )
-from torch import nn
 
 log = logging.getLogger(__name__)
 WHICH = ("teacher", "student")
@@ -42,7 +44,7 @@ def _which(which: str) -> str:
     return which
 
 
-def export_json(path) -> Optional[dict]:
+def export_json(path) -> dict | None:
     """``backbone.json`` of an export, or of the run folder a ``.ckpt`` sits in (``<run>/checkpoints``)."""
     path = Path(path)
     candidates = [path if path.is_dir() else path.parent]
@@ -70,13 +72,14 @@ def backbone_state(path, which: str = "teacher") -> dict:
         raise FileNotFoundError(f"model.pretrained={path}: no such file or folder")
     path = weights_file(path, which)
     if not path.is_file():
-        raise FileNotFoundError(f"model.pretrained: {path} not found (an export folder holds "
-                                f"{TEACHER_FILE}, {STUDENT_FILE}, {CONFIG_FILE})")
+        raise FileNotFoundError(
+            f"model.pretrained: {path} not found (an export folder holds {TEACHER_FILE}, {STUDENT_FILE}, {CONFIG_FILE})"
+        )
     if path.suffix == ".ckpt":
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         state = ckpt.get("state_dict", ckpt)
         prefix = f"{which}.backbone."
-        out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        out = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if not out:
             prefixes = sorted({k.split(".")[0] for k in state})
             raise TransferError(f"{path}: no '{prefix}*' tensors in the checkpoint (top-level names: {prefixes})")
@@ -110,7 +113,7 @@ def infer_backbone_config(state: dict) -> dict:
     return {"in_channels": in_channels, "channels": channels, "blocks": blocks, "strides": strides}
 
 
-def backbone_config(path, which: str = "teacher") -> tuple[dict, Optional[dict]]:
+def backbone_config(path, which: str = "teacher") -> tuple[dict, dict | None]:
     """(backbone constructor kwargs, voxelizer settings or None) for a pretrained source."""
     info = export_json(path)
     if info is not None:
@@ -118,8 +121,9 @@ def backbone_config(path, which: str = "teacher") -> tuple[dict, Optional[dict]]
     return infer_backbone_config(backbone_state(path, which)), None
 
 
-def load_pretrained(encoder: nn.Module, path, which: str = "teacher", logger=None,
-                    echo: Callable[[str], None] = print) -> dict:
+def load_pretrained(
+    encoder: nn.Module, path, which: str = "teacher", logger=None, echo: Callable[[str], None] = print
+) -> dict:
     """Load ``which`` backbone weights from ``path`` into ``encoder.backbone``; returns the report
     (with ``loaded_count``/``total``). Tensors after the encoder's cut (e.g. ``conv4``) are expected
     to be unused and are reported as such, not as errors."""
@@ -127,16 +131,23 @@ def load_pretrained(encoder: nn.Module, path, which: str = "teacher", logger=Non
     state = backbone_state(path, which)
     path = weights_file(path, which)
     own = backbone.state_dict()
-    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     if mismatched:
-        raise TransferError(f"{path} ({which}): {len(mismatched)} tensors have the encoder's names but other "
-                            f"shapes (built from a different backbone config?): " + "; ".join(mismatched[:5]))
+        raise TransferError(
+            f"{path} ({which}): {len(mismatched)} tensors have the encoder's names but other "
+            f"shapes (built from a different backbone config?): " + "; ".join(mismatched[:5])
+        )
     lines = []
     report = load_into(backbone, state, log=lines.append)
     if not report["loaded"]:
-        raise TransferError(f"{path} ({which}): no tensor matches the encoder by name; file has e.g. "
-                            f"{sorted(state)[:5]}, encoder expects e.g. {sorted(own)[:5]}")
+        raise TransferError(
+            f"{path} ({which}): no tensor matches the encoder by name; file has e.g. "
+            f"{sorted(state)[:5]}, encoder expects e.g. {sorted(own)[:5]}"
+        )
     report["loaded_count"], report["total"] = len(report["loaded"]), len(own)
     message = f"pretrained encoder from {path} ({which}): " + lines[0]
     echo(message)
@@ -159,5 +170,7 @@ def encoder_param_groups(model: nn.Module, lr: float, mode: str = "full", lr_sca
         return [{"params": rest, "lr": lr, "name": "detector"}]
     if mode == "full":
         return [{"params": rest + enc, "lr": lr, "name": "all"}]
-    return [{"params": rest, "lr": lr, "name": "detector"},
-            {"params": enc, "lr": lr * float(lr_scale), "name": "encoder"}]
+    return [
+        {"params": rest, "lr": lr, "name": "detector"},
+        {"params": enc, "lr": lr * float(lr_scale), "name": "encoder"},
+    ]

@@ -15,6 +15,7 @@ graph still reads the queue buffer, and overwriting it in place before backward 
     loss.backward()
     queue.enqueue(*(gather_from_all_ranks(t) for t in (k_pos, rec_ids, win_idx)))
 """
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ is informative: the coarse cells of masked regions (positives, occupied in the f
 empty cells sampled around them (negatives: the boundary the decoder must get right), with
 positive weighting or focal loss on top.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence
@@ -15,7 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .sparse_ops import (
-    CoordIndex, NeighbourConv, as_sparse_pair, coarsen, kernel_offsets, match_coords, unique_coords,
+    CoordIndex,
+    NeighbourConv,
+    as_sparse_pair,
+    coarsen,
+    kernel_offsets,
+    match_coords,
+    unique_coords,
 )
 
 

@@ -16,6 +16,7 @@ Deeper scales dilate the student's active set (strided sparse convs), so coverag
 depth; widen ``kernel_size`` to reach further. ``kernel_size=1`` reduces to a per-voxel MLP on
 exactly the coordinates both share.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, NamedTuple, Sequence
@@ -78,10 +79,12 @@ class MultiScaleReconstructionLoss(nn.Module):
             raise ValueError(f"loss must be 'mse' or 'smooth_l1', got {loss!r}")
         teacher_channels = teacher_channels or student_channels
         self.scales, self.loss_kind, self.beta = tuple(scales), loss, beta
-        self.decoders = nn.ModuleDict({
-            s: ReconstructionDecoder(student_channels[s], teacher_channels[s], hidden, kernel_size)
-            for s in self.scales
-        })
+        self.decoders = nn.ModuleDict(
+            {
+                s: ReconstructionDecoder(student_channels[s], teacher_channels[s], hidden, kernel_size)
+                for s in self.scales
+            }
+        )
 
     def _distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.loss_kind == "mse":

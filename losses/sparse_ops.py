@@ -8,6 +8,7 @@ Coordinates are matched by linearising them into int64 keys over the bounding bo
 reference set, sorting once and using ``searchsorted``: O((N + Q) log N), vectorised, torch only
 (no torch-scatter, no Python dicts).
 """
+
 from __future__ import annotations
 
 import math

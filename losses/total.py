@@ -4,6 +4,7 @@ A λ of 0 must mean the branch is not computed at all, not multiplied by zero: a
 unused branch leaves parameters without gradients, which DDP reports as "expected to have
 finished reduction". Callers ask ``enabled_terms`` which branches to run.
 """
+
 from __future__ import annotations
 
 import math

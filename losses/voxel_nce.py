@@ -5,6 +5,7 @@ teacher voxels sampled from the whole batch. Voxels of the same object are near 
 sampled negative in the same sample within ``exclusion_radius`` (Euclidean, in coarse cells, over
 (y, x), at any time bin) of the anchor is a likely false negative and is masked out.
 """
+
 from __future__ import annotations
 
 import torch

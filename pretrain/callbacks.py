@@ -1,5 +1,6 @@
 """Callbacks that turn a pretraining run into files: the exported backbone, the final metrics a
 sweep summary reads, and (for checking DDP) each rank's teacher and queue."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,13 @@ class BackboneExport(pl.Callback):
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module) -> None:
         voxelizer = getattr(trainer.datamodule, "voxelizer", None)
-        self.paths = export_backbones(self.dirpath, pl_module.student["backbone"], pl_module.teacher["backbone"],
-                                      voxelizer, {"global_step": int(trainer.global_step)})
+        self.paths = export_backbones(
+            self.dirpath,
+            pl_module.student["backbone"],
+            pl_module.teacher["backbone"],
+            voxelizer,
+            {"global_step": int(trainer.global_step)},
+        )
         names = ", ".join(Path(self.paths[k]).name for k in ("teacher", "student", "config"))
         print(f"evcmae: exported backbone weights to {self.dirpath} ({names})")
 
@@ -79,8 +85,11 @@ class RankStateDump(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         os.makedirs(self.dirpath, exist_ok=True)
-        state = {"teacher": {k: v.detach().cpu() for k, v in pl_module.teacher.state_dict().items()},
-                 "global_step": int(trainer.global_step), "world_size": int(trainer.world_size)}
+        state = {
+            "teacher": {k: v.detach().cpu() for k, v in pl_module.teacher.state_dict().items()},
+            "global_step": int(trainer.global_step),
+            "world_size": int(trainer.world_size),
+        }
         if hasattr(pl_module, "queue"):
             state["queue"] = {k: v.detach().cpu() for k, v in pl_module.queue.state_dict().items()}
         torch.save(state, os.path.join(self.dirpath, f"rank{trainer.global_rank}.pt"))

@@ -15,6 +15,7 @@ test demands identical weights), so the order of an epoch is a pure function of 
 rank) and the train loader records how far into its epoch it got (``state_dict``, which Lightning
 saves in the checkpoint for loaders that have one).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,12 +41,13 @@ def find_recordings(root, splits: Sequence[str], fallback: str | None = "train")
     root = Path(root)
     present = [s for s in splits if (root / s).is_dir()]
     if not present and fallback and (root / fallback).is_dir():
-        warnings.warn(f"{root}: no {'/'.join(splits)} split, using {fallback}/ for pretraining")
+        warnings.warn(f"{root}: no {'/'.join(splits)} split, using {fallback}/ for pretraining", stacklevel=2)
         present = [fallback]
     files = [f for s in present for f in sorted((root / s).glob("*_td.h5"))]
     if not files:
-        raise FileNotFoundError(f"no *_td.h5 recordings in {root}/{{{','.join(splits)}}}"
-                                + (f" or {root}/{fallback}" if fallback else ""))
+        raise FileNotFoundError(
+            f"no *_td.h5 recordings in {root}/{{{','.join(splits)}}}" + (f" or {root}/{fallback}" if fallback else "")
+        )
     return files
 
 
@@ -104,8 +106,9 @@ class WindowPairs(Dataset):
         rec, k = (int(v) for v in self.items[i])
         nb = k + self.offset if k + self.offset <= self._last[rec] else k - self.offset
         f, w = self.recordings[rec], self.window_us
-        return WindowPair(f.read_time_window(k * w, (k + 1) * w), f.read_time_window(nb * w, (nb + 1) * w),
-                          k * w, nb * w, rec, k, nb)
+        return WindowPair(
+            f.read_time_window(k * w, (k + 1) * w), f.read_time_window(nb * w, (nb + 1) * w), k * w, nb * w, rec, k, nb
+        )
 
 
 @dataclass
@@ -116,11 +119,12 @@ class PretrainBatch:
     win_idx: torch.Tensor  # (B,) long: anchor window index
     nb_idx: torch.Tensor  # (B,) long: neighbour window index
 
-    def to(self, device, non_blocking: bool = False) -> "PretrainBatch":
+    def to(self, device, non_blocking: bool = False) -> PretrainBatch:
         """Lightning moves any object with ``to``."""
-        return PretrainBatch(*(v.to(device, non_blocking) for v in (self.anchor, self.neighbour)),
-                             *(t.to(device, non_blocking=non_blocking)
-                               for t in (self.rec_ids, self.win_idx, self.nb_idx)))
+        return PretrainBatch(
+            *(v.to(device, non_blocking) for v in (self.anchor, self.neighbour)),
+            *(t.to(device, non_blocking=non_blocking) for t in (self.rec_ids, self.win_idx, self.nb_idx)),
+        )
 
     @property
     def batch_size(self) -> int:
@@ -144,15 +148,25 @@ class LabelledWindows(Dataset):
     """Windows ending at label times of labelled recordings, with their (filtered) boxes, for the
     representation probe. At most ``max_windows`` label times, evenly spaced over all of them."""
 
-    def __init__(self, files: Sequence[Path], window_us: int, width: int, height: int,
-                 max_windows: int | None = 32, min_box_side: float = 0.0):
+    def __init__(
+        self,
+        files: Sequence[Path],
+        window_us: int,
+        width: int,
+        height: int,
+        max_windows: int | None = 32,
+        min_box_side: float = 0.0,
+    ):
         self.window_us = window_us
         self.recordings = _Recordings(files)
         self.labels, items = [], []
         for rec, f in enumerate(files):
             bbox = Path(os.fspath(f)[: -len("_td.h5")] + "_bbox.npy")
-            labels = filter_labels(load_labels(bbox), width, height, min_side=min_box_side) \
-                if bbox.exists() else np.zeros(0, dtype=BBOX_DTYPE)
+            labels = (
+                filter_labels(load_labels(bbox), width, height, min_side=min_box_side)
+                if bbox.exists()
+                else np.zeros(0, dtype=BBOX_DTYPE)
+            )
             self.labels.append(labels)
             with H5EventFile(f) as h5:
                 t_range = h5.t_range
@@ -186,11 +200,15 @@ class LabelledBatch:
     groups: torch.Tensor  # (M,) long: one id per (recording, track); the probe keeps a track out of its own vote
     cell_size: tuple[int, int]  # sensor pixels per voxel (y, x), to place the boxes on the voxel grid
 
-    def to(self, device, non_blocking: bool = False) -> "LabelledBatch":
-        return LabelledBatch(self.voxels.to(device, non_blocking),
-                             *(t.to(device, non_blocking=non_blocking)
-                               for t in (self.boxes, self.box_sample, self.classes, self.groups)),
-                             self.cell_size)
+    def to(self, device, non_blocking: bool = False) -> LabelledBatch:
+        return LabelledBatch(
+            self.voxels.to(device, non_blocking),
+            *(
+                t.to(device, non_blocking=non_blocking)
+                for t in (self.boxes, self.box_sample, self.classes, self.groups)
+            ),
+            self.cell_size,
+        )
 
     @property
     def batch_size(self) -> int:
@@ -209,9 +227,14 @@ class LabelledCollate:
         sample = np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)]) if boxes else np.zeros(0)
         rec = np.concatenate([np.full(len(b), s[2]) for b, s in zip(boxes, samples)]) if boxes else np.zeros(0)
         groups = rec.astype(np.int64) * (1 << 32) + cat("track_id").astype(np.int64)
-        return LabelledBatch(voxels, torch.from_numpy(xywh), torch.from_numpy(sample.astype(np.int64)),
-                             torch.from_numpy(cat("class_id").astype(np.int64)), torch.from_numpy(groups),
-                             self.voxelizer.cell_size)
+        return LabelledBatch(
+            voxels,
+            torch.from_numpy(xywh),
+            torch.from_numpy(sample.astype(np.int64)),
+            torch.from_numpy(cat("class_id").astype(np.int64)),
+            torch.from_numpy(groups),
+            self.voxelizer.cell_size,
+        )
 
 
 class EpochSampler(DistributedSampler):
@@ -223,8 +246,9 @@ class EpochSampler(DistributedSampler):
     passed in), can skip ahead, and for evaluation (``pad=False``) gives each sample to exactly
     one rank instead of repeating some to even out the ranks."""
 
-    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 0, pad: bool = True):
+    def __init__(
+        self, size: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0, pad: bool = True
+    ):
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.size, self.pad, self.skip = size, pad, 0
 
@@ -288,18 +312,36 @@ class PretrainDataModule(pl.LightningDataModule):
     for the probe. With ``synth_preset`` set, a synthetic dataset of that preset is generated into
     ``root`` on first use (in ``prepare_data``, so on one process only)."""
 
-    def __init__(self, root: str, width: int, height: int, splits: Sequence[str] = ("pretrain",),
-                 fallback_split: str | None = "train", val_split: str | None = "val",
-                 window_us: int = 50_000, num_bins: int = 10, downsample: int = 1,
-                 voxel_size: Sequence[int] = (1, 1), neighbour_offset: int = 1, batch_size: int = 4,
-                 val_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
-                 val_max_windows: int | None = 32, min_box_side: float = 0.0, seed: int = 0,
-                 synth_preset: str | None = None, synth_seed: int = 0, synth_workers: int = 1):
+    def __init__(
+        self,
+        root: str,
+        width: int,
+        height: int,
+        splits: Sequence[str] = ("pretrain",),
+        fallback_split: str | None = "train",
+        val_split: str | None = "val",
+        window_us: int = 50_000,
+        num_bins: int = 10,
+        downsample: int = 1,
+        voxel_size: Sequence[int] = (1, 1),
+        neighbour_offset: int = 1,
+        batch_size: int = 4,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        val_max_windows: int | None = 32,
+        min_box_side: float = 0.0,
+        seed: int = 0,
+        synth_preset: str | None = None,
+        synth_seed: int = 0,
+        synth_workers: int = 1,
+    ):
         super().__init__()
         self.root = Path(root).absolute()
         self.splits, self.fallback_split, self.val_split = tuple(splits), fallback_split, val_split
-        self.voxelizer = Voxelizer(int(width), int(height), int(window_us), int(num_bins),
-                                   tuple(int(v) for v in voxel_size), int(downsample))
+        self.voxelizer = Voxelizer(
+            int(width), int(height), int(window_us), int(num_bins), tuple(int(v) for v in voxel_size), int(downsample)
+        )
         self.neighbour_offset = neighbour_offset
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
@@ -320,19 +362,28 @@ class PretrainDataModule(pl.LightningDataModule):
             self._check_sensor(files[0])
             self.train_set = WindowPairs(files, self.voxelizer.window_us, self.neighbour_offset)
             if len(self.train_set) < self.batch_size:
-                raise ValueError(f"{self.root}: {len(self.train_set)} windows, fewer than one batch of "
-                                 f"{self.batch_size}")
+                raise ValueError(
+                    f"{self.root}: {len(self.train_set)} windows, fewer than one batch of {self.batch_size}"
+                )
         if self.val_set is None and self.val_split and (self.root / self.val_split).is_dir():
             files = sorted((self.root / self.val_split).glob("*_td.h5"))
-            self.val_set = LabelledWindows(files, self.voxelizer.window_us, self.voxelizer.width,
-                                           self.voxelizer.height, self.val_max_windows, self.min_box_side)
+            self.val_set = LabelledWindows(
+                files,
+                self.voxelizer.window_us,
+                self.voxelizer.width,
+                self.voxelizer.height,
+                self.val_max_windows,
+                self.min_box_side,
+            )
 
     def _check_sensor(self, path: Path) -> None:
         with H5EventFile(path) as f:
             size = (f.width, f.height)
         if None not in size and size != (self.voxelizer.width, self.voxelizer.height):
-            raise ValueError(f"{path} is a {size[0]}x{size[1]} recording but the data config says "
-                             f"{self.voxelizer.width}x{self.voxelizer.height}")
+            raise ValueError(
+                f"{path} is a {size[0]}x{size[1]} recording but the data config says "
+                f"{self.voxelizer.width}x{self.voxelizer.height}"
+            )
 
     def _ranks(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -341,15 +392,27 @@ class PretrainDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> ResumableLoader:
         world, rank = self._ranks()
         sampler = EpochSampler(len(self.train_set), world, rank, shuffle=True, seed=self.seed)
-        return ResumableLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                               collate_fn=PairCollate(self.voxelizer), num_workers=self.num_workers,
-                               pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        return ResumableLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            collate_fn=PairCollate(self.voxelizer),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self):
         if self.val_set is None or len(self.val_set) == 0:
             return []
         world, rank = self._ranks()
         sampler = EpochSampler(len(self.val_set), world, rank, shuffle=False, pad=False)
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, sampler=sampler,
-                          collate_fn=LabelledCollate(self.voxelizer), num_workers=self.num_workers,
-                          pin_memory=self.pin_memory)
+        return DataLoader(
+            self.val_set,
+            batch_size=self.val_batch_size,
+            sampler=sampler,
+            collate_fn=LabelledCollate(self.voxelizer),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )

@@ -11,6 +11,7 @@ apply the momentum N times to the same student and shorten the teacher's horizon
 DDP the student is identical on every rank after the all-reduce, so the teacher stays identical
 with no communication.
 """
+
 from __future__ import annotations
 
 import copy

@@ -6,6 +6,7 @@ module-prefixed names; fine-tuning wants the backbone alone, loadable into a fre
 and the voxelizer the weights were trained with, since a different voxel grid (window, bins,
 downsampling) or input features would silently make the weights meaningless.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,9 @@ def _plain_state(module: nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def export_backbones(out_dir, student: nn.Module, teacher: nn.Module, voxelizer=None,
-                     extra: dict | None = None) -> dict:
+def export_backbones(
+    out_dir, student: nn.Module, teacher: nn.Module, voxelizer=None, extra: dict | None = None
+) -> dict:
     """Write the two state dicts and ``backbone.json`` into ``out_dir``; returns the paths.
     The teacher (EMA) weights are the ones to fine-tune from, as in BYOL/DINO practice."""
     out_dir = Path(out_dir)
@@ -50,11 +52,14 @@ def export_backbones(out_dir, student: nn.Module, teacher: nn.Module, voxelizer=
     paths = {"student": out_dir / STUDENT_FILE, "teacher": out_dir / TEACHER_FILE, "config": out_dir / CONFIG_FILE}
     torch.save(_plain_state(student), paths["student"])
     torch.save(_plain_state(teacher), paths["teacher"])
-    config = {"backbone": {"class": f"{type(student).__module__}.{type(student).__name__}", **backbone_config(student)},
-              "recommended_weights": TEACHER_FILE}
+    config = {
+        "backbone": {"class": f"{type(student).__module__}.{type(student).__name__}", **backbone_config(student)},
+        "recommended_weights": TEACHER_FILE,
+    }
     if voxelizer is not None:
-        config["voxelizer"] = {k: list(v) if isinstance(v, tuple) else v
-                               for k, v in dataclasses.asdict(voxelizer).items()}
+        config["voxelizer"] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(voxelizer).items()
+        }
         config["voxelizer"]["feature_names"] = list(FEATURE_NAMES)
     config.update(extra or {})
     with open(paths["config"], "w", encoding="utf-8") as f:
@@ -76,9 +81,14 @@ def load_into(module: nn.Module, state: dict, log=print) -> dict:
     }
     module.load_state_dict(matched, strict=False)
     if log is not None:
-        log(f"loaded {len(matched)} of {len(own)} tensors"
-            + "".join(f"; {key} ({len(v)}): {v[:5]}{' ...' if len(v) > 5 else ''}"
-                      for key, v in report.items() if key != "loaded" and v))
+        log(
+            f"loaded {len(matched)} of {len(own)} tensors"
+            + "".join(
+                f"; {key} ({len(v)}): {v[:5]}{' ...' if len(v) > 5 else ''}"
+                for key, v in report.items()
+                if key != "loaded" and v
+            )
+        )
     return report
 
 

@@ -3,6 +3,7 @@
 wandb without credentials would stop the run to ask for a key (or fail on a machine with no
 network); the factory instead logs offline there, into the run folder, and says so. An offline
 run can be uploaded later with ``wandb sync <run dir>/wandb/offline-run-*``."""
+
 from __future__ import annotations
 
 import netrc
@@ -29,8 +30,10 @@ def wandb_logger(project: str = "evcmae", save_dir: str = ".", offline: bool | N
     if offline is None:
         offline = not wandb_api_key_configured()
         if offline:
-            print("evcmae: no wandb API key configured (WANDB_API_KEY or ~/.netrc): logging offline to "
-                  f"{save_dir}/wandb; upload later with `wandb sync`")
+            print(
+                "evcmae: no wandb API key configured (WANDB_API_KEY or ~/.netrc): logging offline to "
+                f"{save_dir}/wandb; upload later with `wandb sync`"
+            )
     if offline:
         os.environ.setdefault("WANDB_MODE", "offline")
     os.makedirs(save_dir, exist_ok=True)

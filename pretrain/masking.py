@@ -10,6 +10,7 @@ the draw is a permutation (``torch.randperm``), so no unit is picked twice or sk
 Tubes are the default: an event edge moves only a few pixels per time bin, so masking a patch in
 some bins but not others lets the student copy it from the neighbouring bins.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,15 +42,19 @@ class MaskingConfig:
         if len(self.block_size) != 3 or min(self.block_size) < 1:
             raise ValueError(f"block_size must be three positive ints (pt, py, px), got {self.block_size}")
 
-    def __call__(self, coords: torch.Tensor, batch_size: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        return mask_voxels(coords, batch_size, self.strategy, self.ratio, self.patch_size,
-                           self.block_size, generator)
+    def __call__(self, coords: torch.Tensor, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return mask_voxels(coords, batch_size, self.strategy, self.ratio, self.patch_size, self.block_size, generator)
 
 
-def mask_voxels(coords: torch.Tensor, batch_size: int, strategy: str = "tube", ratio: float = 0.7,
-                patch_size: Sequence[int] = (16, 16), block_size: Sequence[int] = (4, 16, 16),
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def mask_voxels(
+    coords: torch.Tensor,
+    batch_size: int,
+    strategy: str = "tube",
+    ratio: float = 0.7,
+    patch_size: Sequence[int] = (16, 16),
+    block_size: Sequence[int] = (4, 16, 16),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Visibility (N,) bool for voxels ``coords`` (N, 4) = (batch, t, y, x); True = kept.
 
     Each sample masks ``round(ratio * n)`` of its ``n`` occupied units, but always keeps at least
@@ -61,8 +66,7 @@ def mask_voxels(coords: torch.Tensor, batch_size: int, strategy: str = "tube", r
         return torch.ones(0, dtype=torch.bool, device=coords.device)
     sample = coords[:, 0].long()
     if int(sample.min()) < 0 or int(sample.max()) >= batch_size:
-        raise ValueError(f"batch indices must lie in [0, {batch_size}), got "
-                         f"[{int(sample.min())}, {int(sample.max())}]")
+        raise ValueError(f"batch indices must lie in [0, {batch_size}), got [{int(sample.min())}, {int(sample.max())}]")
     unit_of_voxel, unit_sample = unit_ids(coords, cfg)
     masked_unit = _draw(unit_sample, batch_size, ratio, generator)
     return ~masked_unit[unit_of_voxel]
@@ -89,8 +93,7 @@ def unit_ids(coords: torch.Tensor, cfg: MaskingConfig) -> tuple[torch.Tensor, to
     return unit_of_voxel, unit_sample
 
 
-def _draw(unit_sample: torch.Tensor, batch_size: int, ratio: float,
-          generator: torch.Generator | None) -> torch.Tensor:
+def _draw(unit_sample: torch.Tensor, batch_size: int, ratio: float, generator: torch.Generator | None) -> torch.Tensor:
     """Masked flag per unit: a random order within each sample, the first ``n_mask`` masked."""
     device = unit_sample.device
     n_units = len(unit_sample)

@@ -17,6 +17,7 @@ Randomness inside a step (mask, sampled negatives) comes from a generator seeded
 epoch, batch index), never from the global RNG: a run resumed from a checkpoint draws the same
 masks as one that was never interrupted, and ranks draw different ones.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,9 @@ class NonFiniteTrainingError(RuntimeError):
     """The loss stayed NaN/inf for ``max_nonfinite`` consecutive steps: training cannot recover."""
 
 
-def warmup_cosine(optimizer, total_steps: int, warmup_steps: int, start_factor: float = 0.01,
-                  min_lr_ratio: float = 0.01):
+def warmup_cosine(
+    optimizer, total_steps: int, warmup_steps: int, start_factor: float = 0.01, min_lr_ratio: float = 0.01
+):
     """Linear warm-up from ``start_factor``·lr to lr, then a cosine down to ``min_lr_ratio``·lr at
     ``total_steps``; stepped once per optimizer step."""
     from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
@@ -73,10 +75,21 @@ class PretrainModule(pl.LightningModule):
     - ``max_nonfinite``: consecutive non-finite steps tolerated (each skipped) before stopping.
     """
 
-    def __init__(self, backbone: nn.Module, masking, weights: Mapping[str, float], occupancy: Mapping | None = None,
-                 reconstruction: Mapping | None = None, voxel_nce: Mapping | None = None,
-                 frame_contrastive: Mapping | None = None, optim: Mapping | None = None,
-                 ema: Mapping | None = None, probe: Mapping | None = None, max_nonfinite: int = 5, seed: int = 0):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        masking,
+        weights: Mapping[str, float],
+        occupancy: Mapping | None = None,
+        reconstruction: Mapping | None = None,
+        voxel_nce: Mapping | None = None,
+        frame_contrastive: Mapping | None = None,
+        optim: Mapping | None = None,
+        ema: Mapping | None = None,
+        probe: Mapping | None = None,
+        max_nonfinite: int = 5,
+        seed: int = 0,
+    ):
         super().__init__()
         unknown = set(weights) - set(TERMS)
         if unknown:
@@ -89,8 +102,12 @@ class PretrainModule(pl.LightningModule):
         self.optim_cfg = dict(optim or {})
         self.ema_cfg = {"base": 0.996, "final": 1.0, "total_steps": None, **(ema or {})}
         self.probe_cfg = {"scale": "x_conv4", "k": 10, "mode": "loo", "exclude_same_track": True, **(probe or {})}
-        self.opts = {"occupancy": dict(occupancy or {}), "reconstruction": dict(reconstruction or {}),
-                     "voxel_nce": dict(voxel_nce or {}), "frame_contrastive": dict(frame_contrastive or {})}
+        self.opts = {
+            "occupancy": dict(occupancy or {}),
+            "reconstruction": dict(reconstruction or {}),
+            "voxel_nce": dict(voxel_nce or {}),
+            "frame_contrastive": dict(frame_contrastive or {}),
+        }
         self._build(backbone)
         self.nonfinite_total, self._nonfinite_streak = 0, 0
         self._has_gradients, self._pending_keys = False, None
@@ -127,8 +144,10 @@ class PretrainModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         if "bf16" in str(self.trainer.precision):
-            raise ValueError(f"trainer.precision={self.trainer.precision}: spconv 2.x has no bfloat16 kernels; "
-                             "use 16-mixed on a GPU, or 32-true")
+            raise ValueError(
+                f"trainer.precision={self.trainer.precision}: spconv 2.x has no bfloat16 kernels; "
+                "use 16-mixed on a GPU, or 32-true"
+            )
 
     # ----------------------------------------------------------------- training
     def _section(self, name: str):
@@ -159,23 +178,46 @@ class PretrainModule(pl.LightningModule):
             opts, scale = self.opts["occupancy"], self._scale("occupancy")
             with self._section("loss_occupancy"):
                 terms["occupancy"] = occupancy_term(
-                    self.decoders["occupancy"], self.occupancy_loss, student, full, visible, scale,
-                    self.backbone.out_strides[scale], self.backbone.output_shapes(full.spatial_shape)[scale], gen,
-                    opts.get("num_empty_per_positive", 1.0), opts.get("neighbourhood", 1),
-                    opts.get("exclude_partially_visible", False))
+                    self.decoders["occupancy"],
+                    self.occupancy_loss,
+                    student,
+                    full,
+                    visible,
+                    scale,
+                    self.backbone.out_strides[scale],
+                    self.backbone.output_shapes(full.spatial_shape)[scale],
+                    gen,
+                    opts.get("num_empty_per_positive", 1.0),
+                    opts.get("neighbourhood", 1),
+                    opts.get("exclude_partially_visible", False),
+                )
         if "reconstruction" in on:
             with self._section("loss_reconstruction"):
                 terms["reconstruction"] = reconstruction_term(self.decoders["reconstruction"], student, teacher)
         if "voxel_nce" in on:
             with self._section("loss_voxel_nce"):
-                terms["voxel_nce"] = voxel_nce_term(self.student["voxel_head"], self.teacher["voxel_head"],
-                                                    self.voxel_nce_loss, student, teacher,
-                                                    self._scale("voxel_nce"), gen)
+                terms["voxel_nce"] = voxel_nce_term(
+                    self.student["voxel_head"],
+                    self.teacher["voxel_head"],
+                    self.voxel_nce_loss,
+                    student,
+                    teacher,
+                    self._scale("voxel_nce"),
+                    gen,
+                )
         if "frame_contrastive" in on:
             with self._section("loss_frame_contrastive"):
                 terms["frame_contrastive"], keys = frame_term(
-                    self.student["frame_head"], self.teacher["frame_head"], self.frame_loss, self.queue, student,
-                    teacher_nb, self._scale("frame_contrastive"), batch.rec_ids, batch.win_idx)
+                    self.student["frame_head"],
+                    self.teacher["frame_head"],
+                    self.frame_loss,
+                    self.queue,
+                    student,
+                    teacher_nb,
+                    self._scale("frame_contrastive"),
+                    batch.rec_ids,
+                    batch.win_idx,
+                )
         return terms, keys, visible
 
     def training_step(self, batch, batch_idx: int):
@@ -209,9 +251,12 @@ class PretrainModule(pl.LightningModule):
             raise NonFiniteTrainingError(
                 f"stopping: the loss was not finite for {self._nonfinite_streak} consecutive steps, up to {where}; "
                 f"last: {problem}. Lower optim.optimizer.lr, keep trainer.gradient_clip_val on, or train in 32-bit "
-                f"(trainer.precision=32-true); resume from the last good checkpoint with ckpt_path=...")
-        rank_zero_warn(f"{where}: {problem}; optimizer step skipped "
-                       f"({self._nonfinite_streak} in a row, stopping at {self.max_nonfinite})")
+                f"(trainer.precision=32-true); resume from the last good checkpoint with ckpt_path=..."
+            )
+        rank_zero_warn(
+            f"{where}: {problem}; optimizer step skipped "
+            f"({self._nonfinite_streak} in a row, stopping at {self.max_nonfinite})"
+        )
         return None
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
@@ -279,8 +324,13 @@ class PretrainModule(pl.LightningModule):
         optimizer = self.optim_cfg["optimizer"]([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         total = int(self.trainer.estimated_stepping_batches)
         warmup = round(self.optim_cfg.get("warmup_fraction", 0.05) * total)
-        scheduler = warmup_cosine(optimizer, total, warmup, self.optim_cfg.get("warmup_start_factor", 0.01),
-                                  self.optim_cfg.get("min_lr_ratio", 0.01))
+        scheduler = warmup_cosine(
+            optimizer,
+            total,
+            warmup,
+            self.optim_cfg.get("warmup_start_factor", 0.01),
+            self.optim_cfg.get("min_lr_ratio", 0.01),
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
 
     # ----------------------------------------------------------------- probe
@@ -301,13 +351,19 @@ class PretrainModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         dim = self.teacher["backbone"].out_channels[self.probe_cfg["scale"]]
-        parts = self._probe_parts or [(torch.zeros(0, dim, device=self.device),
-                                       *(torch.zeros(0, dtype=torch.long, device=self.device),) * 2)]
+        parts = self._probe_parts or [
+            (torch.zeros(0, dim, device=self.device), *(torch.zeros(0, dtype=torch.long, device=self.device),) * 2)
+        ]
         emb, classes, groups = (gather_from_all_ranks(torch.cat(list(p))) for p in zip(*parts))
         self._probe_parts = []
         groups = groups if self.probe_cfg["exclude_same_track"] else None
-        acc = knn_accuracy(emb.cpu().numpy(), classes.cpu().numpy(), int(self.probe_cfg["k"]),
-                           None if groups is None else groups.cpu().numpy(), self.probe_cfg["mode"])
+        acc = knn_accuracy(
+            emb.cpu().numpy(),
+            classes.cpu().numpy(),
+            int(self.probe_cfg["k"]),
+            None if groups is None else groups.cpu().numpy(),
+            self.probe_cfg["mode"],
+        )
         # Every rank holds the same gathered values; sync_dist's mean leaves them as they are.
         self.log("probe/boxes", float(len(classes)), sync_dist=True)
         if len(classes):  # the accuracy of always answering the commonest class, for scale

@@ -11,6 +11,7 @@ neighbour from the query's own track would make the probe measure tracking, not 
 in leave-one-out mode; ``mode="halves"`` instead votes the second half of the boxes (in order of
 appearance, i.e. later in time) against the first.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -34,8 +35,9 @@ def box_cells(boxes: torch.Tensor, pixels_per_cell: Sequence[int]) -> torch.Tens
     return torch.stack([y0, x0, y1, x1], 1).long()
 
 
-def pool_boxes(features: torch.Tensor, coords: torch.Tensor, box_sample: torch.Tensor,
-               cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pool_boxes(
+    features: torch.Tensor, coords: torch.Tensor, box_sample: torch.Tensor, cells: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean feature of the active sites inside each box, over all time bins.
 
     features (N, C), coords (N, 4) = (batch, t, y, x) of a sparse feature map; box_sample (M,) the
@@ -51,7 +53,7 @@ def pool_boxes(features: torch.Tensor, coords: torch.Tensor, box_sample: torch.T
             continue
         y, x = coords[sites, 2], coords[sites, 3]
         c = cells[boxes]
-        inside = ((y[None] >= c[:, 0:1]) & (y[None] <= c[:, 2:3]) & (x[None] >= c[:, 1:2]) & (x[None] <= c[:, 3:4]))
+        inside = (y[None] >= c[:, 0:1]) & (y[None] <= c[:, 2:3]) & (x[None] >= c[:, 1:2]) & (x[None] <= c[:, 3:4])
         counts = inside.sum(1)
         sums = inside.to(features.dtype) @ features[sites]
         out[boxes] = sums / counts.clamp(min=1)[:, None].to(features.dtype)

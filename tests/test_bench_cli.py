@@ -1,4 +1,5 @@
 """evcmae-bench all: every benchmark's result in one JSON object on stdout, whatever they print."""
+
 import json
 import sys
 import types
@@ -13,6 +14,7 @@ def test_all_collects_every_benchmark_into_one_json(monkeypatch, capsys):
         def run():
             print(f"{name} chatter that must not reach stdout")  # as Lightning's banners do
             return {"ms": len(name)}
+
         return run
 
     names = ["voxelize", "backbone", "detector"]

@@ -1,4 +1,5 @@
 """Experiment records and the baseline comparison table."""
+
 import json
 
 import pytest
@@ -9,17 +10,34 @@ from evcmae.tools.compare import main
 
 
 def fake_metrics(ap, ap_s, per_class):
-    return {"AP": ap, "AP50": 0.6703, "AP75": 0.3079, "AP_S": ap_s, "AP_M": 0.40, "AP_L": None,
-            "AP_class_agnostic": ap + 0.1, "AP_per_class": per_class}
+    return {
+        "AP": ap,
+        "AP50": 0.6703,
+        "AP75": 0.3079,
+        "AP_S": ap_s,
+        "AP_M": 0.40,
+        "AP_L": None,
+        "AP_class_agnostic": ap + 0.1,
+        "AP_per_class": per_class,
+    }
 
 
 @pytest.fixture
 def two_runs(tmp_path):
-    base = ExperimentRecord.create(tmp_path, hypothesis="3-scale RVT baseline", name="baseline",
-                                   config={"model": {"fpn_scales": 3}}, command=["evcmae-finetune", "x=1"])
+    base = ExperimentRecord.create(
+        tmp_path,
+        hypothesis="3-scale RVT baseline",
+        name="baseline",
+        config={"model": {"fpn_scales": 3}},
+        command=["evcmae-finetune", "x=1"],
+    )
     base.write_metrics(fake_metrics(0.3402, 0.1728, {"pedestrian": 0.30, "car": 0.50, "tram": None}))
-    size = ExperimentRecord.create(tmp_path, hypothesis="size-aware loss helps small objects",
-                                   name="size-loss", config={"model": {"fpn_scales": 3}})
+    size = ExperimentRecord.create(
+        tmp_path,
+        hypothesis="size-aware loss helps small objects",
+        name="size-loss",
+        config={"model": {"fpn_scales": 3}},
+    )
     size.write_metrics(fake_metrics(0.3408, 0.1650, {"pedestrian": 0.3125, "car": 0.4950, "tram": 0.10}))
     return base, size
 
@@ -27,8 +45,9 @@ def two_runs(tmp_path):
 def test_record_round_trip(tmp_path):
     omegaconf = pytest.importorskip("omegaconf")
     config = omegaconf.OmegaConf.create({"lr": 2e-4, "model": {"name": "rvt", "lr_copy": "${lr}"}})
-    record = ExperimentRecord.create(tmp_path / "experiments", hypothesis="4-scale FPN helps",
-                                     config=config, command=["train.py", "model=rvt 4"])
+    record = ExperimentRecord.create(
+        tmp_path / "experiments", hypothesis="4-scale FPN helps", config=config, command=["train.py", "model=rvt 4"]
+    )
     assert record.path.parent == tmp_path / "experiments"
     assert record.experiment_id.endswith("-4-scale-fpn-helps")
     record.set_checkpoint(tmp_path / "last.ckpt")
@@ -48,8 +67,13 @@ def test_record_round_trip(tmp_path):
 
 def test_record_holds_metrics_and_confusion(two_runs):
     base, _ = two_runs
-    confusion = {"rows": ["a", "background"], "columns": ["a", "missed"], "matrix": [[1, 0], [2, 0]],
-                 "score_threshold": 0.3, "iou_threshold": 0.5}
+    confusion = {
+        "rows": ["a", "background"],
+        "columns": ["a", "missed"],
+        "matrix": [[1, 0], [2, 0]],
+        "score_threshold": 0.3,
+        "iou_threshold": 0.5,
+    }
     base.write_metrics(base.metrics, confusion)
     loaded = load_record(base.path)
     assert loaded.metrics["AP"] == 0.3402
@@ -68,11 +92,11 @@ def test_compare_deltas(two_runs):
     table = markdown(result)
     assert "| 34.08 (+0.06) |" in table
     assert "34.02 |" in table and "(baseline)" in table
-    assert "16.50 (-0.78)" in table        # AP small
-    assert "31.25 (+1.25)" in table        # pedestrian
-    assert "49.50 (-0.50)" in table        # car
-    assert "| 10.00 |" in table            # tram: no baseline value, so no difference
-    assert table.count("| – |") == 3       # AP large in both runs, tram in the baseline
+    assert "16.50 (-0.78)" in table  # AP small
+    assert "31.25 (+1.25)" in table  # pedestrian
+    assert "49.50 (-0.50)" in table  # car
+    assert "| 10.00 |" in table  # tram: no baseline value, so no difference
+    assert table.count("| – |") == 3  # AP large in both runs, tram in the baseline
     assert "size-aware loss helps small objects" in table
 
 

@@ -1,5 +1,6 @@
 """RVT/YOLOX detector parts: NMS, IoU loss, SimOTA, size-aware weight, shapes, padding,
 recurrent state handling, parameter counts against RVT's published figures, and an overfit check."""
+
 import math
 
 import pytest
@@ -26,6 +27,7 @@ def _seed_and_one_thread():
 
 # ---------------------------------------------------------------- NMS
 
+
 def _reference_nms(boxes, scores, classes, thr):
     """Textbook per-class greedy loop, one box pair at a time."""
     keep = []
@@ -37,7 +39,7 @@ def _reference_nms(boxes, scores, classes, thr):
             if i in suppressed:
                 continue
             keep.append(i)
-            for j in idx[a + 1:]:
+            for j in idx[a + 1 :]:
                 bi, bj = boxes[i].tolist(), boxes[j].tolist()
                 iw = max(0.0, min(bi[2], bj[2]) - max(bi[0], bj[0]))
                 ih = max(0.0, min(bi[3], bj[3]) - max(bi[1], bj[1]))
@@ -57,7 +59,7 @@ def _random_boxes(n, extent=100.0):
 @pytest.mark.parametrize("matrix_limit", [4096, 0])  # IoU-matrix path and row-by-row path
 def test_nms_matches_bruteforce(monkeypatch, matrix_limit):
     monkeypatch.setattr(pp, "MATRIX_LIMIT", matrix_limit)
-    for trial in range(3):
+    for _trial in range(3):
         boxes, scores = _random_boxes(150), torch.rand(150)
         classes = torch.randint(0, 3, (150,))
         got = pp.batched_nms(boxes, scores, classes, 0.45, use_torchvision=False).tolist()
@@ -74,8 +76,14 @@ def test_nms_is_class_aware():
 
 def test_postprocess_threshold_and_layout():
     # two anchors: (cx, cy, w, h, obj, p0, p1)
-    decoded = torch.tensor([[[10.0, 10, 4, 6, 0.5, 0.2, 0.8],  # score 0.4, class 1
-                             [50.0, 50, 2, 2, 0.5, 0.19, 0.1]]])  # score 0.095 < 0.1
+    decoded = torch.tensor(
+        [
+            [
+                [10.0, 10, 4, 6, 0.5, 0.2, 0.8],  # score 0.4, class 1
+                [50.0, 50, 2, 2, 0.5, 0.19, 0.1],
+            ]
+        ]
+    )  # score 0.095 < 0.1
     (det,) = pp.postprocess(decoded, conf_threshold=0.1, use_torchvision=False)
     assert det.shape == (1, 7)
     torch.testing.assert_close(det[0], torch.tensor([8.0, 7, 12, 13, 0.5, 0.8, 1]))
@@ -88,6 +96,7 @@ def test_postprocess_threshold_and_layout():
 
 
 # ---------------------------------------------------------------- IoU loss, size-aware weight
+
 
 def test_iou_loss_hand_cases():
     box = torch.tensor([[5.0, 5.0, 2.0, 2.0]])
@@ -108,6 +117,7 @@ def test_size_aware_weight_values():
 
 
 # ---------------------------------------------------------------- SimOTA
+
 
 def _grid(h, w, stride):
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -151,12 +161,20 @@ def test_simota_conflict_goes_to_cheapest_gt():
 
 def test_simota_no_candidates():
     cells, strides = _grid(2, 2, 8)
-    a = simota_assign(_far_boxes(4), torch.zeros(4), torch.zeros(4, 1), torch.tensor([[500.0, 500, 4, 4]]),
-                      torch.tensor([0]), cells, strides)
+    a = simota_assign(
+        _far_boxes(4),
+        torch.zeros(4),
+        torch.zeros(4, 1),
+        torch.tensor([[500.0, 500, 4, 4]]),
+        torch.tensor([0]),
+        cells,
+        strides,
+    )
     assert not a.fg_mask.any() and a.matched_gt.numel() == 0
 
 
 # ---------------------------------------------------------------- backbone: partitions, padding, shapes
+
 
 def test_window_and_grid_partitions():
     x = torch.arange(4 * 6).float().view(1, 4, 6, 1)
@@ -191,12 +209,16 @@ def test_stage_fpn_head_shapes(stages):
     with torch.no_grad():
         feats, states = det.forward_backbone(x)
         assert {k: tuple(v.shape) for k, v in feats.items()} == {
-            1: (2, 32, 16, 32), 2: (2, 64, 8, 16), 3: (2, 128, 4, 8), 4: (2, 256, 2, 4)}
+            1: (2, 32, 16, 32),
+            2: (2, 64, 8, 16),
+            3: (2, 128, 4, 8),
+            4: (2, 256, 2, 4),
+        }
         assert [tuple(h.shape) for h, _ in states] == [tuple(feats[k].shape) for k in (1, 2, 3, 4)]
         fpn = det.fpn(feats)
         assert [tuple(f.shape) for f in fpn] == [tuple(feats[s].shape) for s in stages]
         decoded = det.forward_detect(feats)
-    anchors = sum(64 * 128 // s ** 2 for s in det.backbone.get_strides(stages))
+    anchors = sum(64 * 128 // s**2 for s in det.backbone.get_strides(stages))
     assert decoded.shape == (2, anchors, 5 + 3)
     assert decoded[..., 4:].min() >= 0 and decoded[..., 4:].max() <= 1
     # priors start every anchor at p ≈ 0.01
@@ -213,6 +235,7 @@ def test_pafpn_three_levels_is_rvts_layout():
 
 
 # ---------------------------------------------------------------- recurrence
+
 
 def test_convlstm_state_carry_reset_detach():
     bb = RVTBackbone(partition_size=(1, 1))
@@ -252,6 +275,7 @@ def test_convlstm_gate_order():
 
 # ---------------------------------------------------------------- parameter counts
 
+
 # RVT (CVPR 2023, Gen1 table, 2 classes): whole detector = backbone + PAFPN + YOLOX head.
 # The figures are rounded to 0.1 M, so the exact count must lie within ±0.05 M of them.
 @pytest.mark.parametrize("size,published", [("tiny", 4.4e6), ("small", 9.9e6), ("base", 18.5e6)])
@@ -262,6 +286,7 @@ def test_parameter_counts_match_rvt(size, published):
 
 
 # ---------------------------------------------------------------- losses end to end
+
 
 def _scene():
     x = torch.zeros(1, 20, 64, 64)

@@ -1,4 +1,5 @@
 """EMA teacher: the momentum schedule, the update formula, frozen teacher, accumulation pattern."""
+
 import math
 
 import pytest
@@ -31,7 +32,7 @@ def test_make_teacher_is_frozen_copy():
     teacher = make_teacher(student)
     assert all(not p.requires_grad for p in teacher.parameters())
     assert all(p.requires_grad for p in student.parameters())
-    for (n, t), (_, s) in zip(teacher.named_parameters(), student.named_parameters()):
+    for (_n, t), (_, s) in zip(teacher.named_parameters(), student.named_parameters()):
         assert torch.equal(t, s) and t.data_ptr() != s.data_ptr()
     x = torch.randn(5, 4)
     (teacher(x).sum() + student(x).sum()).backward()

@@ -1,4 +1,5 @@
 """The Prophesee protocol on hand-made cases whose COCO AP can be worked out on paper."""
+
 import json
 
 import numpy as np
@@ -8,12 +9,18 @@ from evcmae.events.labels import BBOX_DTYPE
 from evcmae.finetune.classes import CLASS_SETS, ETRAM8_TO_3, remap_classes
 from evcmae.finetune.confusion import confusion_matrix
 from evcmae.finetune.evaluation import (
-    EvalConfig, Recording, detections_to_boxes, evaluate, evaluate_detection, filter_boxes, label_frames,
+    EvalConfig,
+    Recording,
+    detections_to_boxes,
+    evaluate,
+    evaluate_detection,
+    filter_boxes,
+    label_frames,
 )
 from evcmae.finetune.report import write_metrics
 
 THREE = CLASS_SETS["etram3"]  # pedestrian, vehicle, micro-mobility
-T1, T2 = 600_000, 700_000      # label times after the 0.5 s skip
+T1, T2 = 600_000, 700_000  # label times after the 0.5 s skip
 
 
 def boxes(*rows):
@@ -44,11 +51,14 @@ def test_perfect_predictions_give_ap_one():
     assert metrics["AP_S"] is None and metrics["AP_L"] is None  # no 40x40 box is small or large
 
 
-@pytest.mark.parametrize("shift, iou, expected_ap", [
-    (11, 29 / 51, 0.2),  # IoU 0.569: matches at 0.50, 0.55 -> 2 of 10 thresholds
-    (8, 32 / 48, 0.4),   # IoU 0.667: 0.50 .. 0.65 -> 4 of 10
-    (10, 30 / 50, 0.3),  # IoU exactly 0.6: pycocotools matches at IoU >= threshold, so 0.60 counts
-])
+@pytest.mark.parametrize(
+    "shift, iou, expected_ap",
+    [
+        (11, 29 / 51, 0.2),  # IoU 0.569: matches at 0.50, 0.55 -> 2 of 10 thresholds
+        (8, 32 / 48, 0.4),  # IoU 0.667: 0.50 .. 0.65 -> 4 of 10
+        (10, 30 / 50, 0.3),  # IoU exactly 0.6: pycocotools matches at IoU >= threshold, so 0.60 counts
+    ],
+)
 def test_known_shift_gives_known_ap(shift, iou, expected_ap):
     # 40x40 boxes shifted by d px: IoU = (40 - d) / (40 + d); each image has one box, so AP at a
     # threshold is 1 if the IoU reaches it and 0 if not, and AP is the share of thresholds met.
@@ -82,19 +92,26 @@ def test_no_predictions_gives_zero_for_classes_with_gt():
 
 
 def test_skip_window_is_relative_to_recording_start():
-    b = boxes((499_999, 0, 0, 40, 40, 0), (500_000, 0, 0, 40, 40, 0), (500_001, 0, 0, 40, 40, 0),
-              (1_500_000, 0, 0, 40, 40, 0), (1_500_001, 0, 0, 40, 40, 0))
+    b = boxes(
+        (499_999, 0, 0, 40, 40, 0),
+        (500_000, 0, 0, 40, 40, 0),
+        (500_001, 0, 0, 40, 40, 0),
+        (1_500_000, 0, 0, 40, 40, 0),
+        (1_500_001, 0, 0, 40, 40, 0),
+    )
     assert filter_boxes(b)["t"].tolist() == [500_001, 1_500_000, 1_500_001]
     assert filter_boxes(b, t0_us=1_000_000)["t"].tolist() == [1_500_001]
     assert filter_boxes(b, EvalConfig(skip_ts_us=0))["t"].tolist() == b["t"].tolist()
 
 
 def test_size_filter_keeps_exactly_diag_and_side_at_threshold():
-    b = boxes((T1, 0, 0, 18, 24, 0),   # diagonal exactly 30: kept
-              (T1, 0, 0, 10, 30, 0),   # side exactly 10, diagonal 31.6: kept
-              (T1, 0, 0, 9.9, 40, 0),  # side below 10: dropped
-              (T1, 0, 0, 21, 21, 0),   # sides fine, diagonal 29.7: dropped
-              (T1, 0, 0, 100, 5, 0))   # long but thin: dropped
+    b = boxes(
+        (T1, 0, 0, 18, 24, 0),  # diagonal exactly 30: kept
+        (T1, 0, 0, 10, 30, 0),  # side exactly 10, diagonal 31.6: kept
+        (T1, 0, 0, 9.9, 40, 0),  # side below 10: dropped
+        (T1, 0, 0, 21, 21, 0),  # sides fine, diagonal 29.7: dropped
+        (T1, 0, 0, 100, 5, 0),
+    )  # long but thin: dropped
     assert filter_boxes(b)["w"].tolist() == pytest.approx([18, 10])
     gen4 = EvalConfig.for_camera("gen4")
     assert (gen4.min_box_diag, gen4.min_box_side) == (60, 20)
@@ -103,9 +120,11 @@ def test_size_filter_keeps_exactly_diag_and_side_at_threshold():
 
 def test_filters_apply_to_gt_and_predictions():
     gt = boxes((T1, 100, 100, 40, 40, 0), (T1, 300, 100, 8, 8, 0), (200_000, 10, 10, 40, 40, 0))
-    pred = boxes((T1, 100, 100, 40, 40, 0, 0.5),
-                 (T1, 500, 300, 9, 30, 0, 0.99),       # unmatched but below the size filter
-                 (200_000, 400, 10, 40, 40, 0, 0.99))  # unmatched but inside the skip window
+    pred = boxes(
+        (T1, 100, 100, 40, 40, 0, 0.5),
+        (T1, 500, 300, 9, 30, 0, 0.99),  # unmatched but below the size filter
+        (200_000, 400, 10, 40, 40, 0, 0.99),
+    )  # unmatched but inside the skip window
     metrics, _ = run(gt, pred)
     assert metrics["AP"] == pytest.approx(1.0, abs=1e-12)  # the small GT is not a miss either
     c = metrics["counts"]
@@ -118,8 +137,9 @@ def test_predictions_only_count_at_label_times():
     gt = gt_two_frames()
     good = gt.copy()
     good["class_confidence"] = 0.5  # below the strays: were they counted, AP would drop
-    stray = boxes((T1 + 1, 500, 50, 40, 40, 0, 0.99), (650_000, 500, 50, 40, 40, 1, 0.99),
-                  (T2 + 50_000, 500, 50, 40, 40, 1, 0.99))
+    stray = boxes(
+        (T1 + 1, 500, 50, 40, 40, 0, 0.99), (650_000, 500, 50, 40, 40, 1, 0.99), (T2 + 50_000, 500, 50, 40, 40, 1, 0.99)
+    )
     metrics, confusion = run(gt, np.concatenate([good, stray]))
     assert metrics["AP"] == pytest.approx(1.0, abs=1e-12)
     assert metrics["counts"]["pred_outside_label_times"] == 3
@@ -133,14 +153,15 @@ def test_predictions_only_count_at_label_times():
 def test_frames_are_the_labelled_times_after_filtering():
     gt = boxes((T1, 0, 0, 40, 40, 0), (T1, 50, 0, 40, 40, 1), (T2, 0, 0, 5, 5, 0), (800_000, 0, 0, 40, 40, 2))
     frames, counts = label_frames([Recording(gt, boxes(), 360, 640), Recording(gt, boxes(), 360, 640)])
-    assert [(f.recording, f.t, len(f.gt)) for f in frames] == [(0, T1, 2), (0, 800_000, 1),
-                                                              (1, T1, 2), (1, 800_000, 1)]
+    assert [(f.recording, f.t, len(f.gt)) for f in frames] == [(0, T1, 2), (0, 800_000, 1), (1, T1, 2), (1, 800_000, 1)]
 
 
 def test_wrong_class_is_fp_per_class_but_tp_class_agnostic():
     gt = boxes((T1, 100, 100, 40, 40, 1), (T1, 300, 100, 40, 40, 0))  # vehicle A, pedestrian B
-    pred = boxes((T1, 300, 100, 40, 40, 1, 0.9),   # B called vehicle: higher score, wrong class
-                 (T1, 100, 100, 40, 40, 1, 0.8))   # A called vehicle: right
+    pred = boxes(
+        (T1, 300, 100, 40, 40, 1, 0.9),  # B called vehicle: higher score, wrong class
+        (T1, 100, 100, 40, 40, 1, 0.8),
+    )  # A called vehicle: right
     metrics, confusion = run(gt, pred)
     # vehicle: FP then TP -> precision 1/2 at every recall level; pedestrian: never detected
     assert metrics["AP_per_class"]["vehicle"] == pytest.approx(0.5, abs=1e-12)
@@ -151,22 +172,23 @@ def test_wrong_class_is_fp_per_class_but_tp_class_agnostic():
 
 
 def test_confusion_matrix_hand_case():
-    gt = boxes((T1, 0, 0, 40, 40, 0),      # A pedestrian
-               (T1, 100, 0, 40, 40, 1),    # B vehicle
-               (T1, 200, 0, 40, 40, 1))    # C vehicle
-    pred = boxes((T1, 0, 0, 40, 40, 0, 0.9),      # A as pedestrian: correct
-                 (T1, 102, 0, 40, 40, 0, 0.8),    # B as pedestrian: confusion
-                 (T1, 400, 0, 40, 40, 1, 0.7),    # nothing there: false positive
-                 (T1, 1, 0, 40, 40, 1, 0.6),      # A again, already taken: false positive
-                 (T1, 200, 0, 40, 40, 2, 0.2))    # C, below the score threshold: C is missed
+    gt = boxes(
+        (T1, 0, 0, 40, 40, 0),  # A pedestrian
+        (T1, 100, 0, 40, 40, 1),  # B vehicle
+        (T1, 200, 0, 40, 40, 1),
+    )  # C vehicle
+    pred = boxes(
+        (T1, 0, 0, 40, 40, 0, 0.9),  # A as pedestrian: correct
+        (T1, 102, 0, 40, 40, 0, 0.8),  # B as pedestrian: confusion
+        (T1, 400, 0, 40, 40, 1, 0.7),  # nothing there: false positive
+        (T1, 1, 0, 40, 40, 1, 0.6),  # A again, already taken: false positive
+        (T1, 200, 0, 40, 40, 2, 0.2),
+    )  # C, below the score threshold: C is missed
     frames, _ = label_frames([Recording(gt, pred, 360, 640)])
     confusion = confusion_matrix(frames, THREE, score_threshold=0.3)
     assert confusion["rows"] == [*THREE, "background"]
     assert confusion["columns"] == [*THREE, "missed"]
-    assert confusion["matrix"] == [[1, 0, 0, 0],
-                                   [1, 0, 0, 1],
-                                   [0, 0, 0, 0],
-                                   [0, 2, 0, 0]]
+    assert confusion["matrix"] == [[1, 0, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0], [0, 2, 0, 0]]
     lower = confusion_matrix(frames, THREE, score_threshold=0.1)["matrix"]
     assert lower[1] == [1, 0, 1, 0]
 
@@ -176,8 +198,16 @@ def test_class_maps():
     b = boxes(*[(T1, 0, 0, 40, 40, k) for k in range(8)])
     three = remap_classes(b)
     names = [THREE[k] for k in three["class_id"]]
-    assert names == ["pedestrian", "vehicle", "micro-mobility", "vehicle", "micro-mobility",
-                     "vehicle", "vehicle", "micro-mobility"]
+    assert names == [
+        "pedestrian",
+        "vehicle",
+        "micro-mobility",
+        "vehicle",
+        "micro-mobility",
+        "vehicle",
+        "vehicle",
+        "micro-mobility",
+    ]
     with pytest.raises(ValueError):
         evaluate_detection([Recording(b, boxes(), 360, 640)], THREE)  # class 7 is not in 3 classes
 

@@ -1,4 +1,5 @@
 """The detector latency benchmark runs and reports both inputs."""
+
 import torch
 
 

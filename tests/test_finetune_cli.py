@@ -3,6 +3,7 @@ evaluation; evcmae-evaluate writes metrics.json; evcmae-detect writes a loadable
 
 One fine-tuning run (module-scoped) serves all three tests: ~60 steps of L=2 chunks, ~1.5 min on
 a 2-core CPU."""
+
 import json
 
 import numpy as np
@@ -16,16 +17,27 @@ REQUIRED = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AP_class_agnostic", "
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
+    from evcmae.finetune.records import ExperimentRecord
     from evcmae.tools.demo import _compose
     from evcmae.tools.finetune import build
-    from evcmae.finetune.records import ExperimentRecord
 
     out = tmp_path_factory.mktemp("ft")
-    cfg = _compose("finetune", [
-        "finetune/data@data=tiny", f"paths.data_dir={out}/data", f"paths.log_dir={out}/logs",
-        f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "trainer.enable_progress_bar=false",
-        "data.seq_len=2", "optim.lr=0.002", "data.augment=null", "+trainer.enable_model_summary=false",
-    ], out / "run")
+    cfg = _compose(
+        "finetune",
+        [
+            "finetune/data@data=tiny",
+            f"paths.data_dir={out}/data",
+            f"paths.log_dir={out}/logs",
+            f"trainer.max_steps={STEPS}",
+            f"trainer.val_check_interval={STEPS}",
+            "trainer.enable_progress_bar=false",
+            "data.seq_len=2",
+            "optim.lr=0.002",
+            "data.augment=null",
+            "+trainer.enable_model_summary=false",
+        ],
+        out / "run",
+    )
     datamodule, module, trainer = build(cfg)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     untrained = module.last_metrics
@@ -33,15 +45,23 @@ def finetuned(tmp_path_factory):
     trained = module.last_metrics  # the validation at the last step (same evaluation)
     record = ExperimentRecord.create(cfg.record.root, config=cfg, name="test")
     record.write_metrics(trained, module.last_confusion)
-    return {"untrained": untrained, "trained": trained, "ckpt": trainer.checkpoint_callback.last_model_path,
-            "out": out, "data": datamodule, "record": record}
+    return {
+        "untrained": untrained,
+        "trained": trained,
+        "ckpt": trainer.checkpoint_callback.last_model_path,
+        "out": out,
+        "data": datamodule,
+        "record": record,
+    }
 
 
 @pytest.mark.slow
 def test_finetuning_beats_untrained(finetuned):
     u, t = finetuned["untrained"], finetuned["trained"]
-    print(f"\nuntrained: AP {u['AP']}, AP50 {u['AP50']}, agnostic {u['AP_class_agnostic']}"
-          f"\ntrained ({STEPS} steps): AP {t['AP']}, AP50 {t['AP50']}, agnostic {t['AP_class_agnostic']}")
+    print(
+        f"\nuntrained: AP {u['AP']}, AP50 {u['AP50']}, agnostic {u['AP_class_agnostic']}"
+        f"\ntrained ({STEPS} steps): AP {t['AP']}, AP50 {t['AP50']}, agnostic {t['AP_class_agnostic']}"
+    )
     assert (t["AP50"] or 0) > (u["AP50"] or 0) + 0.01
     assert (t["AP_class_agnostic"] or 0) > (u["AP_class_agnostic"] or 0) + 0.005
     assert (finetuned["record"].path / "metrics.json").is_file()

@@ -1,5 +1,6 @@
 """Fine-tuning data: window alignment, streaming flags and states, augmentation, label fraction,
 and the OneCycle schedule's end points."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +9,8 @@ from evcmae.events.container import Events
 from evcmae.finetune.augment import Augment
 from evcmae.finetune.chunks import ChunkBatch, ChunkBatchSampler, ChunkDataset, ChunkKey
 from evcmae.finetune.data import FinetuneDataModule
-from evcmae.finetune.recordings import select_fraction
 from evcmae.finetune.module import FinetuneModule, default_lr, one_cycle
+from evcmae.finetune.recordings import select_fraction
 
 torch.set_num_threads(1)
 
@@ -17,9 +18,17 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    dm = FinetuneDataModule(str(root / "tiny"), width=320, height=180, downsample=1, synth_preset="tiny",
-                            seq_len=3, batch_size=2, min_side=3,
-                            augment={"flip_prob": 1.0, "zoom_prob": 1.0, "zoom_range": [1.2, 1.4]})
+    dm = FinetuneDataModule(
+        str(root / "tiny"),
+        width=320,
+        height=180,
+        downsample=1,
+        synth_preset="tiny",
+        seq_len=3,
+        batch_size=2,
+        min_side=3,
+        augment={"flip_prob": 1.0, "zoom_prob": 1.0, "zoom_range": [1.2, 1.4]},
+    )
     dm.prepare_data()
     return dm
 
@@ -79,12 +88,18 @@ def test_flip_zoom_consistent_over_sequence(tiny):
         # events inside a box before augmentation land inside the transformed box
     labelled = [(p, a) for p, a in zip(plain["steps"], aug_sample["steps"]) if p["boxes"] is not None]
     p, a = labelled[0]
-    k = next(k for k in range(len(p["boxes"])) if len(aug.boxes(p["boxes"][k:k + 1], rec.width, rec.height, 4)))
+    k = next(k for k in range(len(p["boxes"])) if len(aug.boxes(p["boxes"][k : k + 1], rec.width, rec.height, 4)))
     b = p["boxes"][k]
-    ev = Events(x=np.array([int(b["x"] + b["w"] / 2)]), y=np.array([int(b["y"] + b["h"] / 2)]),
-                t=np.array([0]), p=np.array([1]), width=rec.width, height=rec.height)
+    ev = Events(
+        x=np.array([int(b["x"] + b["w"] / 2)]),
+        y=np.array([int(b["y"] + b["h"] / 2)]),
+        t=np.array([0]),
+        p=np.array([1]),
+        width=rec.width,
+        height=rec.height,
+    )
     moved = aug.events(ev, np.random.default_rng(0), rec.width, rec.height)
-    tb = aug.boxes(p["boxes"][k:k + 1], rec.width, rec.height)[0]
+    tb = aug.boxes(p["boxes"][k : k + 1], rec.width, rec.height)[0]
     assert tb["x"] - 1 <= moved.x[0] <= tb["x"] + tb["w"] + 1 and tb["y"] - 1 <= moved.y[0] <= tb["y"] + tb["h"] + 1
     frame = torch.zeros(1, rec.height, rec.width)
     frame[0, int(b["y"] + b["h"] / 2), int(b["x"] + b["w"] / 2)] = 1
@@ -106,8 +121,15 @@ def _hist_batch(is_first, seed):
     x = [torch.randint(0, 5, (2, 20, 36, 64), generator=g, dtype=torch.uint8) for _ in range(2)]
     lab = torch.tensor([[False, False], [True, True]])
     tgt = [[None, None], [torch.tensor([[0, 20.0, 15, 10, 10]]), torch.tensor([[1, 40.0, 20, 12, 8]])]]
-    return ChunkBatch(x, tgt, lab, torch.tensor(is_first), torch.zeros(2, 2, dtype=torch.long), [0, 1],
-                      torch.ones(2, 2, dtype=torch.bool))
+    return ChunkBatch(
+        x,
+        tgt,
+        lab,
+        torch.tensor(is_first),
+        torch.zeros(2, 2, dtype=torch.long),
+        [0, 1],
+        torch.ones(2, 2, dtype=torch.bool),
+    )
 
 
 def test_states_reset_and_detached():

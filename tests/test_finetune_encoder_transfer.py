@@ -1,4 +1,5 @@
 """Sparse encoder shapes and the patch-size rule; weight transfer from exports and checkpoints."""
+
 import pytest
 import torch
 
@@ -14,8 +15,15 @@ GRID = (10, 36, 64)
 
 def _voxels(batch=2, n=400, grid=GRID, seed=0):
     g = torch.Generator().manual_seed(seed)
-    coords = torch.stack([torch.randint(0, batch, (n,), generator=g), torch.randint(0, grid[0], (n,), generator=g),
-                          torch.randint(0, grid[1], (n,), generator=g), torch.randint(0, grid[2], (n,), generator=g)], 1)
+    coords = torch.stack(
+        [
+            torch.randint(0, batch, (n,), generator=g),
+            torch.randint(0, grid[0], (n,), generator=g),
+            torch.randint(0, grid[1], (n,), generator=g),
+            torch.randint(0, grid[2], (n,), generator=g),
+        ],
+        1,
+    )
     coords = torch.unique(coords, dim=0).int()
     return VoxelBatch(coords, torch.rand(len(coords), 3, generator=g), grid, batch)
 

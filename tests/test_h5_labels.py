@@ -12,8 +12,14 @@ from evcmae.events.labels import BBOX_DTYPE, filter_labels, load_labels, save_la
 
 def make_events(n=1000, w=64, h=48, seed=0):
     rng = np.random.default_rng(seed)
-    return Events(x=rng.integers(0, w, n), y=rng.integers(0, h, n), t=np.sort(rng.integers(0, 10**6, n)),
-                  p=rng.integers(0, 2, n), width=w, height=h)
+    return Events(
+        x=rng.integers(0, w, n),
+        y=rng.integers(0, h, n),
+        t=np.sort(rng.integers(0, 10**6, n)),
+        p=rng.integers(0, 2, n),
+        width=w,
+        height=h,
+    )
 
 
 @pytest.mark.parametrize("compression", ["blosc_zstd", "gzip", "lzf", None])
@@ -111,8 +117,19 @@ def test_check_events_rejects_bad_option():
 
 
 def test_labels_both_spellings_round_trip(tmp_path):
-    old = np.zeros(2, dtype=[("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
-                             ("class_id", "u1"), ("confidence", "<f4"), ("track_id", "<u4")])
+    old = np.zeros(
+        2,
+        dtype=[
+            ("ts", "<u8"),
+            ("x", "<f4"),
+            ("y", "<f4"),
+            ("w", "<f4"),
+            ("h", "<f4"),
+            ("class_id", "u1"),
+            ("confidence", "<f4"),
+            ("track_id", "<u4"),
+        ],
+    )
     old["ts"] = [100, 200]
     old["w"] = [10, 20]
     old["confidence"] = [0.5, 0.9]
@@ -142,11 +159,13 @@ def test_bad_label_files(tmp_path):
 def test_filter_labels_known_cases():
     boxes = np.zeros(5, dtype=BBOX_DTYPE)
     #               x     y    w    h
-    rows = [(-5, 10, 20, 20),   # clipped to x 0..15: kept, w 15
-            (90, 10, 20, 20),   # clipped to w 10: kept
-            (10, 10, 4, 30),    # side 4 < 5: dropped
-            (10, 10, 0, 10),    # zero area: dropped
-            (0, 0, 95, 30)]     # wider than 0.9 * 100: dropped by the train filter
+    rows = [
+        (-5, 10, 20, 20),  # clipped to x 0..15: kept, w 15
+        (90, 10, 20, 20),  # clipped to w 10: kept
+        (10, 10, 4, 30),  # side 4 < 5: dropped
+        (10, 10, 0, 10),  # zero area: dropped
+        (0, 0, 95, 30),
+    ]  # wider than 0.9 * 100: dropped by the train filter
     for name, values in zip("xywh", zip(*rows)):
         boxes[name] = values
     kept = filter_labels(boxes, width=100, height=50, min_side=5, max_width_fraction=0.9)

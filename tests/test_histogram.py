@@ -1,5 +1,6 @@
 """Stacked histogram: hand-computed cases, RVT's boundary behaviour, ds2 subsampling, and
 agreement with a per-event loop written from the definition in DESIGN.md §2."""
+
 import numpy as np
 import pytest
 import torch
@@ -29,11 +30,11 @@ def cols(*rows):
 def test_hand_computed_small_case():
     # t0 = 0, t1 = 100: bin = floor(t / 100 * 10), the last event (bin 10) clamped to 9.
     x, y, t, p = cols(
-        (0, 0, 0, 0),    # OFF, bin 0 -> channel 0 at (y0, x0)
-        (0, 0, 5, 0),    # OFF, bin 0 -> channel 0 at (y0, x0) again
-        (3, 2, 10, 1),   # ON, bin 1 -> channel 11 at (y2, x3)
-        (1, 1, 50, 1),   # ON, bin 5 -> channel 15 at (y1, x1)
-        (2, 0, 99, 0),   # OFF, bin 9 -> channel 9 at (y0, x2)
+        (0, 0, 0, 0),  # OFF, bin 0 -> channel 0 at (y0, x0)
+        (0, 0, 5, 0),  # OFF, bin 0 -> channel 0 at (y0, x0) again
+        (3, 2, 10, 1),  # ON, bin 1 -> channel 11 at (y2, x3)
+        (1, 1, 50, 1),  # ON, bin 5 -> channel 15 at (y1, x1)
+        (2, 0, 99, 0),  # OFF, bin 9 -> channel 9 at (y0, x2)
         (2, 0, 100, 0),  # OFF, bin 10 -> clamped 9 -> channel 9 at (y0, x2)
     )
     hist = stacked_histogram(x, y, t, p, height=3, width=4)
@@ -55,7 +56,7 @@ def test_counts_clip_at_cutoff():
 
 def test_rvt_uint8_wrap_reproduces_overflow():
     x, y, t, p = cols(*[(0, 0, 0, 0)] * 260)
-    assert stacked_histogram(x, y, t, p, 2, 2)[0, 0, 0] == 10          # clipped
+    assert stacked_histogram(x, y, t, p, 2, 2)[0, 0, 0] == 10  # clipped
     assert stacked_histogram(x, y, t, p, 2, 2, rvt_uint8_wrap=True)[0, 0, 0] == 4  # 260 mod 256
 
 
@@ -90,8 +91,8 @@ def test_downsample_keeps_odd_pixels_and_does_not_sum():
     full = stacked_histogram(x, y, t, p, 4, 4)
     ds = downsample_nearest(full)
     assert ds.shape == (20, 2, 2)
-    assert ds[0, 0, 0] == 2       # pixel (1, 1) only; its even neighbours are not added
-    assert ds[10, 0, 1] == 1      # pixel (y1, x3)
+    assert ds[0, 0, 0] == 2  # pixel (1, 1) only; its even neighbours are not added
+    assert ds[10, 0, 1] == 1  # pixel (y1, x3)
     assert int(ds.sum()) == 3
 
 

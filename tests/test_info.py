@@ -1,5 +1,6 @@
 """``evcmae-info``: the figures it reports for the real recordings, its table and JSON output,
 label files, and how it refuses bad input."""
+
 import json
 import re
 import shutil
@@ -15,12 +16,26 @@ from evcmae.events.labels import BBOX_DTYPE, save_labels
 from evcmae.tools.info import main
 
 EVT2_FIGURES = {
-    "format": "evt2", "events": 539_481, "t_min_us": 1_317_888, "t_max_us": 1_367_888,
-    "x_min": 60, "x_max": 599, "y_min": 18, "y_max": 475, "width": None, "height": None,
+    "format": "evt2",
+    "events": 539_481,
+    "t_min_us": 1_317_888,
+    "t_max_us": 1_367_888,
+    "x_min": 60,
+    "x_max": 599,
+    "y_min": 18,
+    "y_max": 475,
+    "width": None,
+    "height": None,
 }
 DAT_FIGURES = {
-    "format": "dat", "events": 2_009, "t_min_us": 0, "t_max_us": 99_952,
-    "x_min": 0, "x_max": 77, "y_min": 0, "y_max": 41,
+    "format": "dat",
+    "events": 2_009,
+    "t_min_us": 0,
+    "t_max_us": 99_952,
+    "x_min": 0,
+    "x_max": 77,
+    "y_min": 0,
+    "y_max": 41,
 }
 
 
@@ -30,10 +45,13 @@ def run_json(capsys, path):
     return json.loads(out)  # exactly one JSON object, nothing else
 
 
-@pytest.mark.parametrize("name, figures, on", [
-    ("evt2_gen3_ring.raw", EVT2_FIGURES, 0.682),
-    ("ncars_atis_sample.dat", DAT_FIGURES, 0.672),
-])
+@pytest.mark.parametrize(
+    "name, figures, on",
+    [
+        ("evt2_gen3_ring.raw", EVT2_FIGURES, 0.682),
+        ("ncars_atis_sample.dat", DAT_FIGURES, 0.672),
+    ],
+)
 def test_json_figures(shared_data, capsys, name, figures, on):
     info = run_json(capsys, shared_data / name)
     assert {k: info[k] for k in figures} == figures
@@ -55,8 +73,9 @@ def test_console_script(shared_data):
     exe = shutil.which("evcmae-info")
     if exe is None:
         pytest.skip("evcmae-info is not installed (pip install -e .)")
-    done = subprocess.run([exe, str(shared_data / "evt2_gen3_ring.raw"), "--json"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [exe, str(shared_data / "evt2_gen3_ring.raw"), "--json"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
     assert {k: info[k] for k in EVT2_FIGURES} == EVT2_FIGURES
@@ -79,8 +98,15 @@ def test_label_file(tmp_path, capsys):
     path = tmp_path / "rec_bbox.npy"
     save_labels(path, labels)
     info = run_json(capsys, path)
-    assert info == {"file": str(path), "format": "bbox_npy", "boxes": 5, "t_min_us": 100,
-                    "t_max_us": 300, "label_frames": 3, "class_counts": {"0": 1, "1": 3, "5": 1}}
+    assert info == {
+        "file": str(path),
+        "format": "bbox_npy",
+        "boxes": 5,
+        "t_min_us": 100,
+        "t_max_us": 300,
+        "label_frames": 3,
+        "class_counts": {"0": 1, "1": 3, "5": 1},
+    }
 
 
 def test_h5_with_out_of_range_events(tmp_path):

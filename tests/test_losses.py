@@ -1,4 +1,5 @@
 """Each loss against a naive reference (Python loops over tiny inputs) or a hand computation."""
+
 import itertools
 import math
 
@@ -102,10 +103,11 @@ def test_occupancy_queries_hand_example():
     vis = torch.tensor([[0, 0, 0, 0]])
     masked = torch.tensor([[0, 0, 0, 2], [0, 0, 1, 3], [0, 0, 4, 4]])
     full = torch.cat([vis, masked])
-    q = occupancy_queries(full, vis, masked, stride=(1, 2, 2), num_empty_per_positive=100,
-                          neighbourhood=(0, 1, 1), grid_shape=(1, 3, 3))
+    q = occupancy_queries(
+        full, vis, masked, stride=(1, 2, 2), num_empty_per_positive=100, neighbourhood=(0, 1, 1), grid_shape=(1, 3, 3)
+    )
     pos = as_tuples(q.coords[: q.num_positive])
-    neg = set(as_tuples(q.coords[q.num_positive:]))
+    neg = set(as_tuples(q.coords[q.num_positive :]))
     assert pos == [(0, 0, 0, 1), (0, 0, 2, 2)] and q.targets[:2].tolist() == [1, 1]
     # the 3x3 coarse grid minus the occupied cells and (2, 0), which touches no positive
     grid = {(0, 0, y, x) for y in range(3) for x in range(3)}
@@ -120,7 +122,7 @@ def test_occupancy_queries_sampling_quota_and_validity():
     vis, masked = full[~is_masked], full[is_masked]
     stride = (2, 4, 4)
     q = occupancy_queries(full, vis, masked, stride, num_empty_per_positive=0.5, generator=g)
-    pos, neg = q.coords[: q.num_positive], q.coords[q.num_positive:]
+    pos, neg = q.coords[: q.num_positive], q.coords[q.num_positive :]
     full_cells = set(as_tuples(coarsen(full, stride)))
     assert set(as_tuples(pos)) == set(as_tuples(coarsen(masked, stride)))
     assert not (set(as_tuples(neg)) & full_cells)  # negatives are empty in the full input
@@ -194,9 +196,7 @@ def naive_reconstruction(module, student, teacher):
         pred = naive_neighbour_conv(dec.gather, sf.detach(), sc, tc)
         table = set(as_tuples(sc))
         offsets = as_tuples(dec.gather.offsets)
-        reach = torch.tensor([
-            any(tuple(a + b for a, b in zip(q, o)) in table for o in offsets) for q in as_tuples(tc)
-        ])
+        reach = torch.tensor([any(tuple(a + b for a, b in zip(q, o)) in table for o in offsets) for q in as_tuples(tc)])
         if not reach.any():
             continue
         pred = dec.mlp(pred)[reach]
@@ -206,8 +206,10 @@ def naive_reconstruction(module, student, teacher):
     return sum(losses) / len(losses)
 
 
-def make_pyramid(seed, channels={"x_conv2": 4, "x_conv3": 6, "x_conv4": 8}):
+def make_pyramid(seed, channels=None):
     """Teacher sees all voxels; the student a subset (as with masking)."""
+    if channels is None:
+        channels = {"x_conv2": 4, "x_conv3": 6, "x_conv4": 8}
     g = torch.Generator().manual_seed(seed)
     student, teacher = {}, {}
     for i, (name, c) in enumerate(channels.items()):
@@ -231,9 +233,7 @@ def test_reconstruction_matches_naive_loop_and_gradients():
 
 def test_reconstruction_kernel1_scores_only_shared_voxels_and_smooth_l1():
     student, teacher, channels = make_pyramid(20)
-    module = MultiScaleReconstructionLoss(
-        channels, scales=("x_conv4",), kernel_size=1, loss="smooth_l1", beta=0.5
-    )
+    module = MultiScaleReconstructionLoss(channels, scales=("x_conv4",), kernel_size=1, loss="smooth_l1", beta=0.5)
     (sf, sc), (tf, tc) = student["x_conv4"], teacher["x_conv4"]
     res = module(student, teacher)
     rows = match_coords(tc, sc)

@@ -1,4 +1,5 @@
 """Per-sample voxel masking: ratios, unit shapes, independence, determinism, edge cases."""
+
 import pytest
 import torch
 
@@ -69,15 +70,16 @@ def test_samples_are_masked_independently(strategy):
     one = _grid_coords(1, 8, 64, 64, density=0.2, seed=3)
     coords = torch.cat([one, one + torch.tensor([1, 0, 0, 0], dtype=torch.int32)])  # same voxels twice
     visible = mask_voxels(coords, 2, strategy, 0.7, patch_size=(8, 8), block_size=(2, 8, 8), generator=_gen())
-    first, second = visible[: len(one)], visible[len(one):]
+    first, second = visible[: len(one)], visible[len(one) :]
     assert not torch.equal(first, second)
     assert abs(first.float().mean() - second.float().mean()) < 0.1  # same ratio, other patches
 
 
 def test_never_zero_visible():
     # sample 0: one voxel; sample 1: empty; sample 2: two voxels in one patch; sample 3: three patches
-    coords = torch.tensor([[0, 3, 5, 5], [2, 0, 1, 1], [2, 1, 2, 2],
-                           [3, 0, 0, 0], [3, 0, 0, 40], [3, 0, 40, 0]], dtype=torch.int32)
+    coords = torch.tensor(
+        [[0, 3, 5, 5], [2, 0, 1, 1], [2, 1, 2, 2], [3, 0, 0, 0], [3, 0, 0, 40], [3, 0, 40, 0]], dtype=torch.int32
+    )
     for strategy in ("random", "tube", "block"):
         for ratio in (0.7, 0.99, 1.0):
             visible = mask_voxels(coords, 4, strategy, ratio, generator=_gen())

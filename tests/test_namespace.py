@@ -1,4 +1,5 @@
 """The installed package claims one top-level name, and its public API resolves."""
+
 import subprocess
 import sys
 
@@ -28,7 +29,13 @@ def test_public_api_resolves_lazily(tmp_path):
     proc = _python(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert set(proc.stdout.split()) == {
-        "read_events", "Events", "Voxelizer", "VoxelBatch", "load_backbone", "EventDetector", "load_detector",
+        "read_events",
+        "Events",
+        "Voxelizer",
+        "VoxelBatch",
+        "load_backbone",
+        "EventDetector",
+        "load_detector",
         "detect",
     }
 
@@ -44,7 +51,7 @@ def test_unknown_attribute_is_an_attribute_error():
     import evcmae
 
     with pytest.raises(AttributeError, match="no_such_thing"):
-        evcmae.no_such_thing
+        _ = evcmae.no_such_thing
 
 
 def test_api_reads_and_voxelizes_a_recording(synth_tiny):

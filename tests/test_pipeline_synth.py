@@ -1,5 +1,6 @@
 """End to end on the `tiny` synthetic preset: synth -> raw Gen4 files -> RVT layout -> loader,
 checked against representations and labels recomputed from the raw files."""
+
 import numpy as np
 import pytest
 

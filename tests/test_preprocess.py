@@ -1,5 +1,6 @@
 """Raw dataset -> RVT layout, checked against hand-derived label frames and window times and
 against histograms computed directly from the raw events of every window."""
+
 import h5py
 import numpy as np
 import pytest
@@ -31,11 +32,11 @@ KEPT_TIMES = [20000 + 33333 * k + (1500 if k == 21 else 0) for k in KEPT_K]
 REPR_STEPS = [2, 2, 4, 2, 2, 2, 4, 2]
 
 BOXES = [  # (x, y, w, h, class) at sensor resolution, repeated at every label time
-    (10, 10, 20, 15, 0),   # A: kept
-    (30, 5, 3, 20, 1),     # B: side 3 < 5 -> dropped
-    (50, 30, 30, 10, 2),   # C: clipped to x1 = W - 1 = 63 -> w 13
-    (2, 20, 60, 10, 1),    # D: 60 > 0.9 * 64 -> dropped in train only (kept, w 60, elsewhere)
-    (-5, 40, 4, 20, 0),    # E: entirely left of the sensor -> zero area -> dropped
+    (10, 10, 20, 15, 0),  # A: kept
+    (30, 5, 3, 20, 1),  # B: side 3 < 5 -> dropped
+    (50, 30, 30, 10, 2),  # C: clipped to x1 = W - 1 = 63 -> w 13
+    (2, 20, 60, 10, 1),  # D: 60 > 0.9 * 64 -> dropped in train only (kept, w 60, elsewhere)
+    (-5, 40, 4, 20, 0),  # E: entirely left of the sensor -> zero area -> dropped
 ]
 A, C, D = (10, 10, 20, 15), (50, 30, 13, 10), (2, 20, 60, 10)
 
@@ -113,7 +114,10 @@ def test_files_dtypes_chunks_and_compression(dataset):
     seq = out / "train" / "rec_a"
     rdir = seq / "event_representations_v2" / REPR
     assert sorted(p.name for p in rdir.iterdir()) == [
-        "event_representations_ds2_nearest.h5", "objframe_idx_2_repr_idx.npy", "timestamps_us.npy"]
+        "event_representations_ds2_nearest.h5",
+        "objframe_idx_2_repr_idx.npy",
+        "timestamps_us.npy",
+    ]
     assert sorted(p.name for p in (seq / "labels_v2").iterdir()) == ["labels.npz", "timestamps_us.npy"]
     n = 1 + 1 + sum(REPR_STEPS)
     with h5py.File(rdir / "event_representations_ds2_nearest.h5", "r") as f:
@@ -170,8 +174,9 @@ def test_labels_filtered_and_scaled(dataset):
         assert repr_idx == seq.objframe_idx_2_repr_idx[4]
         # x, y halved; the far corner clamped to the ds2 grid's last pixel (31, 23) as RVT's loader does.
         scaled = [(5, 5, 10, 7.5), (25, 15, 6, 5)] + ([(1, 10, 30, 5)] if k == 3 else [])
-        np.testing.assert_array_equal(np.stack([half[f] for f in ("x", "y", "w", "h")], 1),
-                                      np.array(scaled, np.float32))
+        np.testing.assert_array_equal(
+            np.stack([half[f] for f in ("x", "y", "w", "h")], 1), np.array(scaled, np.float32)
+        )
         assert seq.labels_for_repr(repr_idx) is not None and seq.labels_for_repr(0) is None
         assert seq.label_frame(4, scaled=False)[1]["w"].tolist() == [b[2] for b in boxes]
 
@@ -181,9 +186,16 @@ def test_summary_counts(dataset):
     totals = summary.totals()
     n_times, kept_frames = len(LABEL_TIMES), len(KEPT_TIMES)
     assert totals["train"] == dict(
-        sequences=1, no_labels=0, failed=0, representations=1 + 1 + sum(REPR_STEPS),
-        label_frames=kept_frames, boxes_kept=2 * kept_frames, boxes_filtered=3 * n_times,
-        boxes_thinned=2 * (n_times - kept_frames), events_dropped_out_of_range=N_OUT_OF_RANGE)
+        sequences=1,
+        no_labels=0,
+        failed=0,
+        representations=1 + 1 + sum(REPR_STEPS),
+        label_frames=kept_frames,
+        boxes_kept=2 * kept_frames,
+        boxes_filtered=3 * n_times,
+        boxes_thinned=2 * (n_times - kept_frames),
+        events_dropped_out_of_range=N_OUT_OF_RANGE,
+    )
     assert totals["val"]["boxes_kept"] == 3 * kept_frames
     assert totals["val"]["boxes_filtered"] == 2 * n_times
     assert "events dropped out of range" in summary.format()
@@ -191,8 +203,7 @@ def test_summary_counts(dataset):
 
 def test_full_resolution_variant(tmp_path):
     events = make_raw(tmp_path / "raw", [("test", "rec_c", 4)])
-    summary = preprocess_dataset(tmp_path / "raw", tmp_path / "out", PreprocessConfig(downsample=1),
-                                 progress=False)
+    summary = preprocess_dataset(tmp_path / "raw", tmp_path / "out", PreprocessConfig(downsample=1), progress=False)
     assert summary.ok and summary.missing_splits == ["train", "val"]
     rdir = tmp_path / "out" / "test" / "rec_c" / "event_representations_v2" / REPR
     assert (rdir / "event_representations.h5").is_file()
@@ -200,8 +211,9 @@ def test_full_resolution_variant(tmp_path):
     with RVTSequence(rdir.parents[1]) as seq:
         assert seq.downsample == 1 and seq.shape == (20, H, W)
         for i in (0, 1, 5, len(seq) - 1):
-            np.testing.assert_array_equal(seq.representation(i),
-                                          window_reference(events["rec_c"], seq.timestamps_us[i], 1))
+            np.testing.assert_array_equal(
+                seq.representation(i), window_reference(events["rec_c"], seq.timestamps_us[i], 1)
+            )
         _, boxes = seq.label_frame(0)  # full resolution: unscaled
         assert boxes["w"].tolist() == [20, 13, 60]
 
@@ -261,8 +273,22 @@ def test_cli_exit_status_and_messages(raw_with_corrupt, tmp_path, capsys):
 
     good = tmp_path / "good"
     make_raw(good, [("train", "rec", 9)])
-    assert main(["--in", str(good), "--out", str(tmp_path / "o3"), "--downsample", "1",
-                 "--no-progress", "--splits", "train"]) == 0
+    assert (
+        main(
+            [
+                "--in",
+                str(good),
+                "--out",
+                str(tmp_path / "o3"),
+                "--downsample",
+                "1",
+                "--no-progress",
+                "--splits",
+                "train",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "o3/train/rec/event_representations_v2" / REPR / "event_representations.h5").is_file()
 
 
@@ -276,14 +302,33 @@ def test_reads_layout_written_by_rvt_tool(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.integers(0, 11, (3, 20, 12, 16)).astype(np.uint8)
     with h5py.File(rdir / "event_representations_ds2_nearest.h5", "w") as f:
-        f.create_dataset("data", data=data, chunks=(1, 20, 12, 16), maxshape=(None, 20, 12, 16),
-                         compression=32001, compression_opts=(0, 0, 0, 0, 1, 1, 5), shuffle=False)
+        f.create_dataset(
+            "data",
+            data=data,
+            chunks=(1, 20, 12, 16),
+            maxshape=(None, 20, 12, 16),
+            compression=32001,
+            compression_opts=(0, 0, 0, 0, 1, 1, 5),
+            shuffle=False,
+        )
     np.save(rdir / "timestamps_us.npy", np.array([100000, 150000, 200000], np.int64))
     np.save(rdir / "objframe_idx_2_repr_idx.npy", np.array([0, 2], np.int64))
-    gen4 = np.dtype([("t", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
-                     ("class_id", "u1"), ("class_confidence", "<f4"), ("track_id", "<u4")])
-    labels = np.array([(100000, 4, 4, 10, 8, 2, 0.9, 7), (200000, 0, 2, 30, 40, 0, 1.0, 8),
-                       (200000, 20, 2, 6, 6, 1, 1.0, 9)], dtype=gen4)
+    gen4 = np.dtype(
+        [
+            ("t", "<u8"),
+            ("x", "<f4"),
+            ("y", "<f4"),
+            ("w", "<f4"),
+            ("h", "<f4"),
+            ("class_id", "u1"),
+            ("class_confidence", "<f4"),
+            ("track_id", "<u4"),
+        ]
+    )
+    labels = np.array(
+        [(100000, 4, 4, 10, 8, 2, 0.9, 7), (200000, 0, 2, 30, 40, 0, 1.0, 8), (200000, 20, 2, 6, 6, 1, 1.0, 9)],
+        dtype=gen4,
+    )
     np.savez(seq_dir / "labels_v2" / "labels.npz", labels=labels, objframe_idx_2_label_idx=[0, 1])
     np.save(seq_dir / "labels_v2" / "timestamps_us.npy", np.array([100000, 200000], np.int64))
 

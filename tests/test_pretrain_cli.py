@@ -3,6 +3,7 @@ through the submitit local launcher, and evcmae-sweep-summary over it.
 
 The commands run as modules of the installed package (``python -m evcmae.tools.pretrain``), the way
 their console scripts do."""
+
 import os
 import subprocess
 import sys
@@ -20,24 +21,42 @@ def tiny(synth_tiny):
 
 
 def quick(tiny):
-    return ["data=tiny", f"data.root={tiny}", "torch_threads=1", "callbacks.progress_bar=null",
-            "trainer.enable_progress_bar=false", "data.val_max_windows=8", "trainer.log_every_n_steps=1"]
+    return [
+        "data=tiny",
+        f"data.root={tiny}",
+        "torch_threads=1",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        "data.val_max_windows=8",
+        "trainer.log_every_n_steps=1",
+    ]
 
 
 def run(args, cwd, timeout=300):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc.stdout
 
 
 def test_ddp_two_cpu_processes_keep_teacher_and_queue_identical(tiny, tmp_path):
     steps = 3
-    out = run([*PRETRAIN, *quick(tiny), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-               f"trainer.max_steps={steps}", f"hydra.run.dir={tmp_path / 'run'}",
-               "+callbacks.rank_state._target_=evcmae.pretrain.callbacks.RankStateDump",
-               f"+callbacks.rank_state.dirpath={tmp_path / 'ranks'}"], cwd=tmp_path)
+    out = run(
+        [
+            *PRETRAIN,
+            *quick(tiny),
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            f"trainer.max_steps={steps}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "+callbacks.rank_state._target_=evcmae.pretrain.callbacks.RankStateDump",
+            f"+callbacks.rank_state.dirpath={tmp_path / 'ranks'}",
+        ],
+        cwd=tmp_path,
+    )
     assert "pretrained backbone" in out
     r0, r1 = (torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2
@@ -55,8 +74,18 @@ def test_ddp_two_cpu_processes_keep_teacher_and_queue_identical(tiny, tmp_path):
 def test_sweep_one_folder_per_run_and_summary(tiny, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs hydra-submitit-launcher (.[dev])")
     sweep = tmp_path / "sweep"
-    run([*PRETRAIN, "-m", "hydra/launcher=submitit_local", "loss.weights.voxel_nce=0,0.3,0.6", *quick(tiny),
-         "trainer.max_steps=2", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    run(
+        [
+            *PRETRAIN,
+            "-m",
+            "hydra/launcher=submitit_local",
+            "loss.weights.voxel_nce=0,0.3,0.6",
+            *quick(tiny),
+            "trainer.max_steps=2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
     runs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
     assert runs == ["0", "1", "2"]
     for r in runs:

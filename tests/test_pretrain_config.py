@@ -1,4 +1,5 @@
 """The Hydra config tree composes for every group option and builds what it names."""
+
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,12 @@ def test_group_option_composes_and_resolves(group, option):
 
 def test_defaults_are_the_documented_ones():
     cfg = _compose(PATHS)
-    assert dict(cfg.loss.weights) == {"occupancy": 1.0, "reconstruction": 1.0, "voxel_nce": 0.6,
-                                      "frame_contrastive": 0.3}
+    assert dict(cfg.loss.weights) == {
+        "occupancy": 1.0,
+        "reconstruction": 1.0,
+        "voxel_nce": 0.6,
+        "frame_contrastive": 0.3,
+    }
     assert cfg.loss.temperature == 0.1
     assert cfg.loss.voxel_nce.criterion.temperature == cfg.loss.frame_contrastive.criterion.temperature == 0.1
     assert cfg.data.synth_preset == "demo" and cfg.masking.strategy == "tube"
@@ -75,8 +80,10 @@ def test_model_and_data_instantiate():
 
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local", "submitit_slurm", "slurm_gpu"])
 def test_launchers_compose(launcher):
-    cfg = _compose([*PATHS, f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=4",
-                    "trainer.num_nodes=2"], hydra_cfg=True)
+    cfg = _compose(
+        [*PATHS, f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+        hydra_cfg=True,
+    )
     if launcher == "slurm_gpu":
         launcher_cfg = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
         assert launcher_cfg["gpus_per_node"] == "${trainer.devices}"

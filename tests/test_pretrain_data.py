@@ -7,7 +7,13 @@ import torch
 from evcmae.events.h5 import H5EventFile
 from evcmae.events.labels import load_labels
 from evcmae.pretrain.data import (
-    EpochSampler, LabelledWindows, PretrainDataModule, ResumableLoader, WindowPairs, find_recordings, window_range,
+    EpochSampler,
+    LabelledWindows,
+    PretrainDataModule,
+    ResumableLoader,
+    WindowPairs,
+    find_recordings,
+    window_range,
 )
 
 
@@ -134,7 +140,9 @@ def test_labelled_windows_end_at_label_times(tiny):
 
 def test_datamodule_generates_synthetic_data_on_first_use(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr("evcmae.events.synth.writer.generate", lambda root, preset, seed, workers=1: calls.append((root, preset)))
+    monkeypatch.setattr(
+        "evcmae.events.synth.writer.generate", lambda root, preset, seed, workers=1: calls.append((root, preset))
+    )
     dm = PretrainDataModule(str(tmp_path / "d"), 320, 180, synth_preset="tiny")
     dm.prepare_data()
     assert calls == [(tmp_path / "d", "tiny")]

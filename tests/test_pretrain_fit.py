@@ -2,6 +2,7 @@
 
 One shared fit checks logging, export and the EMA teacher; short separate fits check the λ = 0
 branches, the non-finite handling and resuming."""
+
 import csv
 import math
 
@@ -32,11 +33,24 @@ def tiny(synth_tiny):
 def make_cfg(tiny, out, *overrides):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=pretrain_tool.config_dir(), version_base="1.3"):
-        return compose("config", overrides=[
-            f"paths.root_dir={out}", f"paths.output_dir={out}", "data=tiny", f"data.root={tiny}",
-            "torch_threads=1", "trainer.max_steps=4", "trainer.log_every_n_steps=1",
-            "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "data.val_max_windows=8",
-            "trainer.limit_val_batches=0", "final_validation=false", *overrides])
+        return compose(
+            "config",
+            overrides=[
+                f"paths.root_dir={out}",
+                f"paths.output_dir={out}",
+                "data=tiny",
+                f"data.root={tiny}",
+                "torch_threads=1",
+                "trainer.max_steps=4",
+                "trainer.log_every_n_steps=1",
+                "trainer.enable_progress_bar=false",
+                "callbacks.progress_bar=null",
+                "data.val_max_windows=8",
+                "trainer.limit_val_batches=0",
+                "final_validation=false",
+                *overrides,
+            ],
+        )
 
 
 class EmaRecorder(pl.Callback):
@@ -50,9 +64,14 @@ class EmaRecorder(pl.Callback):
         self.before = {k: v.detach().clone() for k, v in module.teacher.named_parameters()}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.records.append((trainer.global_step, self.before,
-                             {k: v.detach().clone() for k, v in module.student.named_parameters()},
-                             {k: v.detach().clone() for k, v in module.teacher.named_parameters()}))
+        self.records.append(
+            (
+                trainer.global_step,
+                self.before,
+                {k: v.detach().clone() for k, v in module.student.named_parameters()},
+                {k: v.detach().clone() for k, v in module.teacher.named_parameters()},
+            )
+        )
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +140,9 @@ def test_zero_weight_skips_the_branch(tiny, tmp_path, monkeypatch, disabled, net
     def must_not_run(*args, **kwargs):
         raise AssertionError(f"{disabled} branch ran with weight 0")
 
-    monkeypatch.setattr(module_mod, {"voxel_nce": "voxel_nce_term", "frame_contrastive": "frame_term"}[disabled],
-                        must_not_run)
+    monkeypatch.setattr(
+        module_mod, {"voxel_nce": "voxel_nce_term", "frame_contrastive": "frame_term"}[disabled], must_not_run
+    )
 
     class AllGradients(pl.Callback):
         steps = 0

@@ -1,4 +1,5 @@
 """The representation probe against brute-force NumPy computations on fixed inputs."""
+
 import numpy as np
 import pytest
 import torch
@@ -65,11 +66,13 @@ def test_knn_degenerate_inputs():
 def test_box_cells_and_pooling_match_a_loop():
     rng = np.random.default_rng(0)
     B, H, W, C, stride_px = 2, 12, 20, 5, 8
-    coords = torch.tensor([(b, t, yy, xx) for b in range(B) for t in range(3) for yy in range(H) for xx in range(W)
-                           if rng.random() < 0.3])
+    coords = torch.tensor(
+        [(b, t, yy, xx) for b in range(B) for t in range(3) for yy in range(H) for xx in range(W) if rng.random() < 0.3]
+    )
     features = torch.randn(len(coords), C)
-    boxes = torch.tensor([[10.0, 5.0, 30.0, 17.0], [0.0, 0.0, 8.0, 8.0], [150.0, 90.0, 7.0, 3.0],
-                          [40.0, 40.0, 0.5, 0.5]])
+    boxes = torch.tensor(
+        [[10.0, 5.0, 30.0, 17.0], [0.0, 0.0, 8.0, 8.0], [150.0, 90.0, 7.0, 3.0], [40.0, 40.0, 0.5, 0.5]]
+    )
     box_sample = torch.tensor([0, 1, 1, 0])
     cells = box_cells(boxes, (stride_px, stride_px))
     # [0, 8) px is exactly cell 0: the far edge is exclusive.
@@ -78,8 +81,11 @@ def test_box_cells_and_pooling_match_a_loop():
     emb, found = pool_boxes(features, coords, box_sample, cells)
     for m in range(len(boxes)):
         y0, x0, y1, x1 = cells[m].tolist()
-        sel = [(i) for i, (b, t, yy, xx) in enumerate(coords.tolist())
-               if b == box_sample[m] and y0 <= yy <= y1 and x0 <= xx <= x1]
+        sel = [
+            (i)
+            for i, (b, t, yy, xx) in enumerate(coords.tolist())
+            if b == box_sample[m] and y0 <= yy <= y1 and x0 <= xx <= x1
+        ]
         assert bool(found[m]) == bool(sel)
         if sel:
             torch.testing.assert_close(emb[m], features[sel].mean(0))

@@ -1,5 +1,6 @@
 """Raw event readers (DAT, EVT 2.0, EVT 3.0, AEDAT4) and format detection, checked against
 hand-built byte streams and against the figures of the real recordings in shared/data."""
+
 import warnings
 
 import numpy as np
@@ -25,6 +26,7 @@ def assert_same_events(a, b):
 
 
 # -- real recordings (figures from shared/data/README.md) ---------------------------------------
+
 
 def check_figures(ev, n, t, x, y, on=None):
     assert len(ev) == n
@@ -54,6 +56,7 @@ def test_real_dat(shared_data):
 def test_real_aedat4(shared_data):
     pytest.importorskip("aedat")
     from evcmae.events.aedat import read_aedat4
+
     path = shared_data / "dvxplorer_sample.aedat4"
     assert detect_format(path) == "aedat4"
     ev = read_aedat4(path)
@@ -75,6 +78,7 @@ def test_real_windowed_read_matches_slice(shared_data):
 def test_truncated_aedat4(shared_data, tmp_path):
     pytest.importorskip("aedat")
     from evcmae.events.aedat import read_aedat4
+
     cut = tmp_path / "cut.aedat4"
     cut.write_bytes((shared_data / "dvxplorer_sample.aedat4").read_bytes()[:500_000])
     with pytest.raises(EventFileError, match="cut.aedat4.*truncated"):
@@ -86,7 +90,9 @@ def test_truncated_aedat4(shared_data, tmp_path):
 
 def test_aedat_missing_package_message(monkeypatch):
     import sys
+
     from evcmae.events import aedat
+
     monkeypatch.setitem(sys.modules, "aedat", None)
     with pytest.raises(ImportError, match=r"pip install evcmae\[aedat\]"):
         aedat.read_aedat4("whatever.aedat4")
@@ -179,11 +185,11 @@ def write_evt2(path, words, header=EVT2_HEADER, extra=b""):
 
 def test_evt2_hand_built(tmp_path):
     words = [
-        cd2(1, 7, 1, 1),                 # before any TIME_HIGH: no valid time
-        th2(5),                          # time base 5 << 6 = 320
+        cd2(1, 7, 1, 1),  # before any TIME_HIGH: no valid time
+        th2(5),  # time base 5 << 6 = 320
         cd2(0, 3, 10, 20),
         cd2(1, 63, 639, 479),
-        (0xA << 28) | 12345,             # external trigger: not a CD event
+        (0xA << 28) | 12345,  # external trigger: not a CD event
         th2(6),
         cd2(1, 0, 0, 0),
     ]
@@ -238,25 +244,34 @@ def test_evt2_garbage_and_header_problems(tmp_path):
 
 # -- EVT 3.0 -----------------------------------------------------------------------------------
 
+
 def test_evt3_hand_built_words():
-    words = np.array([
-        0x0003, 0x2001,        # row and event before any time: dropped, counted
-        0x8001, 0x6005,        # TIME_HIGH 1, TIME_LOW 5: t = 4096 + 5
-        0x0007,                # ADDR_Y 7
-        0x2800 | 100,          # ADDR_X x=100, ON
-        0x3000 | 200,          # VECT_BASE_X 200, OFF
-        0x4000 | 0b100000000101,  # VECT_12: x 200, 202, 211; base -> 212
-        0x5000 | 0b10000001,   # VECT_8: x 212, 219; base -> 220
-        0x2800 | 3,            # ADDR_X leaves the vector base alone
-        0x4000 | 0b10,         # VECT_12: x 221
-        0xA123, 0xE000, 0xF000,  # trigger, others, continued: no CD events
-        0x6006,                # TIME_LOW 6
-        0x0001 | 0x800,        # ADDR_Y 1 (bit 11 is the system type, not part of y)
-        0x2000 | 5,            # x=5, OFF
-        0x8002,                # TIME_HIGH 2 with no TIME_LOW yet: low bits 0, t = 8192
-        0x2800 | 6,            # x=6, ON
-        0x1004, 0x2009,        # EM_Y row: exposure-measurement event, not CD
-    ], dtype=np.uint16)
+    words = np.array(
+        [
+            0x0003,
+            0x2001,  # row and event before any time: dropped, counted
+            0x8001,
+            0x6005,  # TIME_HIGH 1, TIME_LOW 5: t = 4096 + 5
+            0x0007,  # ADDR_Y 7
+            0x2800 | 100,  # ADDR_X x=100, ON
+            0x3000 | 200,  # VECT_BASE_X 200, OFF
+            0x4000 | 0b100000000101,  # VECT_12: x 200, 202, 211; base -> 212
+            0x5000 | 0b10000001,  # VECT_8: x 212, 219; base -> 220
+            0x2800 | 3,  # ADDR_X leaves the vector base alone
+            0x4000 | 0b10,  # VECT_12: x 221
+            0xA123,
+            0xE000,
+            0xF000,  # trigger, others, continued: no CD events
+            0x6006,  # TIME_LOW 6
+            0x0001 | 0x800,  # ADDR_Y 1 (bit 11 is the system type, not part of y)
+            0x2000 | 5,  # x=5, OFF
+            0x8002,  # TIME_HIGH 2 with no TIME_LOW yet: low bits 0, t = 8192
+            0x2800 | 6,  # x=6, ON
+            0x1004,
+            0x2009,  # EM_Y row: exposure-measurement event, not CD
+        ],
+        dtype=np.uint16,
+    )
     ev = decode_evt3(words)
     assert columns(ev) == [
         [100, 200, 202, 211, 212, 219, 3, 221, 5, 6],
@@ -271,10 +286,10 @@ def test_evt3_time_counter_wrap_and_time_low_overflow():
     # TIME_LOW goes down after every TIME_HIGH (as a sensor writes it); TIME_HIGH wraps from
     # 4095 to 0 (the 24-bit counter). A decoder that counts TIME_LOW overflows and never resets
     # the count drifts here.
-    words = np.array([0x8FFE, 0x6F00, 0x0000, 0x2001,
-                      0x8FFF, 0x6010, 0x2002,
-                      0x8000, 0x6005, 0x2003,
-                      0x8001, 0x6004, 0x2004], dtype=np.uint16)
+    words = np.array(
+        [0x8FFE, 0x6F00, 0x0000, 0x2001, 0x8FFF, 0x6010, 0x2002, 0x8000, 0x6005, 0x2003, 0x8001, 0x6004, 0x2004],
+        dtype=np.uint16,
+    )
     t = decode_evt3(words).t.tolist()
     assert t == [(4094 << 12) | 0xF00, (4095 << 12) | 0x10, (1 << 24) | 5, (1 << 24) | (1 << 12) | 4]
 
@@ -361,11 +376,9 @@ def test_evt3_round_trip_random(order):
 
 
 def test_evt3_encoder_words():
-    ev = Events(x=[24, 26, 27, 40, 5], y=[3, 3, 3, 3, 4], t=[4100, 4100, 4100, 4100, 4101],
-                p=[1, 1, 1, 1, 0])
+    ev = Events(x=[24, 26, 27, 40, 5], y=[3, 3, 3, 3, 4], t=[4100, 4100, 4100, 4100, 4101], p=[1, 1, 1, 1, 0])
     words = encode_evt3(ev).tolist()
-    assert words == [0x8001, 0x6004, 0x0003, 0x3800 | 24, 0x5000 | 0b1101, 0x2800 | 40,
-                     0x6005, 0x0004, 0x2000 | 5]
+    assert words == [0x8001, 0x6004, 0x0003, 0x3800 | 24, 0x5000 | 0b1101, 0x2800 | 40, 0x6005, 0x0004, 0x2000 | 5]
     assert_same_events(decode_evt3(np.array(words, np.uint16)), ev)
 
 
@@ -427,6 +440,7 @@ def test_evt3_decreasing_time_from_stream(tmp_path):
 
 # -- format detection ---------------------------------------------------------------------------
 
+
 def test_detect_formats(tmp_path):
     ev = Events(x=[1, 2], y=[3, 4], t=[5, 6], p=[0, 1])
     write_h5(tmp_path / "a_td.h5", ev, 10, 10)
@@ -443,14 +457,17 @@ def test_detect_formats(tmp_path):
         read_events(tmp_path / "a_bbox.npy")
 
 
-@pytest.mark.parametrize("name, content, problem", [
-    ("empty.raw", b"", "empty file"),
-    ("noise.raw", bytes(range(7, 200)), "unknown file format"),
-    ("plain.npy", None, "not a structured array of box labels"),
-    ("evt4.raw", b"% format EVT4;width=4;height=4\n% end\n", "EVT4 is not supported"),
-    ("silent.raw", b"% camera something\n% end\n\x01\x02\x03\x04", "names no event encoding"),
-    ("old.aedat", b"#!AER-DAT2.0\r\n", "AEDAT 2.0 is not supported"),
-])
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("empty.raw", b"", "empty file"),
+        ("noise.raw", bytes(range(7, 200)), "unknown file format"),
+        ("plain.npy", None, "not a structured array of box labels"),
+        ("evt4.raw", b"% format EVT4;width=4;height=4\n% end\n", "EVT4 is not supported"),
+        ("silent.raw", b"% camera something\n% end\n\x01\x02\x03\x04", "names no event encoding"),
+        ("old.aedat", b"#!AER-DAT2.0\r\n", "AEDAT 2.0 is not supported"),
+    ],
+)
 def test_detect_bad_inputs(tmp_path, name, content, problem):
     path = tmp_path / name
     if content is None:

@@ -1,4 +1,5 @@
 """The sparse backbone on CPU: spconv against dense conv3d, shapes and names, inverse convs."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -45,8 +46,15 @@ def test_sparse_stack_matches_dense_conv3d(kernel, stride, padding):
     full = F.conv3d(mid, w2, b2, stride=stride, padding=padding)
 
     # Output sites: exactly those whose receptive field holds an active input.
-    reach = F.conv3d(active[:, None].double(), torch.ones(1, 1, *_triple(kernel), dtype=torch.float64),
-                     stride=stride, padding=padding)[:, 0] > 0
+    reach = (
+        F.conv3d(
+            active[:, None].double(),
+            torch.ones(1, 1, *_triple(kernel), dtype=torch.float64),
+            stride=stride,
+            padding=padding,
+        )[:, 0]
+        > 0
+    )
     assert list(out.spatial_shape) == list(reach.shape[1:])
     assert torch.equal(_as_set(out.indices), _as_set(reach.nonzero()))
 
@@ -128,12 +136,10 @@ def test_backbone_outputs(voxel_batch):
     assert model.strides == DEFAULT_STRIDES
     out = model(to_sparse_tensor(voxel_batch))
     assert list(out) == ["x_conv1", "x_conv2", "x_conv3", "x_conv4"]
-    assert model.out_strides == {"x_conv1": (1, 1, 1), "x_conv2": (1, 2, 2),
-                                 "x_conv3": (2, 4, 4), "x_conv4": (4, 8, 8)}
+    assert model.out_strides == {"x_conv1": (1, 1, 1), "x_conv2": (1, 2, 2), "x_conv3": (2, 4, 4), "x_conv4": (4, 8, 8)}
     assert model.out_channels == {"x_conv1": 16, "x_conv2": 32, "x_conv3": 64, "x_conv4": 128}
     shapes = model.output_shapes(voxel_batch.spatial_shape)
-    assert shapes == {"x_conv1": (10, 44, 80), "x_conv2": (10, 22, 40),
-                      "x_conv3": (5, 11, 20), "x_conv4": (3, 6, 10)}
+    assert shapes == {"x_conv1": (10, 44, 80), "x_conv2": (10, 22, 40), "x_conv3": (5, 11, 20), "x_conv4": (3, 6, 10)}
     for name, t in out.items():
         assert tuple(t.spatial_shape) == shapes[name]
         assert t.features.shape == (len(t.indices), model.out_channels[name])
@@ -162,8 +168,9 @@ def test_backbone_module_names_are_stable():
 
 
 def test_backbone_configurable():
-    model = SparseVoxelBackbone(in_channels=2, channels=(8, 8, 16), blocks=(1, 1, 0),
-                                strides=((1, 1, 1), (1, 1, 1), (2, 2, 2)))
+    model = SparseVoxelBackbone(
+        in_channels=2, channels=(8, 8, 16), blocks=(1, 1, 0), strides=((1, 1, 1), (1, 1, 1), (2, 2, 2))
+    )
     assert model.out_strides == {"x_conv1": (1, 1, 1), "x_conv2": (1, 1, 1), "x_conv3": (2, 2, 2)}
     assert model.downsample_kernel(2) is None and model.downsample_kernel(3) == (3, 3, 3)
     _, coords = _random_sites(1, (4, 8, 8), 0.2, seed=3)
@@ -192,8 +199,12 @@ def test_inverse_conv_restores_coordinates(voxel_batch):
     names = list(out)
     for stage in range(2, 5):
         coarse, fine = out[names[stage - 1]], out[names[stage - 2]]
-        inverse = spconv.SparseInverseConv3d(model.channels[stage - 1], model.channels[stage - 2],
-                                             model.downsample_kernel(stage), indice_key=f"spconv{stage}")
+        inverse = spconv.SparseInverseConv3d(
+            model.channels[stage - 1],
+            model.channels[stage - 2],
+            model.downsample_kernel(stage),
+            indice_key=f"spconv{stage}",
+        )
         up = inverse(coarse)
         assert torch.equal(up.indices, fine.indices)
         assert list(up.spatial_shape) == list(fine.spatial_shape)

@@ -1,5 +1,6 @@
 """evcmae-study: the plan (which runs, with which settings), the scale configs, resuming, failure
 handling, and one small study end to end."""
+
 import json
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def test_plan_has_every_condition_seed_and_fraction():
     pretrain = [j for j in jobs if j.kind == "pretrain"]
     finetune = [j for j in jobs if j.kind == "finetune"]
     assert [j.condition for j in pretrain] == ["full", *cfg.ablation.conditions]
-    assert jobs[:len(pretrain)] == pretrain  # pretraining first: fine-tuning waits for it
+    assert jobs[: len(pretrain)] == pretrain  # pretraining first: fine-tuning waits for it
     expected = {(c, f, s) for c in ("scratch", "pretrained") for f in cfg.label_fractions for s in cfg.seeds}
     expected |= {(c, cfg.ablation.label_fraction, s) for c in cfg.ablation.conditions for s in cfg.ablation.seeds}
     assert {(j.condition, j.label_fraction, j.seed) for j in finetune} == expected
@@ -76,8 +77,12 @@ def test_every_planned_run_composes(scale):
                 if job.condition == "full":
                     assert all(w > 0 for w in weights.values())
                 elif job.condition == "occupancy_only":
-                    assert weights == {"occupancy": 1.0, "reconstruction": 0.0, "voxel_nce": 0.0,
-                                       "frame_contrastive": 0.0}
+                    assert weights == {
+                        "occupancy": 1.0,
+                        "reconstruction": 0.0,
+                        "voxel_nce": 0.0,
+                        "frame_contrastive": 0.0,
+                    }
                     assert cfg.masking.strategy == "random"
                 else:
                     off = job.condition[3:]
@@ -94,8 +99,10 @@ class FakeJob(study.Job):
         target = self.dir / name
         if self.condition == "broken":
             return [[sys.executable, "-c", "import sys; sys.exit(3)"]]
-        code = (f"import pathlib; p = pathlib.Path({str(target)!r}); p.parent.mkdir(parents=True, exist_ok=True); "
-                f"p.write_text('{{\"AP\": 0.5}}')")
+        code = (
+            f"import pathlib; p = pathlib.Path({str(target)!r}); p.parent.mkdir(parents=True, exist_ok=True); "
+            f"p.write_text('{{\"AP\": 0.5}}')"
+        )
         if self.kind == "pretrain":
             code += f"; pathlib.Path({str(self.dir / 'teacher_backbone.pt')!r}).write_text('w')"
         return [[sys.executable, "-c", code]]
@@ -105,9 +112,13 @@ def test_run_jobs_skips_done_runs_and_propagates_failures(tmp_path):
     def job(name, kind, condition="", needs=None):
         return FakeJob(name, kind, tmp_path / name, [], condition=condition, needs=needs)
 
-    jobs = [job("p-ok", "pretrain", "ok"), job("p-bad", "pretrain", "broken"),
-            job("f-ok", "finetune", needs="p-ok"), job("f-bad", "finetune", needs="p-bad"),
-            job("f-scratch", "finetune")]
+    jobs = [
+        job("p-ok", "pretrain", "ok"),
+        job("p-bad", "pretrain", "broken"),
+        job("f-ok", "finetune", needs="p-ok"),
+        job("f-bad", "finetune", needs="p-bad"),
+        job("f-scratch", "finetune"),
+    ]
     failed = study.run_jobs(jobs, parallel=2)
     assert set(failed) == {"p-bad", "f-bad"}
     assert "exit status 3" in failed["p-bad"] and "p-bad" in failed["f-bad"]
@@ -133,23 +144,42 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     data.mkdir()
     (data / "tiny").symlink_to(synth_tiny, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
-    cfg = study_config("preset=tiny", "pretrain_overrides=['data=tiny']", "finetune_overrides=['finetune/data@data=tiny']",
-                       "pretrain_steps=2", "finetune_steps=2", "val_every=2", "seeds=[0]",
-                       "label_fractions=[1.0]", "ablation.label_fraction=1.0",
-                       "ablation.conditions=[occupancy_only]", "out=results", "work_dir=work",
-                       f"data_dir={data}")
+    cfg = study_config(
+        "preset=tiny",
+        "pretrain_overrides=['data=tiny']",
+        "finetune_overrides=['finetune/data@data=tiny']",
+        "pretrain_steps=2",
+        "finetune_steps=2",
+        "val_every=2",
+        "seeds=[0]",
+        "label_fractions=[1.0]",
+        "ablation.label_fraction=1.0",
+        "ablation.conditions=[occupancy_only]",
+        "out=results",
+        "work_dir=work",
+        f"data_dir={data}",
+    )
     result = study.run(cfg, ["preset=tiny"])
     assert result["failed"] == {}
     rows = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert {(r["condition"], r["label_fraction"], r["seed"]) for r in rows} == {
-        ("scratch", 1.0, 0), ("pretrained", 1.0, 0), ("occupancy_only", 1.0, 0)}
+        ("scratch", 1.0, 0),
+        ("pretrained", 1.0, 0),
+        ("occupancy_only", 1.0, 0),
+    }
     for row in rows:
         assert row["split"] == "test" and set(row) >= {"AP", "AP50"}
         assert row["AP"] is None or 0.0 <= row["AP"] <= 1.0
     report = (tmp_path / "results" / "README.md").read_text()
     assert "| occupancy_only | 100 % |" in report and "## Pretraining runs" in report
-    for name in ("ap_vs_label_fraction.png", "finetune_curves.png", "commands.sh",
-                 "configs/study.yaml", "configs/pretrain-full.yaml", "configs/finetune-scratch-labels1-seed0.yaml"):
+    for name in (
+        "ap_vs_label_fraction.png",
+        "finetune_curves.png",
+        "commands.sh",
+        "configs/study.yaml",
+        "configs/pretrain-full.yaml",
+        "configs/finetune-scratch-labels1-seed0.yaml",
+    ):
         assert (tmp_path / "results" / name).is_file(), name
     assert "model.pretrained=work/pretrain/full" in (tmp_path / "results" / "commands.sh").read_text()
     # The evaluation used the checkpoint chosen on val, and the test split.

@@ -1,19 +1,27 @@
 """The label-efficiency study report: summary rows, seed aggregates, table, curves and files."""
+
 import json
 
 import numpy as np
 import pytest
 
-from evcmae.tools.study_report import (METRIC_KEYS, aggregate, markdown_table, read_curve, summary_rows,
-                                write_report)
+from evcmae.tools.study_report import METRIC_KEYS, aggregate, markdown_table, read_curve, summary_rows, write_report
 
 SCRATCH_AP = {0: 0.20, 1: 0.24, 2: 0.21}
 PRETRAINED_AP = {0: 0.25, 1: 0.23, 2: 0.27}
 
 
 def run(condition, fraction, seed, ap, **extra):
-    metrics = {"AP": ap, "AP50": ap + 0.2, "AP75": ap - 0.05, "AP_S": None, "AP_M": ap / 2,
-               "AP_L": None, "AP_class_agnostic": ap + 0.1, "AP_per_class": {"car": ap}}
+    metrics = {
+        "AP": ap,
+        "AP50": ap + 0.2,
+        "AP75": ap - 0.05,
+        "AP_S": None,
+        "AP_M": ap / 2,
+        "AP_L": None,
+        "AP_class_agnostic": ap + 0.1,
+        "AP_per_class": {"car": ap},
+    }
     metrics.update(extra)
     return {"condition": condition, "label_fraction": fraction, "seed": seed, "metrics": metrics}
 
@@ -31,15 +39,29 @@ def by_group(groups):
 
 
 def test_summary_rows_order_and_schema():
-    runs = [run("occupancy_only", 0.1, 0, 0.1), run("zzz_extra", 0.1, 0, 0.1),
-            run("pretrained", 1.0, 1, 0.3), run("pretrained", 0.1, 2, 0.2), run("aaa_extra", 1.0, 0, 0.1),
-            run("scratch", 1.0, 0, 0.3), run("pretrained", 0.1, 0, 0.2), run("scratch", 0.1, 0, 0.1)]
+    runs = [
+        run("occupancy_only", 0.1, 0, 0.1),
+        run("zzz_extra", 0.1, 0, 0.1),
+        run("pretrained", 1.0, 1, 0.3),
+        run("pretrained", 0.1, 2, 0.2),
+        run("aaa_extra", 1.0, 0, 0.1),
+        run("scratch", 1.0, 0, 0.3),
+        run("pretrained", 0.1, 0, 0.2),
+        run("scratch", 0.1, 0, 0.1),
+    ]
     runs.append({"condition": "no_voxel_nce", "label_fraction": 0.1, "seed": 0, "metrics": {"AP": 0.15}})
     rows = summary_rows(runs)
     assert [(r["condition"], r["label_fraction"], r["seed"]) for r in rows] == [
-        ("scratch", 0.1, 0), ("scratch", 1.0, 0), ("pretrained", 0.1, 0), ("pretrained", 0.1, 2),
-        ("pretrained", 1.0, 1), ("no_voxel_nce", 0.1, 0), ("occupancy_only", 0.1, 0),
-        ("aaa_extra", 1.0, 0), ("zzz_extra", 0.1, 0)]
+        ("scratch", 0.1, 0),
+        ("scratch", 1.0, 0),
+        ("pretrained", 0.1, 0),
+        ("pretrained", 0.1, 2),
+        ("pretrained", 1.0, 1),
+        ("no_voxel_nce", 0.1, 0),
+        ("occupancy_only", 0.1, 0),
+        ("aaa_extra", 1.0, 0),
+        ("zzz_extra", 0.1, 0),
+    ]
     for row in rows:
         assert list(row) == ["condition", "label_fraction", "seed", "split", *METRIC_KEYS]
         assert row["split"] == "test"
@@ -85,9 +107,16 @@ def test_aggregate_against_numpy():
 
 
 def test_aggregate_pairs_only_shared_seeds():
-    rows = summary_rows([run("scratch", 0.1, 0, 0.2), run("scratch", 0.1, 1, 0.3), run("scratch", 0.1, 2, 0.1),
-                         run("pretrained", 0.1, 1, 0.35), run("pretrained", 0.1, 2, 0.05),
-                         run("pretrained", 0.1, 7, 0.9)])
+    rows = summary_rows(
+        [
+            run("scratch", 0.1, 0, 0.2),
+            run("scratch", 0.1, 1, 0.3),
+            run("scratch", 0.1, 2, 0.1),
+            run("pretrained", 0.1, 1, 0.35),
+            run("pretrained", 0.1, 2, 0.05),
+            run("pretrained", 0.1, 7, 0.9),
+        ]
+    )
     pre = by_group(aggregate(rows))[("pretrained", 0.1)]
     assert pre["delta"]["AP"] == pytest.approx(np.mean([0.35, 0.05, 0.9]) - np.mean([0.2, 0.3, 0.1]))
     assert pre["delta_std"]["AP"] == pytest.approx(np.std([0.35 - 0.3, 0.05 - 0.1], ddof=1))
@@ -98,8 +127,10 @@ def test_markdown_table_cells():
     groups = aggregate(summary_rows(study_runs()))
     table = markdown_table(groups)
     lines = table.strip().splitlines()
-    assert lines[0] == ("| condition | labels | seeds (n) | AP | AP50 | AP_S | AP_M | AP_L | AP class-agnostic"
-                        " | ΔAP vs scratch | wins vs scratch | Δ class-agnostic |")
+    assert lines[0] == (
+        "| condition | labels | seeds (n) | AP | AP50 | AP_S | AP_M | AP_L | AP class-agnostic"
+        " | ΔAP vs scratch | wins vs scratch | Δ class-agnostic |"
+    )
     assert len(lines) == 2 + len(groups)
 
     s_ap, p_ap = np.array(list(SCRATCH_AP.values())), np.array(list(PRETRAINED_AP.values()))
@@ -124,13 +155,15 @@ def write_csv(path, text):
 
 
 def test_read_curve(tmp_path):
-    csv_path = write_csv(tmp_path / "metrics.csv",
-                         "epoch,lr/all,step,train/loss,val/AP\n"
-                         "0,0.001,9,2.5,\n"
-                         "0,0.001,19,2.25,\n"
-                         "0,,19,,0.125\n"
-                         "1,0.0005,29,1.75,\n"
-                         "1,,39,,0.25\n")
+    csv_path = write_csv(
+        tmp_path / "metrics.csv",
+        "epoch,lr/all,step,train/loss,val/AP\n"
+        "0,0.001,9,2.5,\n"
+        "0,0.001,19,2.25,\n"
+        "0,,19,,0.125\n"
+        "1,0.0005,29,1.75,\n"
+        "1,,39,,0.25\n",
+    )
     curve = read_curve(csv_path)
     assert curve["train_loss"] == ([9, 19, 29], [2.5, 2.25, 1.75])
     assert curve["val_AP"] == ([19, 39], [0.125, 0.25])
@@ -142,16 +175,25 @@ def test_read_curve(tmp_path):
 def test_write_report(tmp_path):
     from PIL import Image
 
-    good = write_csv(tmp_path / "metrics.csv", "epoch,lr/all,step,train/loss,val/AP\n"
-                     "0,0.001,9,2.5,\n0,,9,,0.1\n1,0.001,19,2.0,\n1,,19,,0.2\n")
-    curves = [{"condition": "pretrained", "label_fraction": 0.1, "seed": 0, "csv": good},
-              {"condition": "scratch", "label_fraction": 1.0, "seed": 0, "csv": tmp_path / "missing.csv"}]
+    good = write_csv(
+        tmp_path / "metrics.csv",
+        "epoch,lr/all,step,train/loss,val/AP\n0,0.001,9,2.5,\n0,,9,,0.1\n1,0.001,19,2.0,\n1,,19,,0.2\n",
+    )
+    curves = [
+        {"condition": "pretrained", "label_fraction": 0.1, "seed": 0, "csv": good},
+        {"condition": "scratch", "label_fraction": 1.0, "seed": 0, "csv": tmp_path / "missing.csv"},
+    ]
     runs = study_runs()
     out = tmp_path / "results"
     with pytest.warns(UserWarning, match="missing.csv"):
-        paths = write_report(runs, out, curves=curves, commands=["evcmae-study --scale tiny"],
-                             notes="Seeds differ only in the fine-tuning split.",
-                             meta={"scale": "tiny", "pretrain_steps": 200})
+        paths = write_report(
+            runs,
+            out,
+            curves=curves,
+            commands=["evcmae-study --scale tiny"],
+            notes="Seeds differ only in the fine-tuning split.",
+            meta={"scale": "tiny", "pretrain_steps": 200},
+        )
 
     assert json.loads(paths["summary"].read_text()) == summary_rows(runs)
     assert json.loads((out / "groups.json").read_text()) == paths["groups"] == aggregate(summary_rows(runs))
@@ -167,8 +209,12 @@ def test_write_report(tmp_path):
     assert "](ap_vs_label_fraction.png)" in readme and "](finetune_curves.png)" in readme
     assert "Seeds differ only in the fine-tuning split." in readme
     assert "## Reproduce\n\n```bash\nevcmae-study --scale tiny\n```" in readme
-    assert readme.index("| condition |") < readme.index("](ap_vs") < readme.index("Seeds differ") \
+    assert (
+        readme.index("| condition |")
+        < readme.index("](ap_vs")
+        < readme.index("Seeds differ")
         < readme.index("## Reproduce")
+    )
 
 
 def test_write_report_without_curves(tmp_path):

@@ -1,5 +1,6 @@
 """The synthetic benchmark generator: determinism, event invariants, the event model against hand
 computations, label sanity, and the files it writes."""
+
 import json
 import math
 
@@ -70,7 +71,7 @@ def _square_frames(i_bg, i_obj, n_frames=80, step=0.25, x0=5.0, size=10, w=40, h
 def _simulate(frames, config, dt=1000, w=40, h=20):
     sim = EventSimulator(w, h, config, np.random.default_rng(0))
     out = []
-    for k, x, log in frames:
+    for k, _x, log in frames:
         if k == 0:
             sim.reset(log, 0)
         else:
@@ -194,8 +195,9 @@ def test_boxes_cover_the_objects_events(rec):
         y = ev.y[lo:hi][sig] + 0.5
         inside = np.zeros(len(x), bool)
         for bb in b:
-            inside |= ((x >= bb["x"] - 2) & (x <= bb["x"] + bb["w"] + 2)
-                       & (y >= bb["y"] - 2) & (y <= bb["y"] + bb["h"] + 2))
+            inside |= (
+                (x >= bb["x"] - 2) & (x <= bb["x"] + bb["w"] + 2) & (y >= bb["y"] - 2) & (y <= bb["y"] + bb["h"] + 2)
+            )
         if len(x):
             fractions.append(inside.mean())
     assert len(fractions) >= 15 and np.mean(fractions) > 0.9
@@ -259,8 +261,10 @@ def test_rerun_replaces_an_earlier_output(tmp_path):
     bigger = get_preset("tiny", duration_s=0.2, recordings={"train": 2})
     generate(tmp_path, bigger, seed=0)
     generate(tmp_path, get_preset("tiny", duration_s=0.2, recordings={"train": 1}), seed=0)
-    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["synth_train_000_bbox.npy",
-                                                                       "synth_train_000_td.h5"]
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == [
+        "synth_train_000_bbox.npy",
+        "synth_train_000_td.h5",
+    ]
 
 
 def test_presets():

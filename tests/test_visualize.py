@@ -1,4 +1,5 @@
 """evcmae-viz and the drawing functions behind it."""
+
 import sys
 
 import numpy as np
@@ -8,8 +9,15 @@ from PIL import Image
 from evcmae.events.container import Events
 from evcmae.events.h5 import write_h5
 from evcmae.events.labels import BBOX_DTYPE, save_labels
-from evcmae.events.render import (BACKGROUND, OFF_COLOR, ON_COLOR, boxes_in_window, class_color, event_image,
-                           render_window)
+from evcmae.events.render import (
+    BACKGROUND,
+    OFF_COLOR,
+    ON_COLOR,
+    boxes_in_window,
+    class_color,
+    event_image,
+    render_window,
+)
 from evcmae.tools import visualize
 
 
@@ -33,8 +41,9 @@ def test_event_image_colours_by_latest_polarity():
 
 
 def test_boxes_of_the_label_time_nearest_the_window_end():
-    lab = _boxes([(10_000, 0, 0, 5, 5, 1, 1), (40_000, 1, 1, 5, 5, 1, 1), (50_000, 2, 2, 5, 5, 3, 2),
-                  (60_000, 3, 3, 5, 5, 1, 1)])
+    lab = _boxes(
+        [(10_000, 0, 0, 5, 5, 1, 1), (40_000, 1, 1, 5, 5, 1, 1), (50_000, 2, 2, 5, 5, 3, 2), (60_000, 3, 3, 5, 5, 1, 1)]
+    )
     chosen = boxes_in_window(lab, 0, 50_000)
     assert chosen["t"].tolist() == [50_000] and chosen["class_id"].tolist() == [3]
     assert boxes_in_window(lab, 20_000, 45_000)["t"].tolist() == [40_000]
@@ -46,8 +55,14 @@ def recording(tmp_path):
     """A 64x48 recording with events in two windows and boxes at 40 and 50 ms."""
     n = 400
     rng = np.random.default_rng(0)
-    ev = Events(rng.integers(0, 64, n), rng.integers(0, 48, n), np.sort(rng.integers(0, 100_000, n)),
-                rng.integers(0, 2, n), width=64, height=48)
+    ev = Events(
+        rng.integers(0, 64, n),
+        rng.integers(0, 48, n),
+        np.sort(rng.integers(0, 100_000, n)),
+        rng.integers(0, 2, n),
+        width=64,
+        height=48,
+    )
     path = tmp_path / "rec_td.h5"
     write_h5(path, ev, 64, 48)
     save_labels(tmp_path / "rec_bbox.npy", _boxes([(40_000, 2, 2, 10, 10, 1, 7), (50_000, 10, 8, 20, 16, 3, 9)]))
@@ -56,8 +71,9 @@ def recording(tmp_path):
 
 def test_png_has_sensor_size_and_boxes_in_class_colour(recording, tmp_path):
     out = tmp_path / "w.png"
-    assert visualize.main([str(recording), "--t-start", "0", "--window-ms", "50", "--scale", "2",
-                           "--out", str(out)]) == 0
+    assert (
+        visualize.main([str(recording), "--t-start", "0", "--window-ms", "50", "--scale", "2", "--out", str(out)]) == 0
+    )
     img = np.asarray(Image.open(out).convert("RGB"))
     assert img.shape == (96, 128, 3)
     bus = class_color(3)
@@ -79,8 +95,10 @@ def test_without_labels_no_box_is_drawn(recording, tmp_path):
 
 def test_gif_has_one_frame_per_window(recording, tmp_path):
     out = tmp_path / "seq.gif"
-    assert visualize.main([str(recording), "--t-start", "0", "--window-ms", "20", "--sequence", "5",
-                           "--out", str(out)]) == 0
+    assert (
+        visualize.main([str(recording), "--t-start", "0", "--window-ms", "20", "--sequence", "5", "--out", str(out)])
+        == 0
+    )
     with Image.open(out) as gif:
         assert gif.n_frames == 5 and gif.size == (64, 48)
 

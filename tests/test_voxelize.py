@@ -22,8 +22,14 @@ def reference(events, t_start, window_us, num_bins, cell_y, cell_x):
 
 
 def random_events(rng, n, w, h, t0, dur):
-    return Events(x=rng.integers(0, w, n), y=rng.integers(0, h, n),
-                  t=np.sort(rng.integers(t0, t0 + dur, n)), p=rng.integers(0, 2, n), width=w, height=h)
+    return Events(
+        x=rng.integers(0, w, n),
+        y=rng.integers(0, h, n),
+        t=np.sort(rng.integers(t0, t0 + dur, n)),
+        p=rng.integers(0, 2, n),
+        width=w,
+        height=h,
+    )
 
 
 @pytest.mark.parametrize("voxel_size,downsample,num_bins", [((1, 1), 1, 10), ((2, 3), 1, 5), ((1, 1), 2, 7)])
@@ -41,7 +47,7 @@ def test_matches_reference_loop(voxel_size, downsample, num_bins):
     np.testing.assert_array_equal(out.coords[:, 1:].numpy(), ref_coords)
     np.testing.assert_array_equal(out.features[:, :2].numpy(), ref_feats[:, :2])
     # mean_time is quantised to at least 1/256 of a bin (2**-12 here).
-    np.testing.assert_allclose(out.features[:, 2].numpy(), ref_feats[:, 2], atol=2 ** -8)
+    np.testing.assert_allclose(out.features[:, 2].numpy(), ref_feats[:, 2], atol=2**-8)
     assert out.features[:, :2].sum() == len(ev)
 
 
@@ -53,7 +59,7 @@ def test_agrees_with_naive_numpy_at_full_size():
     c = out.coords.numpy().astype(np.int64)
     np.testing.assert_array_equal((c[:, 1] * 360 + c[:, 2]) * 640 + c[:, 3], cells)
     np.testing.assert_array_equal(out.features[:, :2].numpy(), feats[:, :2])
-    np.testing.assert_allclose(out.features[:, 2].numpy(), feats[:, 2], atol=2 ** -11)
+    np.testing.assert_allclose(out.features[:, 2].numpy(), feats[:, 2], atol=2**-11)
 
 
 def test_bin_boundaries_are_exact():
@@ -67,7 +73,11 @@ def test_bin_boundaries_are_exact():
 
 def test_batch_index_unique_sorted_and_empty_window():
     rng = np.random.default_rng(2)
-    wins = [random_events(rng, 500, 32, 16, 0, 10_000), Events.empty(32, 16), random_events(rng, 300, 32, 16, 0, 10_000)]
+    wins = [
+        random_events(rng, 500, 32, 16, 0, 10_000),
+        Events.empty(32, 16),
+        random_events(rng, 300, 32, 16, 0, 10_000),
+    ]
     out = Voxelizer(32, 16, window_us=10_000, num_bins=4)(wins, [0, 0, 0])
     assert out.batch_size == 3
     np.testing.assert_array_equal(out.counts_per_sample().numpy() > 0, [True, False, True])

@@ -1,4 +1,5 @@
 """evcmae-bench: speed benchmarks, printed as a table or as one JSON object (--json)."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,12 @@ def _run(name: str) -> dict:
 def machine() -> dict:
     import os
 
-    return {"machine": platform.machine(), "processor": platform.processor() or None,
-            "cpus": os.cpu_count(), "python": platform.python_version()}
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
 
 
 def main(argv=None) -> int:

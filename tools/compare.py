@@ -7,6 +7,7 @@ evaluation). Without --baseline the first RUN is the baseline. Tables: overall A
 size and AP per class, in percent with the difference from the baseline; – where a run has no
 value (a class without ground truth).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -12,12 +12,12 @@ check that every stage runs and hands over to the next, far too few for meaningf
 trains for ~400k steps), so fine-tuning uses lr 2e-3 rather than RVT's 1e-4 for batch 2.
 ``pretrain.X=...``/``finetune.X=...`` pass further Hydra overrides (e.g. ``finetune.optim.lr=null``).
 """
+
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
-
 
 DEFAULTS = {"pretrain_steps": 30, "finetune_steps": 60, "out": "outputs/demo", "data_dir": "data"}
 
@@ -28,6 +28,7 @@ def _compose(config_name: str, overrides: list[str], output_dir: Path):
     from omegaconf import open_dict
 
     from evcmae.tools.pretrain import config_dir
+
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # so ${hydra:runtime.output_dir} resolves
@@ -38,9 +39,16 @@ def _compose(config_name: str, overrides: list[str], output_dir: Path):
     return cfg
 
 
-def run_demo(pretrain_steps: int = 30, finetune_steps: int = 60, out="outputs/demo", data_dir="data",
-             pretrain_overrides=(), finetune_overrides=()) -> dict:
-    from evcmae.tools import finetune as ft, pretrain as pt
+def run_demo(
+    pretrain_steps: int = 30,
+    finetune_steps: int = 60,
+    out="outputs/demo",
+    data_dir="data",
+    pretrain_overrides=(),
+    finetune_overrides=(),
+) -> dict:
+    from evcmae.tools import finetune as ft
+    from evcmae.tools import pretrain as pt
     from evcmae.tools.evaluate import evaluate_checkpoint
 
     out = Path(out).absolute()
@@ -48,25 +56,46 @@ def run_demo(pretrain_steps: int = 30, finetune_steps: int = 60, out="outputs/de
     start = time.perf_counter()
     common = [f"paths.data_dir={Path(data_dir).absolute()}", f"paths.log_dir={out}", "logger=csv"]
     pre_dir = out / "pretrain"
-    cfg = _compose("config", [*common, "data=demo", f"trainer.max_steps={pretrain_steps}",
-                              "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
-                              *pretrain_overrides], pre_dir)
+    cfg = _compose(
+        "config",
+        [
+            *common,
+            "data=demo",
+            f"trainer.max_steps={pretrain_steps}",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            *pretrain_overrides,
+        ],
+        pre_dir,
+    )
     pt.run(cfg)
     times["pretrain_s"] = time.perf_counter() - start
 
     t0 = time.perf_counter()
     ft_dir = out / "finetune"
-    cfg = _compose("finetune", [*common, f"model.pretrained={pre_dir}", "model.pretrained_which=teacher",
-                                f"trainer.max_steps={finetune_steps}", f"trainer.val_check_interval={finetune_steps}",
-                                "trainer.enable_progress_bar=false", "test_after_fit=false",
-                                # 10x RVT's batch-2 rate: a few dozen steps must show some learning
-                                "optim.lr=0.002", *finetune_overrides], ft_dir)
+    cfg = _compose(
+        "finetune",
+        [
+            *common,
+            f"model.pretrained={pre_dir}",
+            "model.pretrained_which=teacher",
+            f"trainer.max_steps={finetune_steps}",
+            f"trainer.val_check_interval={finetune_steps}",
+            "trainer.enable_progress_bar=false",
+            "test_after_fit=false",
+            # 10x RVT's batch-2 rate: a few dozen steps must show some learning
+            "optim.lr=0.002",
+            *finetune_overrides,
+        ],
+        ft_dir,
+    )
     result = ft.run(cfg)
     times["finetune_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    evaluation = evaluate_checkpoint(result["checkpoint"] or ft_dir / "checkpoints" / "last.ckpt", "test",
-                                     out / "eval_test")
+    evaluation = evaluate_checkpoint(
+        result["checkpoint"] or ft_dir / "checkpoints" / "last.ckpt", "test", out / "eval_test"
+    )
     times["evaluate_s"] = time.perf_counter() - t0
     times["total_s"] = time.perf_counter() - start
     print("evcmae-demo: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
@@ -85,9 +114,9 @@ def main(argv=None) -> int:
     for arg in argv:
         key, _, value = arg.partition("=")
         if key.startswith("pretrain."):
-            pre.append(arg[len("pretrain."):])
+            pre.append(arg[len("pretrain.") :])
         elif key.startswith("finetune."):
-            fine.append(arg[len("finetune."):])
+            fine.append(arg[len("finetune.") :])
         elif key in opts:
             opts[key] = type(DEFAULTS[key])(value)
         else:

@@ -8,6 +8,7 @@ detections are written at the window's end time in the box-label format (``*_bbo
 ``BBOX_DTYPE``, sensor pixels, score obj·cls in ``class_confidence``), so the label tools
 (visualisation, evaluation) read them as they read labels.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 
-
 def _load_checkpoint(*args, **kwargs):
     from evcmae.tools.evaluate import load_checkpoint
+
     return load_checkpoint(*args, **kwargs)
 
 
@@ -27,9 +28,9 @@ def detect(checkpoint, input_path, output=None, conf: float = 0.1, nms: float = 
 
     from evcmae.events.histogram import stacked_histogram
     from evcmae.events.labels import BBOX_DTYPE, save_labels
-    from evcmae.finetune.recordings import RawRecording
     from evcmae.finetune.evaluation import detections_to_boxes
     from evcmae.finetune.postprocess import postprocess
+    from evcmae.finetune.recordings import RawRecording
 
     module, dm = _load_checkpoint(checkpoint)
     model = module.model
@@ -43,8 +44,9 @@ def detect(checkpoint, input_path, output=None, conf: float = 0.1, nms: float = 
             if model.input == "sparse":
                 x = dm.voxelizer([ev], [rec.window_start(i)])
             else:
-                x = stacked_histogram(ev.x, ev.y, ev.t, ev.p, rec.sensor[1], rec.sensor[0], bins=bins,
-                                      downsample=ds)[None]
+                x = stacked_histogram(ev.x, ev.y, ev.t, ev.p, rec.sensor[1], rec.sensor[0], bins=bins, downsample=ds)[
+                    None
+                ]
             features, states = model.forward_backbone(x, states)
             det = postprocess(model.forward_detect(features).float(), conf, nms)[0]
             boxes = detections_to_boxes(det, int(rec.ends[i]))
@@ -67,12 +69,18 @@ def main(argv=None) -> int:
         print(__doc__)
         return 0
     from evcmae.tools.evaluate import parse_overrides
+
     args = parse_overrides(argv)
     missing = [k for k in ("checkpoint", "input") if k not in args]
     if missing:
         raise SystemExit(f"required: {', '.join(k + '=...' for k in missing)}")
-    detect(args["checkpoint"], args["input"], args.get("output"), float(args.get("conf", 0.1)),
-           float(args.get("nms", 0.45)))
+    detect(
+        args["checkpoint"],
+        args["input"],
+        args.get("output"),
+        float(args.get("conf", 0.1)),
+        float(args.get("nms", 0.45)),
+    )
     return 0
 
 

@@ -8,11 +8,11 @@ summary.txt and the confusion matrix into ``out`` (default ``<run>/eval_<split>`
 experiment record, and prints the summary. The data settings come from the checkpoint (those it
 was trained with); ``data.KEY=VALUE`` overrides any of them.
 """
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
 
 
 def parse_overrides(argv) -> dict:
@@ -49,25 +49,37 @@ def load_checkpoint(path, data_overrides: dict | None = None, threads: int = 1):
     return module, FinetuneDataModule(**data)
 
 
-def evaluate_checkpoint(checkpoint, split: str = "test", out=None, data_overrides: dict | None = None,
-                        accelerator: str = "cpu") -> dict:
+def evaluate_checkpoint(
+    checkpoint, split: str = "test", out=None, data_overrides: dict | None = None, accelerator: str = "cpu"
+) -> dict:
     import pytorch_lightning as pl
 
-    from evcmae.finetune.report import summary_text
     from evcmae.finetune.records import ExperimentRecord
+    from evcmae.finetune.report import summary_text
 
     module, datamodule = load_checkpoint(checkpoint, data_overrides)
     datamodule.prepare_data()
     datamodule.splits["test"] = datamodule.splits.get(split, split)
-    trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.test(module, datamodule=datamodule, verbose=False)
     out = Path(out) if out else Path(checkpoint).resolve().parent.parent / f"eval_{split}"
-    record = ExperimentRecord.create(out.parent, experiment_id=None if out.exists() else out.name,
-                                     config={"checkpoint": str(checkpoint), "split": split,
-                                             "data": {k: v for k, v in datamodule.__dict__.items()
-                                                      if isinstance(v, (int, float, str))}},
-                                     name=f"eval-{split}")
+    record = ExperimentRecord.create(
+        out.parent,
+        experiment_id=None if out.exists() else out.name,
+        config={
+            "checkpoint": str(checkpoint),
+            "split": split,
+            "data": {k: v for k, v in datamodule.__dict__.items() if isinstance(v, (int, float, str))},
+        },
+        name=f"eval-{split}",
+    )
     record.write_metrics(module.last_metrics, module.last_confusion)
     record.set_checkpoint(checkpoint)
     print(summary_text(module.last_metrics))
@@ -83,9 +95,10 @@ def main(argv=None) -> int:
     args = parse_overrides(argv)
     if "checkpoint" not in args:
         raise SystemExit("checkpoint=PATH is required")
-    data = {k[len("data."):]: v for k, v in args.items() if k.startswith("data.")}
-    evaluate_checkpoint(args["checkpoint"], str(args.get("split", "test")), args.get("out"), data,
-                        args.get("accelerator", "cpu"))
+    data = {k[len("data.") :]: v for k, v in args.items() if k.startswith("data.")}
+    evaluate_checkpoint(
+        args["checkpoint"], str(args.get("split", "test")), args.get("out"), data, args.get("accelerator", "cpu")
+    )
     return 0
 
 

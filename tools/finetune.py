@@ -12,6 +12,7 @@ Each run writes checkpoints/ (best by val/AP, and last), csv/ logs and an experi
 ``record.root``. The encoder's shapes come from the pretrained export's backbone.json, and so
 do the voxel grid settings (num_bins, downsample, voxel size, window), which must match.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from evcmae.tools.pretrain import config_dir
 
-VOXEL_KEYS = {"window_us": "window_us", "num_bins": "num_bins", "downsample": "downsample",
-              "voxel_size": "voxel_size"}
+VOXEL_KEYS = {"window_us": "window_us", "num_bins": "num_bins", "downsample": "downsample", "voxel_size": "voxel_size"}
 
 
 def _adopt_pretrained_config(cfg: DictConfig) -> None:
@@ -35,7 +35,9 @@ def _adopt_pretrained_config(cfg: DictConfig) -> None:
         cfg.backbone = OmegaConf.create({"_target_": "evcmae.backbones.sparse_resnet.SparseVoxelBackbone", **kwargs})
         for src, dst in VOXEL_KEYS.items():
             if voxelizer and src in voxelizer and cfg.data.get(dst) != voxelizer[src]:
-                print(f"evcmae: data.{dst}={cfg.data.get(dst)} -> {voxelizer[src]} (the pretrained encoder's voxel grid)")
+                print(
+                    f"evcmae: data.{dst}={cfg.data.get(dst)} -> {voxelizer[src]} (the pretrained encoder's voxel grid)"
+                )
                 cfg.data[dst] = voxelizer[src]
 
 
@@ -43,21 +45,38 @@ def build_module(cfg: DictConfig, datamodule):
     from evcmae.finetune.module import FinetuneModule
 
     m = cfg.model
-    model = dict(input=m.input, size=m.size, num_classes=int(cfg.data.num_classes), fpn_stages=list(m.fpn_stages),
-                 size_aware=OmegaConf.to_container(m.size_aware) if OmegaConf.is_config(m.size_aware) else m.size_aware)
+    model = dict(
+        input=m.input,
+        size=m.size,
+        num_classes=int(cfg.data.num_classes),
+        fpn_stages=list(m.fpn_stages),
+        size_aware=OmegaConf.to_container(m.size_aware) if OmegaConf.is_config(m.size_aware) else m.size_aware,
+    )
     h, w = datamodule.frame_hw
     model.update(height=h, width=w)
     if m.input == "sparse":
         backbone = {k: v for k, v in OmegaConf.to_container(cfg.backbone, resolve=True).items() if k != "_target_"}
         model.update(grid=list(datamodule.voxelizer.spatial_shape), backbone=backbone, output=m.output)
-    evalcfg = {**OmegaConf.to_container(cfg.eval, resolve=True), **OmegaConf.to_container(cfg.data.get("eval", {}), resolve=True)}
+    evalcfg = {
+        **OmegaConf.to_container(cfg.eval, resolve=True),
+        **OmegaConf.to_container(cfg.data.get("eval", {}), resolve=True),
+    }
     classes = cfg.data.classes
     classes = OmegaConf.to_container(classes) if OmegaConf.is_config(classes) else classes
     data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "eval"}
-    return FinetuneModule(model, classes, lr=cfg.optim.lr, batch_size=int(cfg.data.batch_size),
-                          encoder_mode=m.encoder_mode, lr_scale=float(m.lr_scale), warmup=float(cfg.optim.warmup),
-                          eval=evalcfg, conf_threshold=float(cfg.conf_threshold),
-                          nms_threshold=float(cfg.nms_threshold), data=data)
+    return FinetuneModule(
+        model,
+        classes,
+        lr=cfg.optim.lr,
+        batch_size=int(cfg.data.batch_size),
+        encoder_mode=m.encoder_mode,
+        lr_scale=float(m.lr_scale),
+        warmup=float(cfg.optim.warmup),
+        eval=evalcfg,
+        conf_threshold=float(cfg.conf_threshold),
+        nms_threshold=float(cfg.nms_threshold),
+        data=data,
+    )
 
 
 def build(cfg: DictConfig, extra_callbacks=()):
@@ -81,8 +100,11 @@ def build(cfg: DictConfig, extra_callbacks=()):
         from evcmae.finetune.transfer import load_pretrained
 
         load_pretrained(module.model.encoder, cfg.model.pretrained, cfg.model.pretrained_which, logger or None)
-    callbacks = [instantiate(cfg.checkpoint),
-                 pl.callbacks.LearningRateMonitor(logging_interval="step"), *extra_callbacks]
+    callbacks = [
+        instantiate(cfg.checkpoint),
+        pl.callbacks.LearningRateMonitor(logging_interval="step"),
+        *extra_callbacks,
+    ]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -91,15 +113,16 @@ def build(cfg: DictConfig, extra_callbacks=()):
 
 def run(cfg: DictConfig) -> dict:
     """Fine-tune, then evaluate the best checkpoint on the val split into an experiment record."""
-    from evcmae.finetune.report import summary_text
     from evcmae.finetune.records import ExperimentRecord
+    from evcmae.finetune.report import summary_text
 
     start = time.perf_counter()
     datamodule, module, trainer = build(cfg)
     record = None
     if trainer.is_global_zero:
-        record = ExperimentRecord.create(cfg.record.root, hypothesis=cfg.record.hypothesis,
-                                         config=cfg, name=cfg.record.name)
+        record = ExperimentRecord.create(
+            cfg.record.root, hypothesis=cfg.record.hypothesis, config=cfg, name=cfg.record.name
+        )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     checkpoint = trainer.checkpoint_callback
     best = (checkpoint.best_model_path or checkpoint.last_model_path) if checkpoint else ""
@@ -114,8 +137,10 @@ def run(cfg: DictConfig) -> dict:
     if record is not None:
         if best:
             record.set_checkpoint(best)
-        print(f"evcmae: {trainer.global_step} steps in {time.perf_counter() - start:.0f} s; record {record.path}"
-              + (f"; checkpoint {best}" if best else ""))
+        print(
+            f"evcmae: {trainer.global_step} steps in {time.perf_counter() - start:.0f} s; record {record.path}"
+            + (f"; checkpoint {best}" if best else "")
+        )
     return {"metrics": metrics, "checkpoint": best, "record": str(record.path) if record else None}
 
 

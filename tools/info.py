@@ -3,6 +3,7 @@
 Exit codes: 0 described, 2 the file cannot be read as any supported format (message on stderr,
 naming the file), 1 an optional reader package is missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="evcmae-info",
         description="Describe an event recording (HDF5, DAT, EVT 2.0/3.0 RAW, AEDAT4) or a *_bbox.npy "
-                    "label file: counts, time and coordinate ranges, sensor size, ON fraction.",
+        "label file: counts, time and coordinate ranges, sensor size, ON fraction.",
     )
     parser.add_argument("file", help="the file to describe")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

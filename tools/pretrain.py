@@ -12,6 +12,7 @@ Each run writes into its own folder (outputs/runs/<time>, sweeps outputs/multiru
 the composed config (.hydra/), checkpoints/, csv/ logs, final_metrics.json and the exported
 backbone (teacher_backbone.pt, student_backbone.pt, backbone.json). The wiring is all in conf/.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-
 
 
 def config_dir() -> str:
@@ -58,8 +58,10 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     datamodule, module, trainer = build(cfg, extra_callbacks)
     ckpt = cfg.get("ckpt_path")
     if ckpt == "last" and not any(Path(cfg.paths.output_dir, "checkpoints").glob("last*.ckpt")):
-        print(f"evcmae: ckpt_path=last but {cfg.paths.output_dir}/checkpoints holds no last.ckpt; "
-              "starting from scratch (point hydra.run.dir at the run to resume)")
+        print(
+            f"evcmae: ckpt_path=last but {cfg.paths.output_dir}/checkpoints holds no last.ckpt; "
+            "starting from scratch (point hydra.run.dir at the run to resume)"
+        )
         ckpt = None
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     if cfg.get("final_validation", True) and datamodule.val_set is not None and len(datamodule.val_set):
@@ -67,13 +69,17 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     metrics = next((c.metrics for c in trainer.callbacks if isinstance(c, FinalMetrics)), {})
     export = next((c for c in trainer.callbacks if isinstance(c, BackboneExport)), None)
     if trainer.is_global_zero:
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                          if isinstance(v, float) and k.split("/")[0] in ("train", "probe")
-                          and k.split("/")[-1] != "nonfinite_steps")
+        shown = ", ".join(
+            f"{k} {v:.4g}"
+            for k, v in metrics.items()
+            if isinstance(v, float) and k.split("/")[0] in ("train", "probe") and k.split("/")[-1] != "nonfinite_steps"
+        )
         print(f"evcmae: {trainer.global_step} steps in {time.perf_counter() - start:.0f} s; {shown}")
         if export is not None and export.paths:
-            print(f"evcmae: pretrained backbone (fine-tune from the teacher): {export.paths['teacher']}\n"
-                  f"        config: {export.paths['config']}")
+            print(
+                f"evcmae: pretrained backbone (fine-tune from the teacher): {export.paths['teacher']}\n"
+                f"        config: {export.paths['config']}"
+            )
     return metrics
 
 

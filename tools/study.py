@@ -17,6 +17,7 @@
 Every run is a separate process (``jobs`` at once) in its own folder under ``work_dir``; a run
 whose result exists is not run again, so an interrupted study continues where it stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,6 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-
 
 from evcmae.tools.bench import machine
 from evcmae.tools.pretrain import config_dir
@@ -61,18 +61,26 @@ class Job:
         """(tool, arguments) of each step: the run, and for fine-tuning the test evaluation."""
         steps = [(self.kind, list(self.overrides))]
         if self.kind == "finetune":
-            steps.append(("evaluate", [f"checkpoint={checkpoint}", "split=test", f"out={self.dir / 'eval_test'}",
-                                       *self.evaluate_args]))
+            steps.append(
+                (
+                    "evaluate",
+                    [f"checkpoint={checkpoint}", "split=test", f"out={self.dir / 'eval_test'}", *self.evaluate_args],
+                )
+            )
         return steps
 
     def commands(self) -> list[list[str]]:
-        return [[sys.executable, "-m", f"evcmae.tools.{tool}", *args]
-                for tool, args in self._steps(best_checkpoint(self.dir))]
+        return [
+            [sys.executable, "-m", f"evcmae.tools.{tool}", *args]
+            for tool, args in self._steps(best_checkpoint(self.dir))
+        ]
 
     def shell_lines(self) -> list[str]:
         """The commands as a user types them (console scripts; the checkpoint found at run time)."""
-        return [" ".join([f"evcmae-{tool}", *map(shlex.quote, args)])
-                for tool, args in self._steps(f"{self.dir}/checkpoints/best-step=*.ckpt")]
+        return [
+            " ".join([f"evcmae-{tool}", *map(shlex.quote, args)])
+            for tool, args in self._steps(f"{self.dir}/checkpoints/best-step=*.ckpt")
+        ]
 
     @property
     def result_path(self) -> Path:
@@ -111,34 +119,65 @@ def pretrain_variants(cfg: DictConfig) -> dict[str, list[str]]:
         elif condition.startswith("no_") and condition[3:] in LOSSES:
             variants[condition] = [f"loss.weights.{condition[3:]}=0"]
         else:
-            raise ValueError(f"ablation.conditions: unknown condition {condition!r}; use occupancy_only "
-                             f"or no_<loss> with <loss> one of {LOSSES}")
+            raise ValueError(
+                f"ablation.conditions: unknown condition {condition!r}; use occupancy_only "
+                f"or no_<loss> with <loss> one of {LOSSES}"
+            )
     return variants
 
 
 def plan(cfg: DictConfig) -> list[Job]:
     """Every run of the study, pretraining first."""
     work, data_dir = Path(cfg.work_dir), Path(cfg.data_dir)  # as given: relative to where the study runs
-    common = [f"paths.data_dir={data_dir}", "logger=csv", "trainer.enable_progress_bar=false",
-              *cfg.shared_overrides]
+    common = [f"paths.data_dir={data_dir}", "logger=csv", "trainer.enable_progress_bar=false", *cfg.shared_overrides]
     jobs = []
     for variant, extra in pretrain_variants(cfg).items():
         run_dir = work / "pretrain" / variant
-        jobs.append(Job(f"pretrain-{variant}", "pretrain", run_dir, [
-            *common, *cfg.pretrain_overrides, f"trainer.max_steps={cfg.pretrain_steps}", f"seed={cfg.pretrain_seed}",
-            "callbacks.progress_bar=null", *extra, f"hydra.run.dir={run_dir}"], condition=variant))
+        jobs.append(
+            Job(
+                f"pretrain-{variant}",
+                "pretrain",
+                run_dir,
+                [
+                    *common,
+                    *cfg.pretrain_overrides,
+                    f"trainer.max_steps={cfg.pretrain_steps}",
+                    f"seed={cfg.pretrain_seed}",
+                    "callbacks.progress_bar=null",
+                    *extra,
+                    f"hydra.run.dir={run_dir}",
+                ],
+                condition=variant,
+            )
+        )
 
     def finetune(condition: str, fraction: float, seed: int) -> Job:
         run_dir = work / "finetune" / f"{condition}-labels{fraction:g}-seed{seed}"
         source = "full" if condition == "pretrained" else condition
         pretrained = [] if condition == "scratch" else [f"model.pretrained={work / 'pretrain' / source}"]
-        return Job(f"finetune-{condition}-labels{fraction:g}-seed{seed}", "finetune", run_dir, [
-            *common, *cfg.finetune_overrides, f"trainer.max_steps={cfg.finetune_steps}",
-            f"trainer.val_check_interval={cfg.val_every}", f"optim.lr={cfg.finetune_lr}",
-            f"data.label_fraction={fraction}", f"seed={seed}", *pretrained, "test_after_fit=false",
-            f"record.root={run_dir / 'record'}", f"hydra.run.dir={run_dir}"],
-            condition, float(fraction), int(seed), None if condition == "scratch" else f"pretrain-{source}",
-            list(cfg.get("evaluate_overrides", [])))
+        return Job(
+            f"finetune-{condition}-labels{fraction:g}-seed{seed}",
+            "finetune",
+            run_dir,
+            [
+                *common,
+                *cfg.finetune_overrides,
+                f"trainer.max_steps={cfg.finetune_steps}",
+                f"trainer.val_check_interval={cfg.val_every}",
+                f"optim.lr={cfg.finetune_lr}",
+                f"data.label_fraction={fraction}",
+                f"seed={seed}",
+                *pretrained,
+                "test_after_fit=false",
+                f"record.root={run_dir / 'record'}",
+                f"hydra.run.dir={run_dir}",
+            ],
+            condition,
+            float(fraction),
+            int(seed),
+            None if condition == "scratch" else f"pretrain-{source}",
+            list(cfg.get("evaluate_overrides", [])),
+        )
 
     for fraction in cfg.label_fractions:
         for seed in cfg.seeds:
@@ -170,9 +209,12 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, str]:
     done. Returns name -> error for the runs that failed (and those that needed them)."""
     stale = [j for j in jobs if j.recorded_overrides() not in (None, list(j.overrides))]
     if stale:  # reusing or overwriting them would mix two studies' settings
-        raise ValueError("evcmae-study: these run folders hold runs made with other settings: "
-                         + ", ".join(str(j.dir) for j in stale) + "; choose another work_dir (and out) "
-                         "for a study with different settings, or delete the folders to rerun them")
+        raise ValueError(
+            "evcmae-study: these run folders hold runs made with other settings: "
+            + ", ".join(str(j.dir) for j in stale)
+            + "; choose another work_dir (and out) "
+            "for a study with different settings, or delete the folders to rerun them"
+        )
     failed: dict[str, str] = {}
     complete, pending = set(), []
     for job in jobs:
@@ -184,8 +226,10 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, str]:
         else:
             pending.append(job)
     total, finished = len(pending), 0
-    print(f"evcmae-study: {len(jobs) - total} of {len(jobs)} runs already done; {total} to run, {parallel} at a time",
-          flush=True)
+    print(
+        f"evcmae-study: {len(jobs) - total} of {len(jobs)} runs already done; {total} to run, {parallel} at a time",
+        flush=True,
+    )
     with ThreadPoolExecutor(max_workers=max(1, int(parallel))) as pool:
         running = {}
         while pending or running:
@@ -226,12 +270,16 @@ def _number(value) -> str:
 
 def pretraining_notes(jobs: list[Job]) -> str:
     """What each pretraining variant ended with: its losses and the teacher's k-NN probe."""
-    lines = ["## Pretraining runs", "",
-             "Training losses are averages over the last logged steps; the probe classifies val-split "
-             "objects by k-NN on the teacher's pooled features (leave-one-track-out), against always "
-             "guessing the most frequent class.", "",
-             "| variant | " + " | ".join(LOSSES) + " | probe k-NN acc | majority acc | minutes |",
-             "|---|" + "---:|" * (len(LOSSES) + 3)]
+    lines = [
+        "## Pretraining runs",
+        "",
+        "Training losses are averages over the last logged steps; the probe classifies val-split "
+        "objects by k-NN on the teacher's pooled features (leave-one-track-out), against always "
+        "guessing the most frequent class.",
+        "",
+        "| variant | " + " | ".join(LOSSES) + " | probe k-NN acc | majority acc | minutes |",
+        "|---|" + "---:|" * (len(LOSSES) + 3),
+    ]
     for job in jobs:
         if job.kind != "pretrain" or not job.result:
             continue
@@ -251,29 +299,45 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
         src = job.dir / ".hydra" / "config.yaml"
         if src.is_file():
             shutil.copyfile(src, configs / f"{job.name}.yaml")
-    lines = ["# The runs evcmae-study made, in order (run from the directory it ran in)",
-             "# " + " ".join(["evcmae-study", *map(shlex.quote, argv)])]
+    lines = [
+        "# The runs evcmae-study made, in order (run from the directory it ran in)",
+        "# " + " ".join(["evcmae-study", *map(shlex.quote, argv)]),
+    ]
     for job in jobs:
         lines += [f"# {job.name}", *job.shell_lines()]
     (out / "commands.sh").write_text("\n".join(lines) + "\n")
 
     finetunes = [j for j in jobs if j.kind == "finetune" and j.result]
-    runs = [{"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed,
-             "metrics": j.result} for j in finetunes]
+    runs = [
+        {"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed, "metrics": j.result}
+        for j in finetunes
+    ]
     logs = {j.name: latest_csv(j.dir) for j in finetunes}
-    curves = [{"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed,
-               "csv": logs[j.name]} for j in finetunes if logs[j.name]]
+    curves = [
+        {"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed, "csv": logs[j.name]}
+        for j in finetunes
+        if logs[j.name]
+    ]
     notes = pretraining_notes(jobs)
     if failed:
         notes += "\n## Failed runs\n\n" + "\n".join(f"- {name}: {why}" for name, why in failed.items()) + "\n"
-    meta = {"scale": cfg.scale_name, "preset": cfg.preset, "pretrain_steps": cfg.pretrain_steps,
-            "finetune_steps": cfg.finetune_steps, "finetune_lr": cfg.finetune_lr,
-            "seeds": list(cfg.seeds), "checkpoint selection": f"best val/AP, validated every {cfg.val_every} steps",
-            "wall time (all invocations, min)": round(wall_s / 60, 1),
-            "run time (sum over runs, min)": round(sum(j.seconds for j in jobs) / 60, 1),
-            "jobs at once": cfg.jobs, "machine": _machine_line()}
-    commands = [" ".join(["evcmae-study", *map(shlex.quote, argv)]),
-                "# every run's command: commands.sh; every run's composed config: configs/"]
+    meta = {
+        "scale": cfg.scale_name,
+        "preset": cfg.preset,
+        "pretrain_steps": cfg.pretrain_steps,
+        "finetune_steps": cfg.finetune_steps,
+        "finetune_lr": cfg.finetune_lr,
+        "seeds": list(cfg.seeds),
+        "checkpoint selection": f"best val/AP, validated every {cfg.val_every} steps",
+        "wall time (all invocations, min)": round(wall_s / 60, 1),
+        "run time (sum over runs, min)": round(sum(j.seconds for j in jobs) / 60, 1),
+        "jobs at once": cfg.jobs,
+        "machine": _machine_line(),
+    }
+    commands = [
+        " ".join(["evcmae-study", *map(shlex.quote, argv)]),
+        "# every run's command: commands.sh; every run's composed config: configs/",
+    ]
     return write_report(runs, out, curves=curves, commands=commands, notes=notes, meta=meta)
 
 

@@ -4,6 +4,7 @@ and two plots (AP vs label fraction, fine-tuning curves).
 ``tools/study.py`` runs the study and hands its fine-tuned runs to :func:`write_report`.
 Metric values stay COCO fractions in the JSON files; the table and plots show percent points.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,15 @@ import warnings
 import zlib
 from pathlib import Path
 
-CONDITION_ORDER = ("scratch", "pretrained", "no_occupancy", "no_reconstruction", "no_voxel_nce",
-                   "no_frame_contrastive", "occupancy_only")
+CONDITION_ORDER = (
+    "scratch",
+    "pretrained",
+    "no_occupancy",
+    "no_reconstruction",
+    "no_voxel_nce",
+    "no_frame_contrastive",
+    "occupancy_only",
+)
 METRIC_KEYS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AP_class_agnostic")
 TABLE_KEYS = ("AP", "AP50", "AP_S", "AP_M", "AP_L", "AP_class_agnostic")
 BASELINE = "scratch"
@@ -37,8 +45,12 @@ def summary_rows(runs: list[dict]) -> list[dict]:
     rows = []
     for run in runs:
         metrics = run.get("metrics") or {}
-        row = {"condition": run["condition"], "label_fraction": float(run["label_fraction"]),
-               "seed": int(run["seed"]), "split": "test"}
+        row = {
+            "condition": run["condition"],
+            "label_fraction": float(run["label_fraction"]),
+            "seed": int(run["seed"]),
+            "split": "test",
+        }
         row.update({key: metrics.get(key) for key in METRIC_KEYS})
         rows.append(row)
     return sorted(rows, key=_row_key)
@@ -62,12 +74,19 @@ def aggregate(rows: list[dict]) -> list[dict]:
     groups = []
     for (condition, fraction), seeds in by_group.items():
         runs = [seeds[s] for s in sorted(seeds)]
-        groups.append({"condition": condition, "label_fraction": fraction, "seeds": sorted(seeds),
-                       "n": len(runs),
-                       "mean": {k: _mean(r.get(k) for r in runs) for k in METRIC_KEYS},
-                       "std": {k: _std([r.get(k) for r in runs]) for k in METRIC_KEYS},
-                       "delta": dict.fromkeys(METRIC_KEYS), "delta_std": dict.fromkeys(METRIC_KEYS),
-                       "wins": None})
+        groups.append(
+            {
+                "condition": condition,
+                "label_fraction": fraction,
+                "seeds": sorted(seeds),
+                "n": len(runs),
+                "mean": {k: _mean(r.get(k) for r in runs) for k in METRIC_KEYS},
+                "std": {k: _std([r.get(k) for r in runs]) for k in METRIC_KEYS},
+                "delta": dict.fromkeys(METRIC_KEYS),
+                "delta_std": dict.fromkeys(METRIC_KEYS),
+                "wins": None,
+            }
+        )
 
     means = {(g["condition"], g["label_fraction"]): g["mean"] for g in groups}
     for group in groups:
@@ -83,11 +102,17 @@ def aggregate(rows: list[dict]) -> list[dict]:
                 group["delta"][key] = group["mean"][key] - base_mean[key]
             # Paired over seeds: seed-to-seed variance is shared by both conditions, so the paired
             # spread is the honest uncertainty of the difference.
-            diffs = [own[s][key] - base[s][key] for s in shared
-                     if own[s].get(key) is not None and base[s].get(key) is not None]
+            diffs = [
+                own[s][key] - base[s][key]
+                for s in shared
+                if own[s].get(key) is not None and base[s].get(key) is not None
+            ]
             group["delta_std"][key] = _std(diffs)
-        group["wins"] = sum(1 for s in shared if own[s].get("AP") is not None
-                            and base[s].get("AP") is not None and own[s]["AP"] > base[s]["AP"])
+        group["wins"] = sum(
+            1
+            for s in shared
+            if own[s].get("AP") is not None and base[s].get("AP") is not None and own[s]["AP"] > base[s]["AP"]
+        )
     return sorted(groups, key=_row_key)
 
 
@@ -114,8 +139,20 @@ def _delta_cell(delta, std) -> str:
 
 
 def markdown_table(groups: list[dict]) -> str:
-    header = ["condition", "labels", "seeds (n)", "AP", "AP50", "AP_S", "AP_M", "AP_L",
-              "AP class-agnostic", "ΔAP vs scratch", "wins vs scratch", "Δ class-agnostic"]
+    header = [
+        "condition",
+        "labels",
+        "seeds (n)",
+        "AP",
+        "AP50",
+        "AP_S",
+        "AP_M",
+        "AP_L",
+        "AP class-agnostic",
+        "ΔAP vs scratch",
+        "wins vs scratch",
+        "Δ class-agnostic",
+    ]
     seeds_of = {(g["condition"], g["label_fraction"]): set(g["seeds"]) for g in groups}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
@@ -125,8 +162,11 @@ def markdown_table(groups: list[dict]) -> str:
         wins = DASH if g.get("wins") is None else f"{g['wins']}/{pairs}"
         cells = [g["condition"], _fraction_label(g["label_fraction"]), str(g["n"])]
         cells += [_cell(g["mean"].get(k), g["std"].get(k)) for k in TABLE_KEYS]
-        cells += [_delta_cell(g["delta"].get("AP"), g["delta_std"].get("AP")), wins,
-                  _delta_cell(g["delta"].get("AP_class_agnostic"), g["delta_std"].get("AP_class_agnostic"))]
+        cells += [
+            _delta_cell(g["delta"].get("AP"), g["delta_std"].get("AP")),
+            wins,
+            _delta_cell(g["delta"].get("AP_class_agnostic"), g["delta_std"].get("AP_class_agnostic")),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -168,14 +208,20 @@ def plot_ap_vs_fraction(groups: list[dict], path) -> None:
     ablations = sorted({g["condition"] for g in plotted} - set(lines), key=_condition_key)
 
     def ys(gs):
-        return ([100 * g["mean"]["AP"] for g in gs],
-                [100 * (g["std"].get("AP") or 0.0) for g in gs])
+        return ([100 * g["mean"]["AP"] for g in gs], [100 * (g["std"].get("AP") or 0.0) for g in gs])
 
     for condition in lines:
         gs = sorted((g for g in plotted if g["condition"] == condition), key=lambda g: g["label_fraction"])
         y, err = ys(gs)
-        ax.errorbar([100 * g["label_fraction"] for g in gs], y, yerr=err, marker="o", capsize=3,
-                    color=condition_colour(condition), label=condition)
+        ax.errorbar(
+            [100 * g["label_fraction"] for g in gs],
+            y,
+            yerr=err,
+            marker="o",
+            capsize=3,
+            color=condition_colour(condition),
+            label=condition,
+        )
     markers = "s^vDP*Xph<>"
     for i, condition in enumerate(ablations):
         gs = [g for g in plotted if g["condition"] == condition]
@@ -183,9 +229,16 @@ def plot_ap_vs_fraction(groups: list[dict], path) -> None:
         # Multiplicative jitter (equal offsets on the log axis), all to the right of the fraction so
         # the ablations stay clear of the scratch/pretrained markers drawn exactly on it.
         shift = 1.04 ** (i + 1)
-        ax.errorbar([100 * g["label_fraction"] * shift for g in gs], y, yerr=err, linestyle="none",
-                    marker=markers[i % len(markers)], capsize=2, color=condition_colour(condition),
-                    label=condition)
+        ax.errorbar(
+            [100 * g["label_fraction"] * shift for g in gs],
+            y,
+            yerr=err,
+            linestyle="none",
+            marker=markers[i % len(markers)],
+            capsize=2,
+            color=condition_colour(condition),
+            label=condition,
+        )
 
     fractions = sorted({g["label_fraction"] for g in plotted})
     ax.set_xscale("log")
@@ -231,9 +284,12 @@ def plot_curves(curves: list[dict], path) -> None:
         key = (curve["condition"], float(curve["label_fraction"]))
         label = f"{key[0]} {_fraction_label(key[1])}"
         # One legend entry per (condition, fraction) however many seeds were run.
-        style = {"color": condition_colour(key[0]), "linewidth": 0.9,
-                 "linestyle": "-" if key[1] >= 1.0 else "--",
-                 "label": label if key not in labelled else "_nolegend_"}
+        style = {
+            "color": condition_colour(key[0]),
+            "linewidth": 0.9,
+            "linestyle": "-" if key[1] >= 1.0 else "--",
+            "label": label if key not in labelled else "_nolegend_",
+        }
         labelled.add(key)
         loss_ax.plot(*data["train_loss"], **style)
         steps, values = data["val_AP"]
@@ -247,8 +303,9 @@ def plot_curves(curves: list[dict], path) -> None:
     _save(plt, fig, path)
 
 
-def write_report(runs: list[dict], out_dir, curves: list[dict] | None = None, commands=(),
-                 notes: str = "", meta: dict | None = None) -> dict:
+def write_report(
+    runs: list[dict], out_dir, curves: list[dict] | None = None, commands=(), notes: str = "", meta: dict | None = None
+) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(runs)

@@ -7,6 +7,7 @@ that differ between runs (those shared by all are listed once above the table) a
 metrics: ``final_metrics.json`` where the run wrote one, else the last logged value of each column
 of its CSV log. Writes DIR/summary.md, DIR/summary.csv and DIR/summary.png and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,10 @@ def summarise(root: Path):
     runs = find_runs(root)
     if not runs:
         raise FileNotFoundError(f"no runs (folders with .hydra/overrides.yaml) under {root}")
-    rows = [{"run": str(r.relative_to(root)) or ".", "overrides": read_overrides(r), "metrics": read_metrics(r)}
-            for r in runs]
+    rows = [
+        {"run": str(r.relative_to(root)) or ".", "overrides": read_overrides(r), "metrics": read_metrics(r)}
+        for r in runs
+    ]
     keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
     varying = [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
     constant = {k: rows[0]["overrides"][k] for k in keys if k not in varying}
@@ -96,8 +99,11 @@ def markdown(rows, varying, constant, metrics) -> str:
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---" if i < 1 + len(varying) else "---:" for i in range(len(head))) + "|")
     for r in rows:
-        cells = [r["run"], *(r["overrides"].get(k, "–") for k in varying),
-                 *(_fmt(r["metrics"].get(m)) for m in metrics)]
+        cells = [
+            r["run"],
+            *(r["overrides"].get(k, "–") for k in varying),
+            *(_fmt(r["metrics"].get(m)) for m in metrics),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -108,8 +114,13 @@ def write_csv(path: Path, rows, metrics) -> None:
         writer = csv.writer(f)
         writer.writerow(["run", *keys, *metrics])
         for r in rows:
-            writer.writerow([r["run"], *(r["overrides"].get(k, "") for k in keys),
-                             *("" if r["metrics"].get(m) is None else r["metrics"][m] for m in metrics)])
+            writer.writerow(
+                [
+                    r["run"],
+                    *(r["overrides"].get(k, "") for k in keys),
+                    *("" if r["metrics"].get(m) is None else r["metrics"][m] for m in metrics),
+                ]
+            )
 
 
 def plot(path: Path, rows, varying, metrics) -> None:

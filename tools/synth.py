@@ -4,6 +4,7 @@
 
 writes DIR/{train,val,test}/NAME_td.h5 + NAME_bbox.npy, DIR/pretrain/NAME_td.h5 (unlabelled) and
 DIR/synth.json, then prints a summary. The same preset and seed give byte-identical files."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="evcmae-synth", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder (new, empty, or an earlier synth output)")
-    parser.add_argument("--preset", default="demo", choices=sorted(PRESETS),
-                        help="dataset size: tiny (tests), demo (< 1 min), study (evcmae-study on a CPU), bench (GPU studies)")
+    parser.add_argument(
+        "--preset",
+        default="demo",
+        choices=sorted(PRESETS),
+        help="dataset size: tiny (tests), demo (< 1 min), study (evcmae-study on a CPU), bench (GPU studies)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (output does not depend on it)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -28,8 +33,10 @@ def main(argv=None) -> int:
     from evcmae.events.synth import PRESETS, generate
 
     p = PRESETS[args.preset]
-    print(f"evcmae-synth: preset {p.name} ({p.width}x{p.height}, {p.duration_s:g} s per recording), "
-          f"seed {args.seed} -> {args.out}")
+    print(
+        f"evcmae-synth: preset {p.name} ({p.width}x{p.height}, {p.duration_s:g} s per recording), "
+        f"seed {args.seed} -> {args.out}"
+    )
     try:
         summary = generate(args.out, p, args.seed, workers=args.workers, log=None if args.quiet else print)
     except FileExistsError as exc:

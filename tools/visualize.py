@@ -5,13 +5,13 @@
 
 Boxes come from --labels, or from the sibling NAME_bbox.npy of a NAME_td.h5 file; the boxes
 shown are those of the label time nearest the window end, within the window."""
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 from pathlib import Path
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detections", help="predicted boxes to draw too (e.g. evcmae-detect's *_bbox.npy)")
     parser.add_argument("--t-start", type=int, default=None, help="window start in µs (default: first event)")
     parser.add_argument("--window-ms", type=float, default=50.0)
-    parser.add_argument("--sequence", type=int, default=None, metavar="N",
-                        help="render N consecutive windows into an animated GIF")
+    parser.add_argument(
+        "--sequence", type=int, default=None, metavar="N", help="render N consecutive windows into an animated GIF"
+    )
     parser.add_argument("--scale", type=int, default=1, help="enlarge the picture this many times")
     parser.add_argument("--width", type=int, default=None, help="sensor width, when the file does not say")
     parser.add_argument("--height", type=int, default=None, help="sensor height, when the file does not say")
@@ -110,9 +111,12 @@ def main(argv=None) -> int:
     labels, label_path = find_labels(path, args.labels, args.no_labels)
     detections = find_labels(path, args.detections, False)[0] if args.detections else None
 
-    frames = [render_window(events, width, height, labels, t0 + i * window, t0 + (i + 1) * window, args.scale,
-                            detections=detections)
-              for i in range(n)]
+    frames = [
+        render_window(
+            events, width, height, labels, t0 + i * window, t0 + (i + 1) * window, args.scale, detections=detections
+        )
+        for i in range(n)
+    ]
     if out.parent and not out.parent.exists():
         os.makedirs(out.parent, exist_ok=True)
     if args.sequence is None:
@@ -122,8 +126,10 @@ def main(argv=None) -> int:
     boxes = "no labels" if labels is None else f"labels from {label_path}"
     if detections is not None:
         boxes += f", detections from {args.detections}"
-    print(f"evcmae-viz: wrote {out} ({frames[0].size[0]}x{frames[0].size[1]}, {n} window(s) of "
-          f"{args.window_ms:g} ms from t={t0} µs, {len(events)} events, {boxes})")
+    print(
+        f"evcmae-viz: wrote {out} ({frames[0].size[0]}x{frames[0].size[1]}, {n} window(s) of "
+        f"{args.window_ms:g} ms from t={t0} µs, {len(events)} events, {boxes})"
+    )
     return 0
 
 

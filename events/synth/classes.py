@@ -4,6 +4,7 @@ Sizes are in metres and become pixels through the camera's scale (pixels per met
 sidewalk, times the perspective factor of the object's lane), so a preset at any resolution gets
 objects of the right apparent size and speed: a car is ~4.5 m long and drives at 6-14 m/s, a
 pedestrian is ~1.7 m tall and walks at 1-1.8 m/s."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

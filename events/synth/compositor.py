@@ -3,6 +3,7 @@ of what is visible in them.
 
 Compositing is in linear intensity (partial coverage mixes light, as a pixel does), and the log
 is taken only where objects are, since the rest of the frame is the static background."""
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,17 @@ class Compositor:
         if k not in actor.sprites:
             dist = k / actor.design.poses * actor.design.cycle_m if actor.animated else 0.0
             scale = float(perspective(actor.path_y[0])) if scale is None else scale
-            ca = rasterize(actor.design(w, h, dist), w, int(math.ceil(w)) + 2 * m, int(math.ceil(h)) + 2 * m,
-                           m, m, actor.facing < 0, actor.patch, 1.0 / scale)
+            ca = rasterize(
+                actor.design(w, h, dist),
+                w,
+                int(math.ceil(w)) + 2 * m,
+                int(math.ceil(h)) + 2 * m,
+                m,
+                m,
+                actor.facing < 0,
+                actor.patch,
+                1.0 / scale,
+            )
             actor.sprites[k] = _shift_y(np.stack(ca).astype(np.float32), fy)
         return actor.sprites[k]
 
@@ -125,7 +135,7 @@ class Compositor:
             owner[sub][a[loc] > 0.5] = i
         seen = np.bincount(owner[owner >= 0], minlength=len(layers))
         rows = []
-        for i, (actor, (x, y, w, h), a, sub, loc) in enumerate(layers):
+        for i, (actor, (x, y, w, h), a, _sub, loc) in enumerate(layers):
             full = int(np.count_nonzero(a > 0.5))
             in_view = int(np.count_nonzero(a[loc] > 0.5))
             x0, y0 = max(x, 0.0), max(y, 0.0)

@@ -3,6 +3,7 @@
 Background activity (junction leakage, shot noise) is a Poisson process per pixel whose rate
 varies from pixel to pixel (log-normal here); hot pixels are the few defective pixels that fire
 at tens to hundreds of hertz whatever the scene does."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,14 +11,15 @@ import numpy as np
 from .simulator import SensorConfig
 
 
-def background_activity(rng: np.random.Generator, width: int, height: int, t0_us: int, t1_us: int,
-                        config: SensorConfig):
+def background_activity(
+    rng: np.random.Generator, width: int, height: int, t0_us: int, t1_us: int, config: SensorConfig
+):
     """(x, y, t, p) of noise events in [t0_us, t1_us), unsorted."""
     n = width * height
     duration_s = (t1_us - t0_us) * 1e-6
     spread = config.noise_rate_spread
     # Mean-preserving log-normal rates, so ``noise_rate_hz`` stays the average.
-    rates = config.noise_rate_hz * np.exp(rng.normal(-0.5 * spread ** 2, spread, n))
+    rates = config.noise_rate_hz * np.exp(rng.normal(-0.5 * spread**2, spread, n))
     counts = rng.poisson(rates * duration_s)
     pix = np.repeat(np.arange(n), counts)
     t = rng.integers(t0_us, t1_us, pix.size, dtype=np.int64)
@@ -25,8 +27,7 @@ def background_activity(rng: np.random.Generator, width: int, height: int, t0_us
     return (pix % width).astype(np.uint16), (pix // width).astype(np.uint16), t, p
 
 
-def hot_pixels(rng: np.random.Generator, width: int, height: int, t0_us: int, t1_us: int,
-               config: SensorConfig):
+def hot_pixels(rng: np.random.Generator, width: int, height: int, t0_us: int, t1_us: int, config: SensorConfig):
     """(x, y, t, p) of hot-pixel events; at least one hot pixel when the fraction is non-zero."""
     if config.hot_pixel_fraction <= 0:
         return _empty()

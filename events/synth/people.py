@@ -1,6 +1,7 @@
 """Side views of the animated classes: pedestrian, bicycle (with rider) and wheelchair (with
 occupant). Limbs, pedals and spokes move with the distance travelled; each drawing repeats over
 one gait or pedal cycle, so a few dozen cached poses animate it."""
+
 from __future__ import annotations
 
 import math
@@ -30,16 +31,28 @@ def pedestrian(rng):
             foot = (cx + leg_len * math.sin(swing * s), hip[1] + leg_len * math.cos(swing * s) - lift)
             parts += leg(hip, foot, 0.245 * h, 0.245 * h, 0.045 * h, legs * dim)
             a = -0.7 * swing * s
-            parts.append(capsule(cx, 0.22 * h, cx + 0.3 * h * math.sin(a), 0.22 * h + 0.3 * h * math.cos(a),
-                                 0.03 * h, top * dim, fine=0.04))
+            parts.append(
+                capsule(
+                    cx,
+                    0.22 * h,
+                    cx + 0.3 * h * math.sin(a),
+                    0.22 * h + 0.3 * h * math.cos(a),
+                    0.03 * h,
+                    top * dim,
+                    fine=0.04,
+                )
+            )
             if side == math.pi:
-                parts.append(box(cx - 0.08 * h, 0.18 * h, cx + 0.08 * h, 0.55 * h, top, r=0.04 * h,
-                                 coarse=0.08, fine=0.05))
+                parts.append(
+                    box(cx - 0.08 * h, 0.18 * h, cx + 0.08 * h, 0.55 * h, top, r=0.04 * h, coarse=0.08, fine=0.05)
+                )
                 if bag:
                     parts.append(box(cx - 0.14 * h, 0.2 * h, cx - 0.06 * h, 0.4 * h, 0.08, r=0.02 * h))
-        parts += [capsule(cx, 0.13 * h, cx, 0.2 * h, 0.025 * h, skin),
-                  ellipse(cx + 0.01 * h, 0.085 * h, 0.055 * h, 0.075 * h, skin, fine=0.04),
-                  ellipse(cx - 0.008 * h, 0.06 * h, 0.055 * h, 0.05 * h, hair)]
+        parts += [
+            capsule(cx, 0.13 * h, cx, 0.2 * h, 0.025 * h, skin),
+            ellipse(cx + 0.01 * h, 0.085 * h, 0.055 * h, 0.075 * h, skin, fine=0.04),
+            ellipse(cx - 0.008 * h, 0.06 * h, 0.055 * h, 0.05 * h, hair),
+        ]
         return parts
 
     return cyclic(draw, stride, 24)
@@ -75,9 +88,11 @@ def bicycle(rng):
             parts += leg(hip, pedal, 0.24 * h, 0.24 * h, 0.04 * h, legs * dim)
             if side == math.pi:
                 parts.append(capsule(hip[0], hip[1], shoulder[0], shoulder[1], 0.07 * h, top, coarse=0.08, fine=0.04))
-        parts += [capsule(shoulder[0], shoulder[1], head[0] + 0.02 * w, head[1] - 0.02 * h, 0.028 * h, top * 0.9),
-                  circle(0.65 * w, 0.09 * h, 0.075 * h, skin, fine=0.04),
-                  ellipse(0.64 * w, 0.06 * h, 0.08 * h, 0.05 * h, hair)]
+        parts += [
+            capsule(shoulder[0], shoulder[1], head[0] + 0.02 * w, head[1] - 0.02 * h, 0.028 * h, top * 0.9),
+            circle(0.65 * w, 0.09 * h, 0.075 * h, skin, fine=0.04),
+            ellipse(0.64 * w, 0.06 * h, 0.08 * h, 0.05 * h, hair),
+        ]
         return parts
 
     # One pedal turn = 2.5 wheel turns = 15 periods of the 3-spoke pattern: the drawing repeats.
@@ -96,17 +111,21 @@ def wheelchair(rng):
         wy = h - wr
         ang = dist_m / 0.3
         push = math.sin(2 * ang)  # two pushes per wheel turn
-        parts = [box(0.22 * w, 0.5 * h, 0.72 * w, 0.57 * h, chair),
-                 capsule(0.22 * w, 0.55 * h, 0.18 * w, 0.22 * h, max(0.03 * w, 0.4), chair),
-                 capsule(0.7 * w, 0.56 * h, 0.85 * w, 0.9 * h, max(0.02 * w, 0.35), chair),
-                 circle(0.86 * w, h - 0.07 * w, 0.07 * w, TIRE)]
+        parts = [
+            box(0.22 * w, 0.5 * h, 0.72 * w, 0.57 * h, chair),
+            capsule(0.22 * w, 0.55 * h, 0.18 * w, 0.22 * h, max(0.03 * w, 0.4), chair),
+            capsule(0.7 * w, 0.56 * h, 0.85 * w, 0.9 * h, max(0.02 * w, 0.35), chair),
+            circle(0.86 * w, h - 0.07 * w, 0.07 * w, TIRE),
+        ]
         parts += wheel(0.38 * w, wy, wr, 0.5, angle=ang, open_rim=True, spokes=4)
-        parts += [capsule(0.3 * w, 0.5 * h, 0.36 * w, 0.18 * h, 0.09 * h, top, coarse=0.08, fine=0.05),
-                  capsule(0.32 * w, 0.5 * h, 0.72 * w, 0.5 * h, 0.055 * h, legs),
-                  capsule(0.72 * w, 0.5 * h, 0.8 * w, 0.86 * h, 0.045 * h, legs),
-                  capsule(0.38 * w, 0.22 * h, 0.38 * w + 0.2 * w * push, 0.45 * h, 0.03 * h, top * 0.85),
-                  circle(0.42 * w, 0.09 * h, 0.085 * h, skin, fine=0.04),
-                  ellipse(0.4 * w, 0.06 * h, 0.085 * h, 0.055 * h, hair)]
+        parts += [
+            capsule(0.3 * w, 0.5 * h, 0.36 * w, 0.18 * h, 0.09 * h, top, coarse=0.08, fine=0.05),
+            capsule(0.32 * w, 0.5 * h, 0.72 * w, 0.5 * h, 0.055 * h, legs),
+            capsule(0.72 * w, 0.5 * h, 0.8 * w, 0.86 * h, 0.045 * h, legs),
+            capsule(0.38 * w, 0.22 * h, 0.38 * w + 0.2 * w * push, 0.45 * h, 0.03 * h, top * 0.85),
+            circle(0.42 * w, 0.09 * h, 0.085 * h, skin, fine=0.04),
+            ellipse(0.4 * w, 0.06 * h, 0.085 * h, 0.055 * h, hair),
+        ]
         return parts
 
     return cyclic(draw, 2 * math.pi * 0.3, 32)

@@ -1,5 +1,6 @@
 """Named dataset sizes. Everything that decides the generated data is here, so a preset name and
 a seed pin the output down to the byte (and ``synth.json`` records the full parameter set)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -40,14 +41,12 @@ class Preset:
 
 
 PRESETS = {
-    "tiny": Preset("tiny", 320, 180, 1.0, {"train": 2, "val": 1, "test": 1, "pretrain": 2},
-                   min_box_side=3.0),
+    "tiny": Preset("tiny", 320, 180, 1.0, {"train": 2, "val": 1, "test": 1, "pretrain": 2}, min_box_side=3.0),
     "demo": Preset("demo", 640, 360, 2.0, {"train": 4, "val": 1, "test": 1, "pretrain": 2}),
     "bench": Preset("bench", 640, 360, 3.0, {"train": 16, "val": 4, "test": 4, "pretrain": 32}),
     # bench's street at a quarter of the pixels and 2 s recordings, with more labelled recordings
     # so that 10 % of them is still two: evcmae-study's CPU scale (generated in about a minute)
-    "study": Preset("study", 320, 180, 2.0, {"train": 20, "val": 4, "test": 4, "pretrain": 24},
-                    min_box_side=3.0),
+    "study": Preset("study", 320, 180, 2.0, {"train": 20, "val": 4, "test": 4, "pretrain": 24}, min_box_side=3.0),
 }
 
 

@@ -3,6 +3,7 @@
 Coverage from the signed distance (alpha = clip(0.5 - d, 0, 1)) makes a pixel's intensity vary
 continuously as an edge slides across it by a fraction of a pixel. Without that, sub-pixel motion
 would move edges in whole-pixel jumps and every pixel would fire all its events at one instant."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -105,8 +106,17 @@ def signed_distance(part: Part, x, y):
     return _SDF[part.kind](x, y, part.geom)
 
 
-def rasterize(parts, width: float, region_w: int, region_h: int, ox: float, oy: float,
-              flip: bool = False, patch: NoisePatch | None = None, tex_scale: float = 1.0):
+def rasterize(
+    parts,
+    width: float,
+    region_w: int,
+    region_h: int,
+    ox: float,
+    oy: float,
+    flip: bool = False,
+    patch: NoisePatch | None = None,
+    tex_scale: float = 1.0,
+):
     """Paint ``parts`` into a ``region_h`` x ``region_w`` pixel block whose pixel (0, 0) has its
     corner at object-local position (-ox, -oy). Returns premultiplied intensity and coverage.
 
@@ -120,8 +130,9 @@ def rasterize(parts, width: float, region_w: int, region_h: int, ox: float, oy: 
     x = lx[None, :]
     y = ly[:, None]
     if patch is not None:
-        coarse, fine = patch.sample(np.broadcast_to(x * tex_scale, (region_h, region_w)),
-                                    np.broadcast_to(y * tex_scale, (region_h, region_w)))
+        coarse, fine = patch.sample(
+            np.broadcast_to(x * tex_scale, (region_h, region_w)), np.broadcast_to(y * tex_scale, (region_h, region_w))
+        )
     color = np.zeros((region_h, region_w))
     alpha = np.zeros((region_h, region_w))
     for part in parts:

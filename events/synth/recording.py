@@ -1,5 +1,6 @@
 """One synthetic recording: render the street frame by frame, turn frames into events, add noise,
 and label the visible objects at the label rate."""
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ def recording_rngs(seed: int, split: str, index: int):
     return [np.random.default_rng(s) for s in ss.spawn(4)]
 
 
-def synthesize(preset: str | Preset, seed: int, split: str = "train", index: int = 0,
-               labelled: bool | None = None) -> Recording:
+def synthesize(
+    preset: str | Preset, seed: int, split: str = "train", index: int = 0, labelled: bool | None = None
+) -> Recording:
     """Generate one recording in memory. ``labelled`` defaults to every split but ``pretrain``."""
     p = get_preset(preset)
     labelled = split != "pretrain" if labelled is None else labelled
@@ -63,8 +65,10 @@ def synthesize(preset: str | Preset, seed: int, split: str = "train", index: int
         if is_label:
             label_rows += renderer.labels(int(frame_t[k]), layers)
 
-    noise = [background_activity(rng_noise, W, H, 0, duration_us, p.sensor),
-             hot_pixels(rng_noise, W, H, 0, duration_us, p.sensor)]
+    noise = [
+        background_activity(rng_noise, W, H, 0, duration_us, p.sensor),
+        hot_pixels(rng_noise, W, H, 0, duration_us, p.sensor),
+    ]
     cols = [np.concatenate([part[i] for part in parts + noise]) for i in range(4)]
     n_signal = sum(len(part[2]) for part in parts)
     is_noise = np.arange(len(cols[2])) >= n_signal

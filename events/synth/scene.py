@@ -5,6 +5,7 @@ Being static, the background itself never fires; its texture matters where a pas
 uncovers it (trailing edges) and because it sets the contrast of each object's outline. The poles
 form a foreground layer drawn over the objects, as street furniture occludes traffic in real
 recordings."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,9 +48,9 @@ def _buildings(rng, img, h, w):
         pitch_x, pitch_y = int(win_w * rng.uniform(1.6, 2.4)), int(win_h * rng.uniform(1.6, 2.2))
         for yy in range(int(0.02 * h), top - roof - win_h, pitch_y):
             for xx in range(int(0.01 * w), bw - win_w, pitch_x):
-                block[yy:yy + win_h, xx:xx + win_w] = rng.choice((0.06, 0.1, 0.15, 0.5)) * rng.uniform(0.8, 1.2)
-        block[:max(1, h // 180)] *= 0.6  # roof edge
-        img[roof:top, x:x + bw] = block[:, : min(bw, w - x)]
+                block[yy : yy + win_h, xx : xx + win_w] = rng.choice((0.06, 0.1, 0.15, 0.5)) * rng.uniform(0.8, 1.2)
+        block[: max(1, h // 180)] *= 0.6  # roof edge
+        img[roof:top, x : x + bw] = block[:, : min(bw, w - x)]
         x += bw + int(rng.integers(0, max(2, w // 60)))
 
 
@@ -73,11 +74,12 @@ def render_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
     road = _rows(h, ROAD_TOP, ROAD_BOTTOM)
     rh = road.stop - road.start
     asphalt = rng.uniform(0.14, 0.22) * np.exp(
-        0.12 * fbm(rng, rh, w, max(8, w // 10)) + 0.12 * grain(rng, rh, w) + 0.06 * value_noise(rng, rh, w, 2.0))
+        0.12 * fbm(rng, rh, w, max(8, w // 10)) + 0.12 * grain(rng, rh, w) + 0.06 * value_noise(rng, rh, w, 2.0)
+    )
     for _ in range(int(rng.integers(2, 6))):  # repaired patches
         py, px = int(rng.integers(0, rh - 4)), int(rng.integers(0, w - 8))
         ph, pw = int(rng.integers(3, max(4, rh // 6))), int(rng.integers(8, max(9, w // 6)))
-        asphalt[py:py + ph, px:px + pw] *= rng.uniform(0.7, 1.3)
+        asphalt[py : py + ph, px : px + pw] *= rng.uniform(0.7, 1.3)
     img[road] = asphalt
     near = _rows(h, ROAD_BOTTOM, 1.0)
     img[near] = _paving(rng, near.stop - near.start, w, rng.uniform(0.4, 0.55), max(6, w // 24))
@@ -88,7 +90,7 @@ def render_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
         mask = np.ones(w, bool)
         if dash:
             mask = (np.arange(w) % dash[0]) < dash[1]
-        img[y0:y0 + t, mask] = value * np.exp(0.1 * grain(rng, t, int(mask.sum())))
+        img[y0 : y0 + t, mask] = value * np.exp(0.1 * grain(rng, t, int(mask.sum())))
 
     line(ROAD_TOP - 0.004, 0.008, 0.65)  # kerbs
     line(ROAD_BOTTOM - 0.004, 0.01, 0.65)
@@ -105,7 +107,7 @@ def render_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
         if on:
             a, b = int(cw[0] - s), int(cw[1] + s)
             img[y, a:b] = 0.75 * np.exp(0.08 * grain(rng, 1, b - a))[0]
-    img *= 1.0 - 0.25 * (np.hypot(*np.mgrid[-1:1:h * 1j, -1:1:w * 1j]) / 1.42) ** 2  # lens vignetting
+    img *= 1.0 - 0.25 * (np.hypot(*np.mgrid[-1 : 1 : h * 1j, -1 : 1 : w * 1j]) / 1.42) ** 2  # lens vignetting
     np.clip(img, 0.01, 1.0, out=img)
     fg_c, fg_a, slices = _poles(rng, w, h)
     return Scene(img, fg_c, fg_a, slices, cw)

@@ -5,6 +5,7 @@ A design is a function ``draw(w, h, dist_m) -> list[Part]`` in object-local pixe
 rear at 0 to the front at ``w``, y down). Colours and proportions are drawn once per object from
 its own generator; ``dist_m`` (metres travelled) drives legs, pedals and spokes, so the animation
 stays in step with the ground speed at any frame rate."""
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,7 @@ def wheel(cx, cy, r, hub, angle=None, open_rim=False, spokes=3):
         if angle is not None:  # bolts on a closed rim, so its rotation is visible
             for k in range(4):
                 a = angle + k * math.pi / 2
-                parts.append(circle(cx + 0.38 * r * math.cos(a), cy + 0.38 * r * math.sin(a),
-                                    max(0.07 * r, 0.4), 0.08))
+                parts.append(circle(cx + 0.38 * r * math.cos(a), cy + 0.38 * r * math.sin(a), max(0.07 * r, 0.4), 0.08))
     return parts
 
 
@@ -55,7 +55,7 @@ def leg(hip, foot, thigh, shin, r, value, forward=1.0):
     fx, fy = foot
     d = max(math.hypot(fx - hx, fy - hy), 1e-6)
     d_eff = min(d, (thigh + shin) * 0.999)
-    cos_a = (thigh ** 2 + d_eff ** 2 - shin ** 2) / (2 * thigh * d_eff)
+    cos_a = (thigh**2 + d_eff**2 - shin**2) / (2 * thigh * d_eff)
     a = math.acos(max(-1.0, min(1.0, cos_a)))
     base = math.atan2(fy - hy, fx - hx)
     ang = base - forward * a

@@ -7,6 +7,7 @@ moves by one threshold per crossing; a large change therefore gives several even
 the interval. Thresholds differ from pixel to pixel (fabrication mismatch). An event closer than
 the refractory period to the pixel's previous one is suppressed, but the reference still moves,
 as in ESIM's implementation."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,6 +1,7 @@
 """Procedural textures. Real scenes are never flat: asphalt grain, paint and dirt are what make a
 moving edge or a revealed patch of road fire a scattered, uneven set of events instead of a clean
 outline. Fields are zero-mean and used as log-intensity perturbations (``I * exp(a * field)``)."""
+
 from __future__ import annotations
 
 import numpy as np

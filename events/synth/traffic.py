@@ -5,6 +5,7 @@ horizontally, farther lanes sit higher in the image and look smaller and slower.
 at the image border as a Poisson process per lane (starting well before t = 0, so a recording
 opens with traffic already in view), drive through and leave; pedestrians may also cross the road
 at the zebra crossing. Nearer lanes are drawn later, so they occlude farther ones."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -111,9 +112,18 @@ def _lane_actor(rng, lane, t0, width, px_per_m, track_id, prev):
     v = speed * scale
     travel = (width + w) / v  # centre from half a length before the border to half a length past
     x_start = -w / 2 if direction > 0 else width + w / 2
-    actor = Actor(track_id, cid, length, rng.uniform(*spec.aspect), speed,
-                  np.array([t0, t0 + travel]), np.array([x_start, x_start + direction * (width + w)]),
-                  np.array([y, y]), direction, make_design(cid, rng))
+    actor = Actor(
+        track_id,
+        cid,
+        length,
+        rng.uniform(*spec.aspect),
+        speed,
+        np.array([t0, t0 + travel]),
+        np.array([x_start, x_start + direction * (width + w)]),
+        np.array([y, y]),
+        direction,
+        make_design(cid, rng),
+    )
     return actor, (w, speed, t0, t0 + travel)
 
 
@@ -137,12 +147,30 @@ def _crossing_actor(rng, t0, width, height, px_per_m, crosswalk, track_id):
         ts = [t0, t0 + t_cross, t0 + t_cross + t_walk]
         xs, ys = [cx, cx, x_far], [y_exit, FAR_WALK, FAR_WALK]
         facing = 1 if x_far > cx else -1
-    return Actor(track_id, C.PEDESTRIAN, length, rng.uniform(*spec.aspect), speed,
-                 np.array(ts), np.array(xs), np.array(ys), facing, make_design(C.PEDESTRIAN, rng))
+    return Actor(
+        track_id,
+        C.PEDESTRIAN,
+        length,
+        rng.uniform(*spec.aspect),
+        speed,
+        np.array(ts),
+        np.array(xs),
+        np.array(ys),
+        facing,
+        make_design(C.PEDESTRIAN, rng),
+    )
 
 
-def spawn_traffic(rng, width: int, height: int, duration_s: float, px_per_m: float,
-                  crosswalk: tuple[float, float], density: float = 1.0, warmup_s: float = 90.0):
+def spawn_traffic(
+    rng,
+    width: int,
+    height: int,
+    duration_s: float,
+    px_per_m: float,
+    crosswalk: tuple[float, float],
+    density: float = 1.0,
+    warmup_s: float = 90.0,
+):
     """All actors that are in view at some time in [0, duration_s], sorted by track id.
 
     Arrivals start ``warmup_s`` before 0 so the opening frame is already a steady-state street."""

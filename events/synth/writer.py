@@ -1,5 +1,6 @@
 """Writing a synthetic benchmark to disk in the raw Gen4/eTraM layout:
 ``DIR/<split>/<name>_td.h5`` (+ ``<name>_bbox.npy`` for labelled splits) and ``DIR/synth.json``."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,14 @@ def _write_one(args):
     write_h5(folder / f"{name}_td.h5", rec.events, preset.width, preset.height)
     if split != "pretrain":
         save_labels(folder / f"{name}_bbox.npy", rec.labels)
-    info = {"name": name, "events": len(rec.events), "boxes": int(len(rec.labels)),
-            "duration_us": rec.duration_us, "frame_dt_us": round(rec.frame_dt_us, 3), "objects": rec.n_objects}
+    info = {
+        "name": name,
+        "events": len(rec.events),
+        "boxes": int(len(rec.labels)),
+        "duration_us": rec.duration_us,
+        "frame_dt_us": round(rec.frame_dt_us, 3),
+        "objects": rec.n_objects,
+    }
     return split, info, time.perf_counter() - start
 
 
@@ -80,8 +87,10 @@ def generate(out_dir, preset: str | Preset = "tiny", seed: int = 0, workers: int
         "classes": list(CLASS_NAMES),
         "parameters": asdict(p),
         "splits": splits,
-        "totals": {s: {"recordings": len(v), "events": sum(r["events"] for r in v),
-                       "boxes": sum(r["boxes"] for r in v)} for s, v in splits.items()},
+        "totals": {
+            s: {"recordings": len(v), "events": sum(r["events"] for r in v), "boxes": sum(r["boxes"] for r in v)}
+            for s, v in splits.items()
+        },
     }
     with open(out_dir / "synth.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
