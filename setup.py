@@ -6,7 +6,7 @@ from setuptools import setup
 # One installed namespace, the checkout's folders unchanged: each top-level folder is installed as a
 # subpackage of ``evcmae`` (events/ -> evcmae.events, tools/ -> evcmae.tools, ...), so no common
 # name such as ``events`` or ``tools`` is claimed at the top level. evcmae/ holds only the public API.
-FOLDERS = ["events", "events.synth", "pretrain", "finetune", "losses", "backbones", "tools", "conf"]
+FOLDERS = ["events", "events.synth", "pretrain", "finetune", "losses", "backbones", "tools", "conf", "conf.common"]
 PACKAGES = ["evcmae"] + [f"evcmae.{name}" for name in FOLDERS]
 PACKAGE_DIR = {"evcmae": "evcmae", **{f"evcmae.{name}": name.replace(".", "/") for name in FOLDERS}}
 
@@ -29,7 +29,7 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"evcmae.conf": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
+    package_data={"evcmae.conf": ["*/*.yaml", "*/*/*.yaml"], "evcmae.conf.common": ["*/*.yaml", "*/*/*.yaml"]},
     install_requires=[
         "numpy>=1.24",
         "torch>=2.1",

@@ -31,9 +31,9 @@ def bench_step_breakdown(
 
     root = Path(root or tempfile.mkdtemp(prefix="evcmae_bench_"))
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=config_dir("pretrain"), version_base="1.3"):
         cfg = compose(
-            "config",
+            "pretrain",
             overrides=[
                 f"paths.root_dir={root}",
                 f"paths.output_dir={root}/run",

@@ -25,7 +25,7 @@ def finetuned(tmp_path_factory):
     cfg = _compose(
         "finetune",
         [
-            "finetune/data@data=tiny",
+            "data=tiny",
             f"paths.data_dir={out}/data",
             f"paths.log_dir={out}/logs",
             f"trainer.max_steps={STEPS}",

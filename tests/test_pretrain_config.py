@@ -8,7 +8,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "conf" / "pretrain"
+COMMON = CONF.parent / "common"
 GROUPS = {
     "data": ["demo", "tiny", "study", "bench", "etram"],
     "backbone": ["default"],
@@ -25,12 +26,13 @@ PATHS = ["paths.root_dir=/r", "paths.output_dir=/r/out"]
 def _compose(overrides, hydra_cfg=False):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=hydra_cfg)
+        return compose("pretrain", overrides=overrides, return_hydra_config=hydra_cfg)
 
 
 def test_every_group_option_has_a_file():
     for group, options in GROUPS.items():
-        on_disk = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        folder = CONF / group if (CONF / group).is_dir() else COMMON / group
+        on_disk = sorted(p.stem for p in folder.glob("*.yaml"))
         assert on_disk == sorted(options), group
 
 

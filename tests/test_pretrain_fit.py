@@ -32,9 +32,9 @@ def tiny(synth_tiny):
 
 def make_cfg(tiny, out, *overrides):
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=pretrain_tool.config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=pretrain_tool.config_dir("pretrain"), version_base="1.3"):
         return compose(
-            "config",
+            "pretrain",
             overrides=[
                 f"paths.root_dir={out}",
                 f"paths.output_dir={out}",

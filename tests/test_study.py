@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from evcmae.tools import study
@@ -16,7 +17,8 @@ RUN_KEYS = ("hydra.run.dir=", "record.root=")
 
 
 def study_config(*overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir("study"), version_base="1.3"):
         return compose(config_name="study", overrides=list(overrides))
 
 
@@ -67,11 +69,11 @@ def test_every_planned_run_composes(scale):
     """Each run's overrides compose against the pretraining / fine-tuning configs (a typo in a
     scale file fails here, not an hour into the study), and the ablations set what they say."""
     jobs = study.plan(study_config(f"scale={scale}"))
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        for job in jobs:
-            overrides = without(job.overrides, ("hydra.",))
-            name = "config" if job.kind == "pretrain" else "finetune"
-            cfg = compose(config_name=name, overrides=overrides)
+    for job in jobs:
+        overrides = without(job.overrides, ("hydra.",))
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=config_dir(job.kind), version_base="1.3"):
+            cfg = compose(config_name=job.kind, overrides=overrides)
             if job.kind == "pretrain":
                 weights = OmegaConf.to_container(cfg.loss.weights)
                 if job.condition == "full":
@@ -147,7 +149,7 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     cfg = study_config(
         "preset=tiny",
         "pretrain_overrides=['data=tiny']",
-        "finetune_overrides=['finetune/data@data=tiny']",
+        "finetune_overrides=['data=tiny']",
         "pretrain_steps=2",
         "finetune_steps=2",
         "val_every=2",

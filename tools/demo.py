@@ -23,13 +23,14 @@ DEFAULTS = {"pretrain_steps": 30, "finetune_steps": 60, "out": "outputs/demo", "
 
 
 def _compose(config_name: str, overrides: list[str], output_dir: Path):
+    """``config_name`` is the app: pretrain or finetune."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from evcmae.tools.pretrain import config_dir
 
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=config_dir(config_name), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # so ${hydra:runtime.output_dir} resolves
     with open_dict(cfg):
@@ -57,7 +58,7 @@ def run_demo(
     common = [f"paths.data_dir={Path(data_dir).absolute()}", f"paths.log_dir={out}", "logger=csv"]
     pre_dir = out / "pretrain"
     cfg = _compose(
-        "config",
+        "pretrain",
         [
             *common,
             "data=demo",

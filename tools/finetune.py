@@ -3,8 +3,8 @@
     evcmae-finetune                                                   # demo preset, from scratch
     evcmae-finetune model.pretrained=outputs/runs/<run>               # from a pretraining export
     evcmae-finetune model.pretrained=outputs/runs/<run>/checkpoints/last.ckpt model.encoder_mode=freeze
-    evcmae-finetune finetune/model@model=histogram                    # the stacked-histogram baseline
-    evcmae-finetune finetune/data@data=tiny trainer.max_steps=20
+    evcmae-finetune model=histogram                    # the stacked-histogram baseline
+    evcmae-finetune data=tiny trainer.max_steps=20
     evcmae-finetune -m data.label_fraction=0.1,0.5,1.0                # label efficiency
 
 Each run writes checkpoints/ (best by val/AP, and last), csv/ logs and an experiment record
@@ -96,7 +96,7 @@ def build(cfg: DictConfig, extra_callbacks=()):
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     if cfg.model.pretrained:
         if module.model.encoder is None:
-            raise ValueError("model.pretrained needs the sparse input (finetune/model@model=sparse)")
+            raise ValueError("model.pretrained needs the sparse input (model=sparse)")
         from evcmae.finetune.transfer import load_pretrained
 
         load_pretrained(module.model.encoder, cfg.model.pretrained, cfg.model.pretrained_which, logger or None)
@@ -144,7 +144,7 @@ def run(cfg: DictConfig) -> dict:
     return {"metrics": metrics, "checkpoint": best, "record": str(record.path) if record else None}
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="finetune")
+@hydra.main(version_base="1.3", config_path=config_dir("finetune"), config_name="finetune")
 def main(cfg: DictConfig) -> float | None:
     return run(cfg)["metrics"].get("AP")
 

@@ -22,12 +22,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 
-def config_dir() -> str:
-    """The Hydra config tree, ``evcmae.conf``: conf/ of the checkout under an editable install, the
-    installed copy otherwise; it holds every primary config (config, finetune, study)."""
+def config_dir(app: str = "pretrain") -> str:
+    """The Hydra config folder of one app (``pretrain``, ``finetune`` or ``study``), inside
+    ``evcmae.conf``: conf/<app>/ of the checkout under an editable install, the installed copy
+    otherwise. Groups shared by the apps live in conf/common/, on each app's search path."""
     import evcmae.conf
 
-    return str(Path(evcmae.conf.__file__).resolve().parent)
+    return str(Path(evcmae.conf.__file__).resolve().parent / app)
 
 
 def build(cfg: DictConfig, extra_callbacks=()):
@@ -83,7 +84,7 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+@hydra.main(version_base="1.3", config_path=config_dir("pretrain"), config_name="pretrain")
 def main(cfg: DictConfig) -> float | None:
     return run(cfg).get("probe/knn_acc")  # what a Hydra sweeper (e.g. Optuna) would optimise
 

@@ -375,7 +375,7 @@ def run(cfg: DictConfig, argv: list[str] = ()) -> dict:
     return {"report": report, "failed": failed}
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="study")
+@hydra.main(version_base="1.3", config_path=config_dir("study"), config_name="study")
 def _hydra_main(cfg: DictConfig) -> None:
     result = run(cfg, sys.argv[1:])
     if result["failed"]:
