@@ -130,6 +130,38 @@ class SparseVoxelBackbone(nn.Module):
     def num_stages(self) -> int:
         return len(self.channels)
 
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """Output names, shallow to deep: ``x_conv1`` .. ``x_conv{num_stages}``."""
+        return tuple(self.out_strides)
+
+    def stage_index(self, output: str) -> int:
+        """1-based stage number of an output name (``x_conv3`` -> 3); a clear error otherwise."""
+        if output not in self.out_strides:
+            raise ValueError(f"unknown backbone output {output!r}; this backbone has {list(self.out_strides)}")
+        return self.stage_names.index(output) + 1
+
+    def stage_modules(self, until: str | None = None) -> dict[str, nn.Module]:
+        """``{"conv_input": ..., "conv1": ..., ...}`` up to the stage producing ``until`` (all when
+        None): the parameter-name prefixes a weight report can name stage by stage."""
+        depth = self.num_stages if until is None else self.stage_index(until)
+        modules = {"conv_input": self.conv_input}
+        modules.update({f"conv{i}": getattr(self, f"conv{i}") for i in range(1, depth + 1)})
+        return modules
+
+    def truncate(self, until: str) -> SparseVoxelBackbone:
+        """Delete the stages after the one producing ``until`` (in place; returns self). What is
+        never run should not exist: DDP reports unused parameters, and checkpoints would carry
+        dead weights. Earlier stages, their names and their outputs are unchanged."""
+        depth = self.stage_index(until)
+        for i in range(depth + 1, self.num_stages + 1):
+            delattr(self, f"conv{i}")
+        keep = self.stage_names[:depth]
+        self.channels, self.blocks, self.strides = self.channels[:depth], self.blocks[:depth], self.strides[:depth]
+        self.out_strides = {k: self.out_strides[k] for k in keep}
+        self.out_channels = {k: self.out_channels[k] for k in keep}
+        return self
+
     def output_shapes(self, spatial_shape: Sequence[int]) -> dict[str, Triple]:
         """Grid (T, H, W) of each output for an input grid: each stage takes ``ceil(side / s)``."""
         shapes, shape = {}, tuple(int(v) for v in spatial_shape)
@@ -144,14 +176,39 @@ class SparseVoxelBackbone(nn.Module):
         s = self.strides[stage - 1]
         return None if s == (1, 1, 1) else tuple(2 * k - 1 for k in s)
 
-    def forward(self, x) -> dict[str, spconv.SparseConvTensor]:
-        """``x``: a ``SparseConvTensor`` (or a ``VoxelBatch``, converted). Every output carries the
-        shared ``indice_dict``, so a decoder can invert any stage from the deepest output."""
+    def forward(self, x, until: str | None = None) -> dict[str, spconv.SparseConvTensor]:
+        """``x``: a ``SparseConvTensor`` (or a ``VoxelBatch``, converted). Runs the stages up to the
+        one producing ``until`` (all when None) and returns their outputs by name. Every output
+        carries the shared ``indice_dict``, so a decoder can invert any stage from the deepest one."""
         if not isinstance(x, spconv.SparseConvTensor):
             x = to_sparse_tensor(x)
+        depth = self.num_stages if until is None else self.stage_index(until)
         x = self.conv_input(x)
         out = {}
-        for i in range(1, self.num_stages + 1):
+        for i in range(1, depth + 1):
             x = getattr(self, f"conv{i}")(x)
             out[f"x_conv{i}"] = x
         return out
+
+
+def config_from_state(state: dict) -> dict:
+    """Constructor arguments from tensor shapes, for a ``.ckpt`` without its run's backbone.json.
+
+    spconv weights are (out, kt, ky, kx, in); a stage's strided opening conv has kernel 2s - 1.
+    A stride-1 stage opening with a 3x3x3 SubM width change looks like stride 2: ambiguous, so
+    the export's backbone.json is preferred whenever it exists."""
+    in_channels = int(state["conv_input.0.weight"].shape[-1])
+    channels, blocks, strides = [], [], []
+    i = 1
+    while any(k.startswith(f"conv{i}.") for k in state):
+        opening = state.get(f"conv{i}.0.0.weight")
+        block_ids = {int(k.split(".")[1]) for k in state if k.startswith(f"conv{i}.") and ".conv1." in k}
+        blocks.append(len(block_ids))
+        if opening is not None:
+            channels.append(int(opening.shape[0]))
+            strides.append([(int(k) + 1) // 2 for k in opening.shape[1:4]])
+        else:
+            channels.append(int(state[f"conv{i}.0.conv1.weight"].shape[0]))
+            strides.append([1, 1, 1])
+        i += 1
+    return {"in_channels": in_channels, "channels": channels, "blocks": blocks, "strides": strides}

@@ -37,13 +37,8 @@ class SparseEventEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, grid: Sequence[int], output: str = "x_conv3"):
         super().__init__()
-        if output not in backbone.out_strides:
-            raise ValueError(f"output must be one of {list(backbone.out_strides)}, got {output!r}")
         self.output = output
-        self.depth = int(output.removeprefix("x_conv"))
-        for i in range(self.depth + 1, backbone.num_stages + 1):
-            delattr(backbone, f"conv{i}")  # never run: no dead (DDP-unused) parameters
-        self.backbone = backbone
+        self.backbone = backbone.truncate(output)  # later stages never run: not built at all
         self.grid = tuple(int(v) for v in grid)
         stride_t, stride_y, stride_x = backbone.out_strides[output]
         if stride_y != stride_x:
@@ -76,10 +71,7 @@ class SparseEventEncoder(nn.Module):
         if x.features.shape[0] == 0:  # no event in any window (spconv asserts on empty input)
             _, h, w = self.out_grid
             return x.features.new_zeros(x.batch_size, self.out_channels, h, w)
-        x = self.backbone.conv_input(x)
-        for i in range(1, self.depth + 1):
-            x = getattr(self.backbone, f"conv{i}")(x)
-        dense = x.dense()  # (B, C, T', H', W')
+        dense = self.backbone(x, until=self.output)[self.output].dense()  # (B, C, T', H', W')
         b, c, t, h, w = dense.shape
         return dense.reshape(b, c * t, h, w)
 

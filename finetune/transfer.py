@@ -90,35 +90,14 @@ def backbone_state(path, which: str = "teacher") -> dict:
     return state
 
 
-def infer_backbone_config(state: dict) -> dict:
-    """Constructor arguments from tensor shapes, for a ``.ckpt`` without its run's backbone.json.
-
-    spconv weights are (out, kt, ky, kx, in); a stage's strided opening conv has kernel 2s - 1.
-    A stride-1 stage opening with a 3x3x3 SubM width change looks like stride 2: ambiguous, so
-    the export's backbone.json is preferred whenever it exists."""
-    in_channels = int(state["conv_input.0.weight"].shape[-1])
-    channels, blocks, strides = [], [], []
-    i = 1
-    while any(k.startswith(f"conv{i}.") for k in state):
-        opening = state.get(f"conv{i}.0.0.weight")
-        block_ids = {int(k.split(".")[1]) for k in state if k.startswith(f"conv{i}.") and ".conv1." in k}
-        blocks.append(len(block_ids))
-        if opening is not None:
-            channels.append(int(opening.shape[0]))
-            strides.append([(int(k) + 1) // 2 for k in opening.shape[1:4]])
-        else:
-            channels.append(int(state[f"conv{i}.0.conv1.weight"].shape[0]))
-            strides.append([1, 1, 1])
-        i += 1
-    return {"in_channels": in_channels, "channels": channels, "blocks": blocks, "strides": strides}
-
-
 def backbone_config(path, which: str = "teacher") -> tuple[dict, dict | None]:
     """(backbone constructor kwargs, voxelizer settings or None) for a pretrained source."""
     info = export_json(path)
     if info is not None:
         return backbone_kwargs(info), info.get("voxelizer")
-    return infer_backbone_config(backbone_state(path, which)), None
+    from evcmae.backbones.sparse_resnet import config_from_state  # spconv only when needed
+
+    return config_from_state(backbone_state(path, which)), None
 
 
 def load_pretrained(

@@ -209,3 +209,40 @@ def test_inverse_conv_restores_coordinates(voxel_batch):
         assert torch.equal(up.indices, fine.indices)
         assert list(up.spatial_shape) == list(fine.spatial_shape)
         assert up.features.shape == (len(fine.indices), model.channels[stage - 2])
+
+
+def test_truncated_backbone_equals_full_backbone_at_its_last_stage(voxel_batch):
+    """The encoder the detector uses (truncated at x_conv3) computes exactly the full backbone's
+    x_conv3, with the same weights, and holds no parameter of the stages it dropped."""
+    import copy
+
+    torch.manual_seed(0)
+    full = SparseVoxelBackbone(in_channels=voxel_batch.features.shape[1]).eval()
+    truncated = copy.deepcopy(full).truncate("x_conv3")
+    with torch.no_grad():
+        reference = full(voxel_batch)["x_conv3"]
+        partial = full(voxel_batch, until="x_conv3")
+        cut = truncated(voxel_batch)
+    assert list(partial) == ["x_conv1", "x_conv2", "x_conv3"] == list(cut)
+    for out in (partial["x_conv3"], cut["x_conv3"]):
+        assert torch.equal(out.indices, reference.indices)
+        assert torch.equal(out.features, reference.features)
+    names = {k.split(".")[0] for k in truncated.state_dict()}
+    assert names == {"conv_input", "conv1", "conv2", "conv3"}
+    assert list(truncated.stage_modules()) == ["conv_input", "conv1", "conv2", "conv3"]
+    assert truncated.out_channels == {"x_conv1": 16, "x_conv2": 32, "x_conv3": 64}
+    with pytest.raises(ValueError, match="x_conv4"):
+        truncated(voxel_batch, until="x_conv4")
+
+
+def test_config_from_state_round_trips():
+    from evcmae.backbones.sparse_resnet import config_from_state
+
+    backbone = SparseVoxelBackbone(in_channels=3, channels=(8, 16, 24), blocks=(1, 2, 1), strides=DEFAULT_STRIDES[:3])
+    config = config_from_state(backbone.state_dict())
+    assert config == {
+        "in_channels": 3,
+        "channels": [8, 16, 24],
+        "blocks": [1, 2, 1],
+        "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+    }
