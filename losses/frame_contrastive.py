@@ -13,15 +13,17 @@ graph still reads the queue buffer, and overwriting it in place before backward 
 
     loss = criterion(q, k_pos, queue, rec_ids, win_idx)
     loss.backward()
-    queue.enqueue(*(gather_from_all_ranks(t) for t in (k_pos, rec_ids, win_idx)))
+    queue.enqueue(*(gather_from_all_ranks(t) for t in (k_pos, rec_ids, win_idx)))  # evcmae.distributed
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from .heads import ProjectionHead
+from .infonce import info_nce
 
 
 def masked_mean_pool(features: torch.Tensor, batch_idx: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -33,39 +35,21 @@ def masked_mean_pool(features: torch.Tensor, batch_idx: torch.Tensor, batch_size
 
 
 class FrameProjector(nn.Module):
-    """Masked mean pool per sample -> MLP -> L2 norm."""
+    """Masked mean pool per sample -> ``ProjectionHead`` (L2-normalised)."""
 
     def __init__(self, in_channels: int, hidden: int = 512, out_dim: int = 128):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_channels, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, out_dim)
-        )
+        self.head = ProjectionHead(in_channels, hidden, out_dim)
+
+    @property
+    def out_dim(self) -> int:
+        return self.head.out_dim
 
     def forward(self, x, batch_idx: torch.Tensor | None = None, batch_size: int | None = None):
         """x: SparseConvTensor, or features (N, C) with batch_idx (N,) and batch_size -> (B, out_dim)."""
         if hasattr(x, "features") and hasattr(x, "indices"):
             x, batch_idx, batch_size = x.features, x.indices[:, 0], x.batch_size
-        return F.normalize(self.mlp(masked_mean_pool(x, batch_idx, batch_size)), dim=-1)
-
-
-def gather_from_all_ranks(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``t`` (detached) over ranks along dim 0; identity without an initialised group.
-
-    Ranks may hold different numbers of rows (a short last batch): sizes are exchanged first and
-    the rows padded to the largest, then trimmed."""
-    t = t.detach()
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return t
-    world = dist.get_world_size()
-    n = torch.tensor([t.shape[0]], device=t.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    sizes = [int(s) for s in sizes]
-    padded = t.new_zeros((max(sizes), *t.shape[1:]))
-    padded[: t.shape[0]] = t
-    out = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(out, padded)
-    return torch.cat([o[:s] for o, s in zip(out, sizes)])
+        return self.head(masked_mean_pool(x, batch_idx, batch_size))
 
 
 class KeyQueue(nn.Module):
@@ -154,10 +138,6 @@ class FrameContrastiveLoss(nn.Module):
     def forward(self, query, positive_key, queue: KeyQueue, rec_ids, win_idx) -> torch.Tensor:
         """query (B, D) student embedding of window ``win_idx`` (B,) of recording ``rec_ids`` (B,);
         positive_key (B, D) the teacher's embedding of an adjacent window of the same recording."""
-        query = F.normalize(query, dim=-1)
         positive_key = F.normalize(positive_key.detach(), dim=-1)
         excluded = self.negative_mask(positive_key, queue, rec_ids, win_idx)
-        l_pos = (query * positive_key).sum(-1, keepdim=True)
-        l_neg = (query @ queue.keys.t().to(query.dtype)).masked_fill(excluded, float("-inf"))
-        logits = torch.cat([l_pos, l_neg], 1) / self.temperature
-        return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
+        return info_nce(query, positive_key, queue.keys, excluded, self.temperature)

@@ -54,7 +54,7 @@ class ReconstructionDecoder(nn.Module):
 class ReconstructionResult(NamedTuple):
     loss: torch.Tensor  # mean over scales of the mean over scored voxels
     per_scale: dict  # scale -> loss (detached)
-    coverage: dict  # scale -> fraction of teacher voxels scored (float)
+    coverage: dict  # scale -> fraction of the (targeted) teacher voxels in the student's reach (float)
 
 
 class MultiScaleReconstructionLoss(nn.Module):
@@ -91,13 +91,19 @@ class MultiScaleReconstructionLoss(nn.Module):
             return F.mse_loss(pred, target)
         return F.smooth_l1_loss(pred, target, beta=self.beta)
 
-    def forward(self, student: Mapping, teacher: Mapping) -> ReconstructionResult:
-        """student/teacher: scale -> SparseConvTensor or (features (N, C), coords (N, 4))."""
+    def forward(
+        self, student: Mapping, teacher: Mapping, targets: Mapping[str, torch.Tensor] | None = None
+    ) -> ReconstructionResult:
+        """student/teacher: scale -> SparseConvTensor or (features (N, C), coords (N, 4)).
+        ``targets``: scale -> (N_teacher,) bool, the teacher sites to score (all when None);
+        pretraining passes the hidden ones, so only what the student could not see is scored."""
         losses, per_scale, coverage = [], {}, {}
         zero = None
         for s in self.scales:
             s_feat, s_coords = as_sparse_pair(student[s])
             t_feat, t_coords = as_sparse_pair(teacher[s])
+            if targets is not None:
+                t_feat, t_coords = t_feat[targets[s]], t_coords[targets[s]]
             pred, reachable = self.decoders[s](s_feat, s_coords, t_coords)
             coverage[s] = float(reachable.float().mean()) if reachable.numel() else 0.0
             if not bool(reachable.any()):

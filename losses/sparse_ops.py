@@ -105,6 +105,24 @@ def coarsen(coords: torch.Tensor, stride: Sequence[int]) -> torch.Tensor:
     return unique_coords(torch.div(coords, s, rounding_mode="floor"))
 
 
+def hidden_sites(
+    site_coords: torch.Tensor, visible_coords: torch.Tensor, masked_coords: torch.Tensor, stride: Sequence[int]
+) -> torch.Tensor:
+    """(N,) bool: which coarse sites lie inside masked regions, out of the student's direct view.
+
+    ``site_coords`` (N, 4) are sites of a feature map with cumulative ``stride``; ``visible_coords``
+    and ``masked_coords`` the fine input voxels the student was given and was denied. A site is
+    hidden when its cell holds a masked voxel and no visible one: the student can only reach it
+    from context. (Sites that hold no input voxel at all, grown by strided convs, are not hidden:
+    nothing was taken away there.)"""
+    site_coords = site_coords.long()
+    if site_coords.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool, device=site_coords.device)
+    masked = match_coords(site_coords, coarsen(masked_coords, stride)) >= 0
+    seen = match_coords(site_coords, coarsen(visible_coords, stride)) >= 0
+    return masked & ~seen
+
+
 def kernel_offsets(kernel_size: int | Sequence[int], device=None) -> torch.Tensor:
     """(K, 4) offsets (0, dt, dy, dx) of a centred kernel, the centre offset first."""
     ks = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(kernel_size)

@@ -1,6 +1,8 @@
-"""Voxel-level InfoNCE between the masked student and the EMA teacher at the coarsest scale.
+"""Voxel-level InfoNCE between the masked student's predictions and the EMA teacher's embeddings.
 
-Anchor: a student voxel. Positive: the teacher's voxel at the same (batch, t, y, x). Negatives:
+Anchor: a student embedding at a site (in pretraining, predicted at a masked teacher site from
+the visible context around it). Positive: the teacher's embedding at the same (batch, t, y, x).
+Negatives:
 teacher voxels sampled from the whole batch. Voxels of the same object are near each other, so a
 sampled negative in the same sample within ``exclusion_radius`` (Euclidean, in coarse cells, over
 (y, x), at any time bin) of the anchor is a likely false negative and is masked out.
@@ -12,20 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .infonce import info_nce
 from .sparse_ops import match_coords
-
-
-class ProjectionHead(nn.Module):
-    """Linear-LayerNorm-ReLU-Linear, L2-normalised output. The teacher uses an EMA copy."""
-
-    def __init__(self, in_channels: int, hidden: int = 256, out_dim: int = 128):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_channels, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, out_dim)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x), dim=-1)
 
 
 def exclusion_mask(anchor_coords: torch.Tensor, negative_coords: torch.Tensor, radius: float) -> torch.Tensor:
@@ -36,20 +26,6 @@ def exclusion_mask(anchor_coords: torch.Tensor, negative_coords: torch.Tensor, r
     d = (anchor_coords[:, None, 2:] - negative_coords[None, :, 2:]).float()
     d2 = (d * d).sum(-1)
     return same & (d2 <= max(radius, 0.0) ** 2)
-
-
-def voxel_info_nce(
-    anchors: torch.Tensor,
-    positives: torch.Tensor,
-    negatives: torch.Tensor,
-    excluded: torch.Tensor,
-    temperature: float = 0.1,
-) -> torch.Tensor:
-    """InfoNCE over (A, D) anchors, (A, D) positives, (M, D) shared negatives, (A, M) bool mask."""
-    l_pos = (anchors * positives).sum(-1, keepdim=True)
-    l_neg = (anchors @ negatives.t()).masked_fill(excluded, float("-inf"))
-    logits = torch.cat([l_pos, l_neg], 1) / temperature
-    return F.cross_entropy(logits, torch.zeros(anchors.shape[0], dtype=torch.long, device=anchors.device))
 
 
 class VoxelInfoNCELoss(nn.Module):
@@ -84,7 +60,7 @@ class VoxelInfoNCELoss(nn.Module):
         t_coords = teacher_coords.long()
         excluded = exclusion_mask(t_coords[pos_rows], t_coords[neg_rows], self.exclusion_radius)
         anchors, positives, negatives = student_emb[anchor_rows], teacher_emb[pos_rows], teacher_emb[neg_rows]
-        return voxel_info_nce(anchors, positives, negatives, excluded, self.temperature)
+        return info_nce(anchors, positives, negatives, excluded, self.temperature)
 
 
 def _subset(n: int, cap: int, generator) -> torch.Tensor:

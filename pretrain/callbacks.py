@@ -32,7 +32,7 @@ class BackboneExport(pl.Callback):
             pl_module.student["backbone"],
             pl_module.teacher["backbone"],
             voxelizer,
-            {"global_step": int(trainer.global_step)},
+            {"global_step": int(trainer.global_step), **pl_module.export_record()},
         )
         names = ", ".join(Path(self.paths[k]).name for k in ("teacher", "student", "config"))
         print(f"evcmae: exported backbone weights to {self.dirpath} ({names})")

@@ -376,6 +376,19 @@ class PretrainDataModule(pl.LightningDataModule):
                 self.min_box_side,
             )
 
+    def box_short_sides(self, splits: Sequence[str] = ("train", "val")) -> np.ndarray:
+        """Short side of every labelled box of ``root/<split>/*_bbox.npy``, in voxels (the label
+        filter applied): what ``masking.patch_size=auto`` sizes its tubes by. Empty without labels."""
+        cy, cx = self.voxelizer.cell_size
+        sides = []
+        for split in splits:
+            for bbox in sorted((self.root / split).glob("*_bbox.npy")):
+                labels = filter_labels(
+                    load_labels(bbox), self.voxelizer.width, self.voxelizer.height, min_side=self.min_box_side
+                )
+                sides.append(np.minimum(labels["w"] / cx, labels["h"] / cy))
+        return np.concatenate(sides) if sides else np.zeros(0)
+
     def _check_sensor(self, path: Path) -> None:
         with H5EventFile(path) as f:
             size = (f.width, f.height)

@@ -9,16 +9,37 @@ the draw is a permutation (``torch.randperm``), so no unit is picked twice or sk
 
 Tubes are the default: an event edge moves only a few pixels per time bin, so masking a patch in
 some bins but not others lets the student copy it from the neighbouring bins.
+
+**Tube size from the data (``patch_size: auto``, the default).** A tube larger than the objects
+hides an object whole or not at all, and the student learns to guess where objects are, not what
+they look like. The rule: the tube side is the median short side of the labelled boxes, in voxels,
+rounded down to a multiple of the spatial stride of the deepest scale the objectives read (so a
+tube covers whole cells there), and at least one such stride. At 320×180 (median pedestrian about
+5×13 px, stride 4) that is 4 px; 16 px tubes were the fixed default before. With no labelled box
+in the data root it falls back to ``FALLBACK_PATCH`` and says so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 STRATEGIES = ("random", "tube", "block")
+FALLBACK_PATCH = (16, 16)
+
+
+def tube_size_from_boxes(short_sides_vox, stride: int) -> tuple[int, int]:
+    """The rule above: median short side (voxels), floored to a multiple of ``stride``, >= stride."""
+    import numpy as np
+
+    sides = np.asarray(short_sides_vox, dtype=np.float64)
+    if sides.size == 0:
+        return FALLBACK_PATCH
+    side = max(int(stride), int(np.median(sides) // stride) * int(stride))
+    return side, side
 
 
 @dataclass(frozen=True)
@@ -29,20 +50,39 @@ class MaskingConfig:
 
     strategy: str = "tube"
     ratio: float = 0.7
-    patch_size: tuple[int, int] = (16, 16)
+    patch_size: tuple[int, int] | str = (16, 16)
     block_size: tuple[int, int, int] = (4, 16, 16)
+
+    def resolve(self, datamodule, backbone, scale: str) -> MaskingConfig:
+        """This config with ``patch_size: auto`` replaced by the box-size rule (module docstring),
+        measured on ``datamodule.box_short_sides()`` (voxels) at ``scale``'s spatial stride."""
+        if self.patch_size != "auto":
+            return self
+        sides = datamodule.box_short_sides() if hasattr(datamodule, "box_short_sides") else []
+        stride = int(backbone.out_strides[scale][1])
+        patch = tube_size_from_boxes(sides, stride)
+        if len(sides) == 0:
+            import warnings
+
+            warnings.warn(f"masking.patch_size=auto: no labelled boxes found; using {patch}", stacklevel=2)
+        print(f"evcmae: masking tubes of {patch[0]}x{patch[1]} voxels (median box short side over {len(sides)} boxes)")
+        return dataclasses.replace(self, patch_size=patch)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown masking strategy {self.strategy!r}; choose one of {STRATEGIES}")
-        if not 0.0 <= self.ratio <= 1.0:
-            raise ValueError(f"mask ratio must be in [0, 1], got {self.ratio}")
+        if not 0.0 < self.ratio < 1.0:
+            raise ValueError(f"mask ratio must be in (0, 1), got {self.ratio}")
+        if self.patch_size == "auto":
+            return
         if len(self.patch_size) != 2 or min(self.patch_size) < 1:
             raise ValueError(f"patch_size must be two positive ints (py, px), got {self.patch_size}")
         if len(self.block_size) != 3 or min(self.block_size) < 1:
             raise ValueError(f"block_size must be three positive ints (pt, py, px), got {self.block_size}")
 
     def __call__(self, coords: torch.Tensor, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.patch_size == "auto":
+            raise ValueError("masking.patch_size=auto must be resolved from the data first (MaskingConfig.resolve)")
         return mask_voxels(coords, batch_size, self.strategy, self.ratio, self.patch_size, self.block_size, generator)
 
 
@@ -59,7 +99,11 @@ def mask_voxels(
 
     Each sample masks ``round(ratio * n)`` of its ``n`` occupied units, but always keeps at least
     one, so the student never sees an empty sample. Same generator state, same mask."""
-    cfg = MaskingConfig(strategy, ratio, tuple(patch_size), tuple(block_size))  # validates
+    # A config must mask something and keep something (ratio in (0, 1)); the function itself
+    # accepts the ends, where 0 keeps everything and 1 keeps one unit per sample.
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"mask ratio must be in [0, 1], got {ratio}")
+    cfg = MaskingConfig(strategy, 0.5, tuple(patch_size), tuple(block_size))  # validates the units
     if coords.ndim != 2 or coords.shape[1] != 4:
         raise ValueError(f"coords must be (N, 4) = (batch, t, y, x), got shape {tuple(coords.shape)}")
     if coords.shape[0] == 0:

@@ -1,12 +1,19 @@
-"""The pretraining LightningModule: a masked student, an EMA teacher, and Σ λᵢ·Lᵢ.
+"""The pretraining LightningModule: a masked student, an EMA teacher, and Σ λᵢ·Lᵢ over objectives.
 
-Networks: ``student`` = {backbone, voxel_head?, frame_head?}; ``teacher`` = an EMA copy of the
-whole student dict (so the projection heads the contrastive terms compare against are EMA too);
-``decoders`` = the student-only occupancy and reconstruction decoders; ``queue`` = the frame
-loss's key queue. Teacher and queue are a submodule and buffers, so checkpoints carry them.
+Networks: ``student`` = {backbone}; ``teacher`` = its EMA copy; ``objectives`` = the configured
+terms (``pretrain/objectives/``), each owning its decoder or head (and the EMA twin of a head the
+teacher side needs) and its criterion. Checkpoints carry all of them.
 
-A λ of 0 removes its branch entirely: its networks are never built, so DDP never sees a parameter
-without a gradient ("expected to have finished reduction"), and it is never run.
+A λ of 0 removes its objective entirely: it is never built, so DDP never sees a parameter without
+a gradient ("expected to have finished reduction"), and it is never run. The backbone is cut
+after the deepest scale any objective or the probe reads: a stage nothing trains is not exported
+as if it had been pretrained.
+
+**Balancing.** Each term's gradient norm at the backbone, ‖∂Lᵢ/∂(student outputs)‖, is logged as
+``train/grad_norm/<term>``. With ``balance.mode=grad_norm`` (the default) a term's effective
+weight is λᵢ·ḡ/n̄ᵢ, where n̄ᵢ is the running mean of its norm and ḡ the mean of the n̄ over the
+terms: every term then sends the backbone a gradient of about λᵢ·ḡ, so the λ set the mix and no
+term drowns the others by its scale alone. ``balance.mode=none`` uses the λ as they are.
 
 The EMA update runs right after each real optimizer step (``optimizer_step``), not in
 ``on_train_batch_end``: Lightning calls callbacks' ``on_train_batch_end`` (ModelCheckpoint's
@@ -27,17 +34,17 @@ from typing import Mapping
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from evcmae.losses.frame_contrastive import KeyQueue, gather_from_all_ranks
-from evcmae.losses.total import NonFiniteLossError, enabled_terms, weighted_total
-from evcmae.pretrain.ema import ema_momentum, ema_update, make_teacher
-from evcmae.pretrain.objectives import frame_term, occupancy_term, reconstruction_term, visible_part, voxel_nce_term
-from evcmae.pretrain.probe import box_cells, knn_accuracy, pool_boxes
+from evcmae.distributed import broadcast_buffers, gather_from_all_ranks
+from evcmae.events.voxelize import VoxelBatch
+from evcmae.losses.total import NonFiniteLossError, weighted_total
+from evcmae.pretrain.ema import ema_momentum, ema_update, horizon_base, initial_share, make_teacher
+from evcmae.pretrain.objectives.base import Objective, StepContext
+from evcmae.pretrain.probe import knn_scores, precise_bn, roi_grid_pool
 
-TERMS = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
+TERMS = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")  # the standard objectives
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -60,18 +67,36 @@ def warmup_cosine(
     return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
 
-class PretrainModule(pl.LightningModule):
-    """Arguments are what the Hydra config builds (see ``conf/loss``, ``conf/optim``):
+def visible_part(full: VoxelBatch, visible: torch.Tensor) -> VoxelBatch:
+    """The student's input: the visible voxels only (masked ones are absent, not zeroed, so the
+    sparse convs cannot tell where they were)."""
+    return VoxelBatch(full.coords[visible], full.features[visible], full.spatial_shape, full.batch_size)
 
-    - ``backbone``: a ``SparseVoxelBackbone``; ``masking``: a ``MaskingConfig``.
-    - ``weights``: λ per term (``TERMS``); 0 disables a term.
-    - ``occupancy``: {decoder: partial(in_channels), criterion, scale, num_empty_per_positive,
-      neighbourhood, exclude_partially_visible}; ``reconstruction``: {criterion:
-      partial(student_channels)}; ``voxel_nce``: {head: partial(in_channels), criterion, scale};
-      ``frame_contrastive``: {projector: partial(in_channels), criterion, scale, queue_size}.
+
+def stage_movement(initial: Mapping[str, torch.Tensor], backbone: nn.Module) -> dict[str, float]:
+    """Per stage (``conv_input``, ``conv1``, ...): ‖W − W₀‖ / ‖W₀‖ over its weights (BatchNorm
+    statistics excluded), how far training moved it from its initialisation."""
+    out = {}
+    state = backbone.state_dict()
+    for stage in backbone.stage_modules():
+        keys = [k for k in state if k.startswith(f"{stage}.") and "running_" not in k and "num_batches" not in k]
+        now = torch.cat([state[k].detach().float().reshape(-1).cpu() for k in keys])
+        then = torch.cat([initial[k].float().reshape(-1) for k in keys])
+        out[stage] = float((now - then).norm() / then.norm().clamp(min=1e-12))
+    return out
+
+
+class PretrainModule(pl.LightningModule):
+    """Arguments are what the Hydra config builds (see ``conf/pretrain/``):
+
+    - ``backbone``: a ``SparseVoxelBackbone``; ``masking``: a ``MaskingConfig`` (its ``patch_size``
+      may be "auto": derived from the data's boxes, :mod:`evcmae.pretrain.masking`).
+    - ``objectives``: name -> factory ``(channels=...) -> Objective`` (Hydra partials); an entry
+      that is None or has weight 0 is left out.
     - ``optim``: {optimizer: partial(params), warmup_fraction, warmup_start_factor, min_lr_ratio}.
-    - ``ema``: {base, final, total_steps (None: the trainer's estimate)}.
-    - ``probe``: {scale, k, mode, exclude_same_track}.
+    - ``ema``: {base, final, init_share (the horizon rule; None keeps ``base``), total_steps}.
+    - ``balance``: {mode: grad_norm | none, momentum}.
+    - ``probe``: {scale, k, mode, exclude_same_track, grid, precise_bn}.
     - ``max_nonfinite``: consecutive non-finite steps tolerated (each skipped) before stopping.
     """
 
@@ -79,64 +104,61 @@ class PretrainModule(pl.LightningModule):
         self,
         backbone: nn.Module,
         masking,
-        weights: Mapping[str, float],
-        occupancy: Mapping | None = None,
-        reconstruction: Mapping | None = None,
-        voxel_nce: Mapping | None = None,
-        frame_contrastive: Mapping | None = None,
+        objectives: Mapping,
         optim: Mapping | None = None,
         ema: Mapping | None = None,
+        balance: Mapping | None = None,
         probe: Mapping | None = None,
         max_nonfinite: int = 5,
         seed: int = 0,
     ):
         super().__init__()
-        unknown = set(weights) - set(TERMS)
-        if unknown:
-            raise ValueError(f"unknown loss terms {sorted(unknown)}; the terms are {TERMS}")
-        self.weights = {t: float(weights.get(t, 0.0)) for t in TERMS}
-        self.enabled = enabled_terms(self.weights)
-        if not self.enabled:
-            raise ValueError("all loss weights are zero: nothing to train")
         self.masking, self.seed, self.max_nonfinite = masking, int(seed), int(max_nonfinite)
         self.optim_cfg = dict(optim or {})
-        self.ema_cfg = {"base": 0.996, "final": 1.0, "total_steps": None, **(ema or {})}
-        self.probe_cfg = {"scale": "x_conv4", "k": 10, "mode": "loo", "exclude_same_track": True, **(probe or {})}
-        self.opts = {
-            "occupancy": dict(occupancy or {}),
-            "reconstruction": dict(reconstruction or {}),
-            "voxel_nce": dict(voxel_nce or {}),
-            "frame_contrastive": dict(frame_contrastive or {}),
+        self.ema_cfg = {"base": 0.996, "final": 1.0, "init_share": 1e-3, "total_steps": None, **(ema or {})}
+        self.balance_cfg = {"mode": "grad_norm", "momentum": 0.9, **(balance or {})}
+        if self.balance_cfg["mode"] not in ("grad_norm", "none"):
+            raise ValueError(f"balance.mode must be 'grad_norm' or 'none', got {self.balance_cfg['mode']!r}")
+        self.probe_cfg = {
+            "scale": "x_conv3",
+            "k": 10,
+            "mode": "loo",
+            "exclude_same_track": True,
+            "grid": 2,
+            "precise_bn": True,
+            **(probe or {}),
         }
-        self._build(backbone)
-        self.nonfinite_total, self._nonfinite_streak = 0, 0
-        self._has_gradients, self._pending_keys = False, None
-        self._probe_parts: list = []
-
-    # ----------------------------------------------------------------- networks
-    def _scale(self, term: str) -> str:
-        return self.opts[term].get("scale", "x_conv4")
-
-    def _build(self, backbone: nn.Module) -> None:
-        channels = backbone.out_channels
+        built = {}
+        for name, factory in (objectives or {}).items():
+            if factory is None:
+                continue
+            objective = factory(channels=dict(backbone.out_channels))
+            if not isinstance(objective, Objective):
+                raise TypeError(f"objective {name!r} built a {type(objective).__name__}, not an Objective")
+            if objective.weight > 0:
+                built[name] = objective
+        if not built:
+            raise ValueError("all loss weights are zero: nothing to train")
+        self.objectives = nn.ModuleDict(built)
+        self.weights = {name: obj.weight for name, obj in built.items()}
+        self.until = self._deepest_scale(backbone)
+        backbone.truncate(self.until)
         self.student = nn.ModuleDict({"backbone": backbone})
-        self.decoders = nn.ModuleDict()
-        on = self.enabled
-        if "voxel_nce" in on:
-            self.student["voxel_head"] = self.opts["voxel_nce"]["head"](channels[self._scale("voxel_nce")])
-            self.voxel_nce_loss = self.opts["voxel_nce"]["criterion"]
-        if "frame_contrastive" in on:
-            cfg = self.opts["frame_contrastive"]
-            self.student["frame_head"] = cfg["projector"](channels[self._scale("frame_contrastive")])
-            self.frame_loss = cfg["criterion"]
-            dim = self.student["frame_head"].mlp[-1].out_features
-            self.queue = KeyQueue(int(cfg.get("queue_size", 4096)), dim)
-        if "occupancy" in on:
-            self.decoders["occupancy"] = self.opts["occupancy"]["decoder"](channels[self._scale("occupancy")])
-            self.occupancy_loss = self.opts["occupancy"]["criterion"]
-        if "reconstruction" in on:
-            self.decoders["reconstruction"] = self.opts["reconstruction"]["criterion"](dict(channels))
         self.teacher = make_teacher(self.student)
+        # The initial weights, kept to report how far pretraining moved each stage (backbone.json).
+        self.initial_backbone = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
+        self.register_buffer("grad_norm_mean", torch.zeros(len(built)))
+        self.nonfinite_total, self._nonfinite_streak = 0, 0
+        self._has_gradients = False
+        self._probe_parts: list = []
+        self._probe_backbone = None
+
+    def _deepest_scale(self, backbone) -> str:
+        scales = {s for obj in self.objectives.values() for s in obj.scales} | {self.probe_cfg["scale"]}
+        unknown = scales - set(backbone.out_strides)
+        if unknown:
+            raise ValueError(f"scales {sorted(unknown)} are not outputs of the backbone {list(backbone.out_strides)}")
+        return max(scales, key=backbone.stage_index)
 
     @property
     def backbone(self) -> nn.Module:
@@ -148,6 +170,9 @@ class PretrainModule(pl.LightningModule):
                 f"trainer.precision={self.trainer.precision}: spconv 2.x has no bfloat16 kernels; "
                 "use 16-mixed on a GPU, or 32-true"
             )
+        resolve = getattr(self.masking, "resolve", None)
+        if resolve is not None:
+            self.masking = resolve(self.trainer.datamodule, self.backbone, self.until)
 
     # ----------------------------------------------------------------- training
     def _section(self, name: str):
@@ -160,71 +185,72 @@ class PretrainModule(pl.LightningModule):
         state = np.random.SeedSequence([self.seed, self.global_rank, self.current_epoch, batch_idx])
         return torch.Generator().manual_seed(int(state.generate_state(1, np.uint64)[0] >> 1))
 
-    def _terms(self, batch, batch_idx: int):
-        """-> ({term: loss}, teacher keys to enqueue or None, visible mask)."""
-        on, gen, full = self.enabled, self._generator(batch_idx), batch.anchor
+    def _context(self, batch, batch_idx: int) -> StepContext:
+        gen, full = self._generator(batch_idx), batch.anchor
         with self._section("masking"):
             visible = self.masking(full.coords, full.batch_size, generator=gen)
         with self._section("student"):
-            student = self.backbone(visible_part(full, visible))
-        teacher = teacher_nb = None
-        with torch.no_grad(), self._section("teacher"):
-            if {"reconstruction", "voxel_nce"} & set(on):
-                teacher = self.teacher["backbone"](full)
-            if "frame_contrastive" in on:
-                teacher_nb = self.teacher["backbone"](batch.neighbour)
-        terms, keys = {}, None
-        if "occupancy" in on:
-            opts, scale = self.opts["occupancy"], self._scale("occupancy")
-            with self._section("loss_occupancy"):
-                terms["occupancy"] = occupancy_term(
-                    self.decoders["occupancy"],
-                    self.occupancy_loss,
-                    student,
-                    full,
-                    visible,
-                    scale,
-                    self.backbone.out_strides[scale],
-                    self.backbone.output_shapes(full.spatial_shape)[scale],
-                    gen,
-                    opts.get("num_empty_per_positive", 1.0),
-                    opts.get("neighbourhood", 1),
-                    opts.get("exclude_partially_visible", False),
-                )
-        if "reconstruction" in on:
-            with self._section("loss_reconstruction"):
-                terms["reconstruction"] = reconstruction_term(self.decoders["reconstruction"], student, teacher)
-        if "voxel_nce" in on:
-            with self._section("loss_voxel_nce"):
-                terms["voxel_nce"] = voxel_nce_term(
-                    self.student["voxel_head"],
-                    self.teacher["voxel_head"],
-                    self.voxel_nce_loss,
-                    student,
-                    teacher,
-                    self._scale("voxel_nce"),
-                    gen,
-                )
-        if "frame_contrastive" in on:
-            with self._section("loss_frame_contrastive"):
-                terms["frame_contrastive"], keys = frame_term(
-                    self.student["frame_head"],
-                    self.teacher["frame_head"],
-                    self.frame_loss,
-                    self.queue,
-                    student,
-                    teacher_nb,
-                    self._scale("frame_contrastive"),
-                    batch.rec_ids,
-                    batch.win_idx,
-                )
-        return terms, keys, visible
+            student = self.backbone(visible_part(full, visible), until=self.until)
+        return StepContext(
+            full=full,
+            visible=visible,
+            student=student,
+            backbone=self.backbone,
+            teacher_backbone=self.teacher["backbone"],
+            generator=gen,
+            neighbour=batch.neighbour,
+            rec_ids=batch.rec_ids,
+            win_idx=batch.win_idx,
+            nb_idx=batch.nb_idx,
+            until=self.until,
+            section=self._section,
+        )
+
+    def _terms(self, ctx: StepContext) -> tuple[dict, dict]:
+        terms, logs = {}, {}
+        for name, objective in self.objectives.items():
+            with self._section(f"loss_{name}"):
+                out = objective(ctx)
+            terms[name] = out.loss
+            logs.update({f"{name}/{k}": v for k, v in out.logs.items()})
+        return terms, logs
+
+    def _grad_norms(self, ctx: StepContext, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """‖∂Lᵢ/∂(student outputs)‖ per term: where each term's gradient enters the backbone."""
+        outputs = [t.features for t in ctx.student.values() if t.features.requires_grad]
+        norms = []
+        for name in self.objectives:
+            loss = terms[name]
+            if not loss.requires_grad:
+                norms.append(torch.zeros((), device=self.device))
+                continue
+            grads = torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
+            sq = [g.float().pow(2).sum() for g in grads if g is not None]
+            norms.append(torch.stack(sq).sum().sqrt() if sq else torch.zeros((), device=self.device))
+        return torch.stack(norms).detach()
+
+    def effective_weights(self) -> dict[str, float]:
+        """λᵢ, rescaled by the running gradient norms when balancing (see the module docstring)."""
+        if self.balance_cfg["mode"] == "none" or not bool((self.grad_norm_mean > 0).all()):
+            return dict(self.weights)
+        mean = self.grad_norm_mean.mean()
+        return {
+            name: self.weights[name] * float(mean / self.grad_norm_mean[i]) for i, name in enumerate(self.objectives)
+        }
 
     def training_step(self, batch, batch_idx: int):
-        terms, keys, visible = self._terms(batch, batch_idx)
-        total, logged, problem = None, None, None
+        ctx = self._context(batch, batch_idx)
+        terms, logs = self._terms(ctx)
+        problem = None
+        norms = self._grad_norms(ctx, terms)
+        if bool(torch.isfinite(norms).all()):
+            m = float(self.balance_cfg["momentum"])
+            first = self.grad_norm_mean == 0
+            self.grad_norm_mean.copy_(torch.where(first, norms, m * self.grad_norm_mean + (1 - m) * norms))
+        weights = self.effective_weights()
+        total, logged = None, None
         try:
-            total, logged = weighted_total(terms, self.weights)
+            total, logged = weighted_total(terms, weights)
             if not bool(torch.isfinite(total)):
                 problem = f"the weighted total is not finite ({float(total)})"
         except NonFiniteLossError as exc:
@@ -233,11 +259,13 @@ class PretrainModule(pl.LightningModule):
         if not self.trainer.strategy.reduce_boolean_decision(problem is None, all=True):
             return self._skip_step(problem or "the loss was not finite on another rank")
         self._nonfinite_streak = 0
-        if keys is not None:  # enqueued after backward (the loss's graph still reads the queue)
-            self._pending_keys = (keys.detach(), batch.rec_ids, batch.nb_idx)
         B = batch.batch_size
+        self.log("train/total", logged.pop("total"), batch_size=B, prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, batch_size=B)
-        self.log("train/visible_fraction", visible.float().mean(), batch_size=B)
+        self.log_dict({f"train/grad_norm/{n}": norms[i] for i, n in enumerate(self.objectives)}, batch_size=B)
+        self.log_dict({f"train/weight/{n}": w for n, w in weights.items()}, batch_size=B)
+        self.log_dict({f"train/{k}": float(v) for k, v in logs.items()}, batch_size=B)
+        self.log("train/visible_fraction", ctx.visible.float().mean(), batch_size=B)
         self.log("train/nonfinite_steps", float(self.nonfinite_total), batch_size=B)
         self.log("train/ema_momentum", self.ema_momentum(self.trainer.global_step + 1), batch_size=B)
         return total
@@ -246,6 +274,8 @@ class PretrainModule(pl.LightningModule):
         self.nonfinite_total += 1
         self._nonfinite_streak += 1
         self.log("train/nonfinite_steps", float(self.nonfinite_total))
+        for objective in self.objectives.values():
+            objective.start_step()  # nothing of a skipped step may reach a queue
         where = f"step {self.global_step} (epoch {self.current_epoch})"
         if self._nonfinite_streak >= self.max_nonfinite:
             raise NonFiniteTrainingError(
@@ -260,15 +290,15 @@ class PretrainModule(pl.LightningModule):
         return None
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self._pending_keys = None
+        for objective in self.objectives.values():
+            objective.start_step()
 
     def on_after_backward(self) -> None:
-        """Enqueue this micro-batch's keys (every rank's: an all-gather) once backward no longer
-        needs the queue. Skipped steps have no backward, so their keys are never enqueued."""
+        """Objectives' after-backward work (the frame queue gathers every rank's keys and enqueues
+        them). Skipped steps have no backward, so their keys are never enqueued."""
         self._has_gradients = True
-        if self._pending_keys is not None:
-            self.queue.enqueue(*(gather_from_all_ranks(t) for t in self._pending_keys))
-            self._pending_keys = None
+        for objective in self.objectives.values():
+            objective.after_backward()
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """The EMA update follows the optimizer step directly: Lightning calls this once per real
@@ -278,41 +308,73 @@ class PretrainModule(pl.LightningModule):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self._has_gradients:
             with self._section("ema"):
-                ema_update(self.teacher, self.student, self.ema_momentum(self.trainer.global_step + 1))
-                self._broadcast_teacher_buffers()
+                momentum = self.ema_momentum(self.trainer.global_step + 1)
+                ema_update(self.teacher, self.student, momentum)
+                for objective in self.objectives.values():
+                    for twin, source in objective.teacher_pairs():
+                        ema_update(twin, source, momentum)
+                # Teacher parameters agree across ranks by construction; its buffers (BatchNorm
+                # statistics) come from each rank's own student: take rank 0's everywhere.
+                broadcast_buffers(self.teacher)
         self._has_gradients = False
+
+    # ----------------------------------------------------------------- EMA
+    def ema_base(self) -> float:
+        """The base momentum in force: ``ema.base``, lowered by the horizon rule
+        (:func:`evcmae.pretrain.ema.horizon_base`) so the run forgets its initialisation."""
+        total, share = self._ema_total_steps(), self.ema_cfg.get("init_share")
+        key = (total, share)
+        if getattr(self, "_ema_base_key", None) != key:
+            base = float(self.ema_cfg["base"])
+            if share is not None:
+                base = horizon_base(total, float(share), base, float(self.ema_cfg["final"]))
+            self._ema_base_key, self._ema_base_value = key, base
+        return self._ema_base_value
 
     def ema_momentum(self, step: int) -> float:
         """Momentum of the update made by optimizer step ``step`` (1 = the first)."""
-        return ema_momentum(step, self._ema_total_steps(), self.ema_cfg["base"], self.ema_cfg["final"])
+        return ema_momentum(step, self._ema_total_steps(), self.ema_base(), self.ema_cfg["final"])
 
     def _ema_total_steps(self) -> int:
         total = self.ema_cfg.get("total_steps") or self.trainer.estimated_stepping_batches
         return max(1, int(total)) if math.isfinite(total) else 1
 
-    def _broadcast_teacher_buffers(self) -> None:
-        """Teacher parameters agree across ranks by construction; its buffers (BatchNorm statistics)
-        are copied from each rank's own student, whose statistics DDP only aligns at the next forward.
-        Taking rank 0's keeps the teacher, and so the checkpoint, identical everywhere."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return
-        by_dtype: dict = {}
-        for buf in self.teacher.buffers():
-            by_dtype.setdefault(buf.dtype, []).append(buf)
-        for bufs in by_dtype.values():
-            flat = torch.cat([b.reshape(-1) for b in bufs])
-            dist.broadcast(flat, src=0)
-            offset = 0
-            for b in bufs:
-                b.copy_(flat[offset : offset + b.numel()].view_as(b))
-                offset += b.numel()
+    def export_record(self) -> dict:
+        """What ``backbone.json`` says about the weights: which network each file holds, the EMA
+        schedule and the initialisation's remaining share in the teacher, and how far each stage
+        moved from its initialisation."""
+        total = self._ema_total_steps()
+        steps = int(self.trainer.global_step) if self._trainer is not None else total
+        base, final = self.ema_base(), float(self.ema_cfg["final"])
+        return {
+            "networks": {
+                "teacher_backbone.pt": "EMA teacher (recommended for fine-tuning)",
+                "student_backbone.pt": "student (the network the gradients trained)",
+            },
+            "stages": list(self.backbone.stage_modules()),
+            "ema": {
+                "base": base,
+                "final": final,
+                "total_steps": total,
+                "init_share_target": self.ema_cfg.get("init_share"),
+                "teacher_init_share": initial_share(min(steps, total), base, final) if steps else 1.0,
+            },
+            "movement_from_init": {
+                "teacher": stage_movement(self.initial_backbone, self.teacher["backbone"]),
+                "student": stage_movement(self.initial_backbone, self.backbone),
+            },
+            "objectives": dict(self.weights),
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["evcmae_nonfinite"] = {"total": self.nonfinite_total, "streak": self._nonfinite_streak}
+        checkpoint["evcmae_initial_backbone"] = self.initial_backbone
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("evcmae_nonfinite", {})
         self.nonfinite_total, self._nonfinite_streak = state.get("total", 0), state.get("streak", 0)
+        if "evcmae_initial_backbone" in checkpoint:
+            self.initial_backbone = checkpoint["evcmae_initial_backbone"]
 
     # ----------------------------------------------------------------- optimizer
     def configure_optimizers(self):
@@ -335,29 +397,43 @@ class PretrainModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- probe
     def on_validation_epoch_start(self) -> None:
+        """The probe's encoder: the teacher backbone with BatchNorm statistics re-estimated on the
+        (unmasked) probe windows, see :mod:`evcmae.pretrain.probe`."""
         self._probe_parts = []
+        teacher = self.teacher["backbone"]
+        self._probe_backbone = teacher
+        if self.probe_cfg["precise_bn"] and not self.trainer.sanity_checking:
+            loaders = self.trainer.val_dataloaders
+            loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+            if loader is not None:
+                scale = self.probe_cfg["scale"]
+                batches = (b.to(self.device).voxels for b in loader)
+                self._probe_backbone = precise_bn(teacher, batches, lambda net, v: net(v, until=scale))
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        """Embeds the labelled boxes with the teacher backbone (eval mode: the weights fine-tuning gets)."""
+        """Embeds the labelled boxes with the probe's encoder (eval mode)."""
         scale = self.probe_cfg["scale"]
-        backbone = self.teacher["backbone"]
-        out = backbone(batch.voxels)[scale]
+        backbone = self._probe_backbone if self._probe_backbone is not None else self.teacher["backbone"]
+        backbone.eval()
+        out = backbone(batch.voxels, until=scale)[scale]
         _, sy, sx = backbone.out_strides[scale]
-        cells = box_cells(batch.boxes, (batch.cell_size[0] * sy, batch.cell_size[1] * sx))
-        emb, found = pool_boxes(out.features.float(), out.indices, batch.box_sample, cells)
+        cell = (batch.cell_size[0] * sy, batch.cell_size[1] * sx)
+        emb, found = roi_grid_pool(
+            out.features.float(), out.indices, batch.box_sample, batch.boxes, cell, int(self.probe_cfg["grid"])
+        )
         self._probe_parts.append((emb[found], batch.classes[found], batch.groups[found]))
 
     def on_validation_epoch_end(self) -> None:
+        self._probe_backbone = None
         if self.trainer.sanity_checking:
             return
-        dim = self.teacher["backbone"].out_channels[self.probe_cfg["scale"]]
-        parts = self._probe_parts or [
-            (torch.zeros(0, dim, device=self.device), *(torch.zeros(0, dtype=torch.long, device=self.device),) * 2)
-        ]
-        emb, classes, groups = (gather_from_all_ranks(torch.cat(list(p))) for p in zip(*parts))
+        if not self._probe_parts:
+            rank_zero_warn("probe: no labelled box reached a feature site")
+            return
+        emb, classes, groups = (gather_from_all_ranks(torch.cat(list(p))) for p in zip(*self._probe_parts))
         self._probe_parts = []
         groups = groups if self.probe_cfg["exclude_same_track"] else None
-        acc = knn_accuracy(
+        scores = knn_scores(
             emb.cpu().numpy(),
             classes.cpu().numpy(),
             int(self.probe_cfg["k"]),
@@ -365,10 +441,12 @@ class PretrainModule(pl.LightningModule):
             self.probe_cfg["mode"],
         )
         # Every rank holds the same gathered values; sync_dist's mean leaves them as they are.
-        self.log("probe/boxes", float(len(classes)), sync_dist=True)
-        if len(classes):  # the accuracy of always answering the commonest class, for scale
-            self.log("probe/majority_acc", float(torch.bincount(classes).max()) / len(classes), sync_dist=True)
-        if math.isfinite(acc):
-            self.log("probe/knn_acc", acc, sync_dist=True)
-        else:
-            rank_zero_warn(f"probe: {len(classes)} boxes with features, too few for a k-NN vote")
+        self.log("probe/boxes", float(scores["boxes"]), sync_dist=True)
+        for key, name in (
+            ("majority_accuracy", "majority_acc"),
+            ("accuracy", "knn_acc"),
+            ("balanced_accuracy", "balanced_acc"),
+            ("macro_f1", "macro_f1"),
+        ):
+            if math.isfinite(scores[key]):
+                self.log(f"probe/{name}", scores[key], sync_dist=True)

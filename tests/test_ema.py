@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from evcmae.pretrain.ema import ema_momentum, ema_update, make_teacher
+from evcmae.pretrain.ema import ema_momentum, ema_update, horizon_base, initial_share, make_teacher
 
 
 def small_net():
@@ -82,3 +82,29 @@ def test_gradient_accumulation_updates_once_per_optimizer_step():
             step += 1
     assert step == total_steps
     torch.testing.assert_close(teacher.weight, expected)
+
+
+@pytest.mark.parametrize("steps", [150, 600, 2000])
+def test_horizon_rule_leaves_the_init_share_it_promises(steps):
+    """The base momentum the rule picks makes the product of the schedule's momenta (the weight
+    the teacher still gives its initialisation) equal the target, and a larger base would not."""
+    base = horizon_base(steps, init_share=1e-3)
+    assert initial_share(steps, base) == pytest.approx(1e-3, rel=1e-6)
+    assert initial_share(steps, base + 1e-3) > 1e-3
+    # cosine schedule: share ≈ exp(-(1 - base) * steps / 2), so base ≈ 1 - 2 ln(1000) / steps
+    assert base == pytest.approx(1 - 2 * math.log(1000) / steps, abs=5e-3)
+
+
+def test_horizon_rule_keeps_the_configured_base_for_long_runs():
+    assert horizon_base(5000, init_share=1e-3, base=0.996) == 0.996
+    assert initial_share(5000, 0.996) < 1e-3
+
+
+def test_initial_share_matches_a_simulated_teacher():
+    """Run the EMA on scalars: the teacher's coefficient on its initial value is the product."""
+    steps, base = 50, 0.9
+    init, student = torch.tensor(1.0), torch.tensor(0.0)
+    teacher = init.clone()
+    for s in range(1, steps + 1):
+        teacher = ema_momentum(s, steps, base) * teacher + (1 - ema_momentum(s, steps, base)) * student
+    assert float(teacher) == pytest.approx(initial_share(steps, base), rel=1e-5)

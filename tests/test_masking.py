@@ -135,7 +135,35 @@ def test_invalid_arguments():
         mask_voxels(coords, 1, "checkerboard")
     with pytest.raises(ValueError):
         mask_voxels(coords, 1, ratio=1.5)
+    for ratio in (0.0, 1.0):  # a config must mask something and leave something
+        with pytest.raises(ValueError, match="ratio"):
+            MaskingConfig(ratio=ratio)
     with pytest.raises(ValueError):
         mask_voxels(coords + torch.tensor([2, 0, 0, 0], dtype=torch.int32), 2)
     with pytest.raises(ValueError):
         MaskingConfig(patch_size=(0, 4))
+
+
+def test_tube_size_rule_from_box_sizes():
+    from evcmae.pretrain.masking import FALLBACK_PATCH, tube_size_from_boxes
+
+    # median short side 5 voxels at stride 4 -> one stride; 13 -> 12; never below the stride
+    assert tube_size_from_boxes([5, 4, 6, 30, 2], 4) == (4, 4)
+    assert tube_size_from_boxes([13, 13, 20], 4) == (12, 12)
+    assert tube_size_from_boxes([1, 2, 3], 8) == (8, 8)
+    assert tube_size_from_boxes([], 4) == FALLBACK_PATCH
+
+
+def test_auto_patch_resolves_from_the_data_module():
+    class Data:
+        def box_short_sides(self):
+            return [9.0, 10.0, 11.0]
+
+    class Backbone:
+        out_strides = {"x_conv3": (2, 4, 4)}
+
+    cfg = MaskingConfig(patch_size="auto")
+    with pytest.raises(ValueError, match="auto"):
+        cfg(torch.zeros(1, 4, dtype=torch.int32), 1)
+    resolved = cfg.resolve(Data(), Backbone(), "x_conv3")
+    assert resolved.patch_size == (8, 8) and resolved.ratio == cfg.ratio

@@ -43,7 +43,8 @@ def test_group_option_composes_and_resolves(group, option):
         overrides.append("data.root=/data/etram")
     cfg = _compose(overrides)
     OmegaConf.resolve(cfg)  # every interpolation resolves
-    assert cfg.model.weights.keys() == {"occupancy", "reconstruction", "voxel_nce", "frame_contrastive"}
+    assert cfg.model.objectives.keys() == {"occupancy", "reconstruction", "voxel_nce", "frame_contrastive"}
+    assert {k: o.weight for k, o in cfg.model.objectives.items()} == dict(cfg.loss.weights)
 
 
 def test_defaults_are_the_documented_ones():
@@ -55,7 +56,13 @@ def test_defaults_are_the_documented_ones():
         "frame_contrastive": 0.3,
     }
     assert cfg.loss.temperature == 0.1
-    assert cfg.loss.voxel_nce.criterion.temperature == cfg.loss.frame_contrastive.criterion.temperature == 0.1
+    objectives = cfg.loss.objectives
+    assert objectives.voxel_nce.criterion.temperature == objectives.frame_contrastive.criterion.temperature == 0.1
+    # every objective reads the scale the detector's encoder hands on, and scores hidden sites only
+    assert {objectives[n].scale for n in ("occupancy", "voxel_nce", "frame_contrastive")} == {"x_conv3"}
+    assert objectives.reconstruction.masked_only and objectives.voxel_nce.masked_only
+    assert cfg.model.probe.scale == "x_conv3" and cfg.masking.patch_size == "auto"
+    assert cfg.model.ema.init_share == 1e-3 and cfg.loss.balance.mode == "grad_norm"
     assert cfg.data.synth_preset == "demo" and cfg.masking.strategy == "tube"
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1
     assert cfg.callbacks.checkpoint.save_last is True
@@ -72,10 +79,12 @@ def test_experiment_overrides_groups():
 def test_model_and_data_instantiate():
     cfg = _compose([*PATHS, "data=tiny", "loss.weights.frame_contrastive=0"])
     module = instantiate(cfg.model)
-    assert "frame_head" not in module.student and not hasattr(module, "queue")
-    assert set(module.student) == {"backbone", "voxel_head"}
-    assert set(module.decoders) == {"occupancy", "reconstruction"}
+    assert set(module.objectives) == {"occupancy", "reconstruction", "voxel_nce"}  # λ = 0: not built
+    assert set(module.student) == {"backbone"}
+    # no objective reads x_conv4, so the backbone stops at x_conv3: nothing untrained is exported
+    assert module.until == "x_conv3" and not hasattr(module.backbone, "conv4")
     assert all(not p.requires_grad for p in module.teacher.parameters())
+    assert all(not p.requires_grad for p in module.objectives["voxel_nce"].teacher_head.parameters())
     dm = instantiate(cfg.data)
     assert dm.voxelizer.spatial_shape == (10, 180, 320) and dm.root == Path("/r/data/tiny")
 

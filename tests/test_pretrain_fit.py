@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
-from evcmae.pretrain.ema import ema_momentum
+from evcmae.pretrain.ema import ema_momentum, horizon_base, initial_share
 from evcmae.pretrain.export import load_backbone
 from evcmae.pretrain.module import NonFiniteTrainingError
 from evcmae.tools import pretrain as pretrain_tool
@@ -101,12 +101,22 @@ def test_fit_exports_backbones_with_matching_keys(fitted):
     out, _, _ = fitted
     student = torch.load(out / "student_backbone.pt", weights_only=True)
     teacher = torch.load(out / "teacher_backbone.pt", weights_only=True)
-    fresh = SparseVoxelBackbone().state_dict()
+    # no objective reads x_conv4, so the exported backbone is the encoder the detector uses
+    fresh = SparseVoxelBackbone().truncate("x_conv3").state_dict()
     assert student.keys() == teacher.keys() == fresh.keys()
     assert all(student[k].shape == fresh[k].shape for k in fresh)
     backbone, config, report = load_backbone(out, log=None)
     assert len(report["loaded"]) == len(fresh) and not report["missing"] and not report["unexpected"]
-    assert config["voxelizer"]["width"] == 320 and config["backbone"]["channels"] == [16, 32, 64, 128]
+    assert config["voxelizer"]["width"] == 320 and config["backbone"]["channels"] == [16, 32, 64]
+    # the record says which network each file is, and how far each stage moved
+    assert set(config["networks"]) == {"teacher_backbone.pt", "student_backbone.pt"}
+    assert config["stages"] == ["conv_input", "conv1", "conv2", "conv3"]
+    for network in ("teacher", "student"):
+        moved = config["movement_from_init"][network]
+        assert set(moved) == set(config["stages"]) and all(v > 0 for v in moved.values())
+    ema = config["ema"]
+    assert ema["teacher_init_share"] == pytest.approx(initial_share(4, ema["base"]))
+    assert ema["base"] == pytest.approx(horizon_base(4))  # the horizon rule at work (test_ema checks the rule)
     assert all(torch.equal(backbone.state_dict()[k], teacher[k]) for k in teacher)
 
 
@@ -114,15 +124,17 @@ def test_checkpoint_holds_teacher_and_queue(fitted):
     out, _, _ = fitted
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert any(k.startswith("teacher.backbone.") for k in state)
-    assert {"queue.keys", "queue.rec_ids", "queue.win_idx", "queue.ptr"} <= state.keys()
-    assert int(state["queue.ptr"]) == 4 * 2  # 4 steps of batch 2 enqueued
+    queue = "objectives.frame_contrastive.queue."
+    assert {queue + k for k in ("keys", "rec_ids", "win_idx", "ptr")} <= state.keys()
+    assert int(state[queue + "ptr"]) == 4 * 2  # 4 steps of batch 2 enqueued
+    assert any(k.startswith("objectives.voxel_nce.teacher_head.") for k in state)  # EMA twin of the head
 
 
 def test_ema_teacher_follows_the_momentum_formula(fitted):
     _, _, recorder = fitted
     assert [r[0] for r in recorder.records] == [1, 2, 3, 4]
     for step, before, student, after in recorder.records:
-        m = ema_momentum(step, 4)
+        m = ema_momentum(step, 4, horizon_base(4))
         for name in before:
             expected = m * before[name] + (1 - m) * student[name]
             torch.testing.assert_close(after[name], expected, rtol=1e-5, atol=1e-6)
@@ -133,16 +145,16 @@ def test_ema_teacher_follows_the_momentum_formula(fitted):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-@pytest.mark.parametrize("disabled,network", [("voxel_nce", "voxel_head"), ("frame_contrastive", "frame_head")])
-def test_zero_weight_skips_the_branch(tiny, tmp_path, monkeypatch, disabled, network):
-    import evcmae.pretrain.module as module_mod
+@pytest.mark.parametrize("disabled", ["voxel_nce", "frame_contrastive"])
+def test_zero_weight_skips_the_branch(tiny, tmp_path, monkeypatch, disabled):
+    from evcmae.pretrain.objectives.frame_contrastive import FrameContrastiveObjective
+    from evcmae.pretrain.objectives.voxel_nce import VoxelNCEObjective
 
     def must_not_run(*args, **kwargs):
         raise AssertionError(f"{disabled} branch ran with weight 0")
 
-    monkeypatch.setattr(
-        module_mod, {"voxel_nce": "voxel_nce_term", "frame_contrastive": "frame_term"}[disabled], must_not_run
-    )
+    cls = {"voxel_nce": VoxelNCEObjective, "frame_contrastive": FrameContrastiveObjective}[disabled]
+    monkeypatch.setattr(cls, "forward", must_not_run)
 
     class AllGradients(pl.Callback):
         steps = 0
@@ -154,8 +166,7 @@ def test_zero_weight_skips_the_branch(tiny, tmp_path, monkeypatch, disabled, net
 
     cfg = make_cfg(tiny, tmp_path, f"loss.weights.{disabled}=0", "trainer.max_steps=2")
     datamodule, module, trainer = TOOL.build(cfg, [AllGradients()])
-    assert network not in module.student and network not in module.teacher
-    assert (disabled == "frame_contrastive") != hasattr(module, "queue")
+    assert disabled not in module.objectives and set(module.student) == {"backbone"}
     trainer.fit(module, datamodule=datamodule)
     assert AllGradients.steps == 2
     logged = trainer.callback_metrics
@@ -165,16 +176,17 @@ def test_zero_weight_skips_the_branch(tiny, tmp_path, monkeypatch, disabled, net
 
 def _nan_on_calls(monkeypatch, bad_calls):
     """Make the occupancy term NaN on the given (0-based) calls."""
-    import evcmae.pretrain.module as module_mod
+    from evcmae.pretrain.objectives.occupancy import OccupancyObjective
 
-    original, calls = module_mod.occupancy_term, []
+    original, calls = OccupancyObjective.forward, []
 
-    def occupancy(*args, **kwargs):
+    def occupancy(self, ctx):
         calls.append(len(calls))
-        loss = original(*args, **kwargs)
-        return loss * float("nan") if (bad_calls is None or calls[-1] in bad_calls) else loss
+        out = original(self, ctx)
+        bad = bad_calls is None or calls[-1] in bad_calls
+        return out._replace(loss=out.loss * float("nan")) if bad else out
 
-    monkeypatch.setattr(module_mod, "occupancy_term", occupancy)
+    monkeypatch.setattr(OccupancyObjective, "forward", occupancy)
 
 
 def test_nonfinite_step_is_skipped_and_counted(tiny, tmp_path, monkeypatch):
@@ -231,7 +243,7 @@ def test_resume_matches_an_uninterrupted_run(tiny, tmp_path):
     assert straight["epoch"] == resumed["epoch"]
     a, b = straight["state_dict"], resumed["state_dict"]
     assert a.keys() == b.keys()
-    for prefix in ("student.", "teacher.", "decoders.", "queue."):
+    for prefix in ("student.", "teacher.", "objectives.", "grad_norm_mean"):
         keys = [k for k in a if k.startswith(prefix)]
         assert keys
         for k in keys:
@@ -248,7 +260,13 @@ def test_ema_once_per_optimizer_step_under_accumulation(tiny, tmp_path, monkeypa
     import evcmae.pretrain.module as module_mod
 
     updates, original = [], module_mod.ema_update
-    monkeypatch.setattr(module_mod, "ema_update", lambda t, s, m: (updates.append(m), original(t, s, m)))
+
+    def record(teacher, student, m):
+        if teacher is module.teacher:  # the backbone's update (heads' EMA twins get the same momentum)
+            updates.append(m)
+        original(teacher, student, m)
+
+    monkeypatch.setattr(module_mod, "ema_update", record)
 
     class CountBatches(pl.Callback):
         batches = 0
@@ -260,4 +278,5 @@ def test_ema_once_per_optimizer_step_under_accumulation(tiny, tmp_path, monkeypa
     datamodule, module, trainer = TOOL.build(cfg, [CountBatches()])
     trainer.fit(module, datamodule=datamodule)
     assert CountBatches.batches == 4 and trainer.global_step == 2
-    assert updates == [ema_momentum(1, 2), ema_momentum(2, 2)]
+    base = horizon_base(2)
+    assert updates == [ema_momentum(1, 2, base), ema_momentum(2, 2, base)]

@@ -1,5 +1,7 @@
 """The representation probe against brute-force NumPy computations on fixed inputs."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +93,90 @@ def test_box_cells_and_pooling_match_a_loop():
             torch.testing.assert_close(emb[m], features[sel].mean(0))
         else:
             assert torch.all(emb[m] == 0)
+
+
+def _naive_grid_pool(features, coords, box_sample, boxes, ppc, grid):
+    out = torch.zeros(len(boxes), grid * grid, features.shape[1])
+    found = torch.zeros(len(boxes), dtype=torch.bool)
+    py, px = ppc
+    for m, (x, y, w, h) in enumerate(boxes.tolist()):
+        y0, x0 = int(y // py), int(x // px)
+        y1, x1 = int((y + max(h - 1e-3, 0)) // py), int((x + max(w - 1e-3, 0)) // px)
+        sums = torch.zeros(grid * grid, features.shape[1])
+        counts = torch.zeros(grid * grid)
+        for i, (b, _, sy, sx) in enumerate(coords.tolist()):
+            if b != int(box_sample[m]) or not (y0 <= sy <= y1 and x0 <= sx <= x1):
+                continue
+            gy = min(max(int(((sy + 0.5) * py - y) / h * grid), 0), grid - 1)
+            gx = min(max(int(((sx + 0.5) * px - x) / w * grid), 0), grid - 1)
+            sums[gy * grid + gx] += features[i]
+            counts[gy * grid + gx] += 1
+            found[m] = True
+        out[m] = sums / counts.clamp(min=1)[:, None]
+    return out.reshape(len(boxes), -1), found
+
+
+@pytest.mark.parametrize("grid", [1, 2, 3])
+def test_roi_grid_pool_matches_naive_loop(grid):
+    from evcmae.pretrain.probe import pool_boxes, roi_grid_pool
+
+    g = torch.Generator().manual_seed(0)
+    coords = torch.unique(
+        torch.stack(
+            [torch.randint(0, 2, (300,), generator=g), torch.zeros(300, dtype=torch.long)]
+            + [torch.randint(0, 20, (300,), generator=g) for _ in range(2)],
+            1,
+        ),
+        dim=0,
+    )
+    features = torch.randn(len(coords), 3, generator=g)
+    boxes = torch.tensor([[8.0, 4.0, 30.0, 22.0], [0.0, 0.0, 13.0, 41.0], [70.0, 70.0, 9.0, 5.0], [200.0, 0, 4, 4]])
+    box_sample = torch.tensor([0, 1, 1, 0])
+    emb, found = roi_grid_pool(features, coords, box_sample, boxes, (4, 4), grid)
+    ref, ref_found = _naive_grid_pool(features, coords, box_sample, boxes, (4, 4), grid)
+    torch.testing.assert_close(emb, ref)
+    assert found.tolist() == ref_found.tolist() == [True, True, True, False]
+    if grid == 1:  # the plain box mean
+        from evcmae.pretrain.probe import box_cells
+
+        plain, _ = pool_boxes(features, coords, box_sample, box_cells(boxes, (4, 4)))
+        torch.testing.assert_close(emb, plain)
+
+
+def test_classification_scores_by_hand():
+    from evcmae.pretrain.probe import classification_scores
+
+    labels = [0, 0, 0, 0, 1, 1, 2]
+    pred = [0, 0, 0, 1, 1, 0, -1]
+    s = classification_scores(pred, labels)
+    assert s["accuracy"] == pytest.approx(4 / 7)
+    assert s["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 2 + 0) / 3)
+    f1 = [
+        2 * (3 / 4) * (3 / 4) / (3 / 2),
+        2 * (1 / 2) * (1 / 2) / 1,
+        0.0,
+    ]  # precision 3/4, 1/2; class 2 never predicted
+    assert s["macro_f1"] == pytest.approx(sum(f1) / 3)
+    # always answering the majority class: high accuracy, balanced accuracy at chance
+    majority = classification_scores([0] * 7, labels)
+    assert majority["accuracy"] == pytest.approx(4 / 7) and majority["balanced_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_precise_bn_uses_the_data_not_the_running_statistics():
+    """The probe's BatchNorm statistics come from its own unmasked windows: whatever the teacher
+    carried in (statistics of masked input, or garbage) does not change the probe's features."""
+    from evcmae.pretrain.probe import precise_bn
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    batches = [torch.randn(16, 3) * 2 + 1 for _ in range(3)]
+    clean = precise_bn(net, batches)
+    corrupted = copy.deepcopy(net)
+    corrupted[1].running_mean.fill_(100.0)
+    corrupted[1].running_var.fill_(1e-4)
+    probe = precise_bn(corrupted, batches)
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(probe(x), clean(x))
+    hidden = net[0](torch.cat(batches)).detach()
+    torch.testing.assert_close(clean[1].running_mean, hidden.mean(0), rtol=1e-5, atol=1e-5)
+    assert not clean.training and net[1].running_mean.abs().sum() == 0  # the original is untouched
