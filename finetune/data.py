@@ -59,6 +59,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         class_map: Sequence[int] | None = None,
         label_fraction: float = 1.0,
+        label_fraction_mode: str = "recordings",
         min_side: float = 5.0,
         max_width_fraction: float = 0.9,
         align_ms: int = 100,
@@ -84,6 +85,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         self.sampling, self.stream_fraction, self.num_workers = sampling, stream_fraction, num_workers
         self.class_map = None if class_map is None else [int(c) for c in class_map]
         self.label_fraction, self.seed = float(label_fraction), int(seed)
+        self.label_fraction_mode = label_fraction_mode
         self.label_cfg = dict(min_side=min_side, max_width_fraction=max_width_fraction, align_ms=align_ms)
         self.augment = augment
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
@@ -137,7 +139,7 @@ class FinetuneDataModule(pl.LightningDataModule):
                 )
             if split == "train":
                 recs = [r for r in recs if len(r.labelled)]
-                recs = select_fraction(recs, self.label_fraction, self.seed)
+                recs = select_fraction(recs, self.label_fraction, self.seed, self.label_fraction_mode)
             self._recordings[folder] = recs
         return self._recordings[folder]
 

@@ -5,6 +5,18 @@ run once, on the features of the labelled windows only (batched together). State
 training steps for the streaming slots: reset where ``is_first`` marks a recording's first chunk,
 detached after every step (truncated BPTT).
 
+The encoder recipe, applied the same way whether the encoder is pretrained or not (so a
+comparison of the two differs in the starting weights only):
+
+* ``bn_recalibration_batches``: before step 0 the encoder's BatchNorm statistics are re-estimated
+  on that many labelled training batches (a cumulative mean, no gradient): pretrained weights come
+  with statistics of masked pretraining input and fresh ones with 0/1, neither of which is the
+  fine-tuning data;
+* ``encoder_freeze_steps``: the encoder takes no update (and keeps its statistics) for the first K
+  steps, while the randomly initialised detector above it settles;
+* ``encoder_mode`` / ``lr_scale``: the encoder's learning rate relative to the detector's, or
+  ``freeze`` for the frozen-encoder protocol.
+
 Evaluation runs each recording whole in order, predicts at its label times (threshold 0.001,
 NMS 0.45, as reported metrics use) and scores with ``finetune.evaluation.evaluate`` at epoch end.
 """
@@ -70,6 +82,8 @@ class FinetuneModule(pl.LightningModule):
         conf_threshold: float = 0.001,
         nms_threshold: float = 0.45,
         data: Mapping | None = None,
+        encoder_freeze_steps: int = 0,
+        bn_recalibration_batches: int = 0,
     ):
         """``data``: the data module's settings, stored (not used) so evaluation and detection can
         rebuild the same windows, resolution and classes from the checkpoint alone."""
@@ -85,6 +99,56 @@ class FinetuneModule(pl.LightningModule):
         self._preds: dict[int, list] = {}
         self.last_metrics: dict | None = None
         self.last_confusion: dict | None = None
+
+    # ------------------------------------------------------------------ encoder recipe
+    def _encoder_frozen_now(self) -> bool:
+        return self.global_step < int(self.hparams.encoder_freeze_steps)
+
+    def on_train_start(self) -> None:
+        if self.global_step == 0 and self.hparams.bn_recalibration_batches:
+            self.recalibrate_encoder_bn(int(self.hparams.bn_recalibration_batches))
+
+    @torch.no_grad()
+    def recalibrate_encoder_bn(self, batches: int) -> int:
+        """Re-estimate the encoder's BatchNorm statistics on ``batches`` training batches (every
+        window of each chunk); returns the number of windows seen. A no-op without an encoder."""
+        encoder = self.model.encoder
+        norms = (
+            [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if encoder else []
+        )
+        if not norms:
+            return 0
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative mean over everything seen
+        was_training = encoder.training
+        encoder.backbone.train()
+        seen = 0
+        loader = self.trainer.datamodule.train_dataloader()
+        for b, batch in enumerate(loader):
+            if b >= batches:
+                break
+            batch = batch.to(self.device) if hasattr(batch, "to") else batch
+            for x in batch.inputs:
+                if len(x):
+                    encoder(x)
+                    seen += 1
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        encoder.train(was_training)
+        return seen
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        encoder = self.model.encoder
+        if encoder is not None and not encoder.frozen:
+            encoder.train(not self._encoder_frozen_now())  # statistics held while the encoder waits
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        encoder = self.model.encoder
+        if encoder is not None and self._encoder_frozen_now():
+            for p in encoder.parameters():
+                p.grad = None  # AdamW skips parameters without a gradient: no update, no moment
 
     # ------------------------------------------------------------------ recurrent pass
     def _run_chunk(self, batch, states):

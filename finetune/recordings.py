@@ -121,12 +121,60 @@ class RVTRecording(_LabelFrames):
         return torch.from_numpy(np.ascontiguousarray(self.seq.representation(i)))
 
 
-def select_fraction(items: Sequence, fraction: float, seed: int = 0) -> list:
-    """A deterministic subset (at least one) for label-efficiency studies; order kept."""
+LABEL_FRACTION_MODES = ("recordings", "timestamps")
+
+
+def recording_classes(recording) -> set[int]:
+    """Class ids with at least one box in a recording's label frames."""
+    return {int(c) for boxes in recording._labels.values() for c in np.unique(boxes["class_id"])}
+
+
+def select_recordings(items: Sequence, fraction: float, seed: int = 0, tries: int = 2000) -> list:
+    """``round(fraction · len(items))`` whole recordings (at least one), fixed by ``seed`` and
+    class-balanced: of up to ``tries`` random draws, the first that holds every class the full
+    set holds (else the draw holding the most classes). Order kept."""
+    n = max(1, int(round(fraction * len(items))))
+    if n >= len(items):
+        return list(items)
+    classes = [recording_classes(r) if hasattr(r, "_labels") else set() for r in items]
+    wanted = set().union(*classes)
+    rng = np.random.default_rng(seed)
+    best, best_cover = None, -1
+    for _ in range(tries):
+        chosen = np.sort(rng.permutation(len(items))[:n])
+        cover = len(set().union(*(classes[i] for i in chosen)))
+        if cover > best_cover:
+            best, best_cover = chosen, cover
+        if cover == len(wanted):
+            break
+    return [items[i] for i in best]
+
+
+def thin_timestamps(items: Sequence, fraction: float, seed: int = 0) -> list:
+    """Every recording kept, with only a ``fraction`` of its labelled timestamps (LEOD's way of
+    taking a label fraction on Gen1/1Mpx): every k-th label frame, k = round(1 / fraction), from an
+    offset drawn per recording by ``seed``. Windows without labels stay in the recording (the
+    recurrent backbone runs through them); only the loss loses them."""
+    k = max(1, int(round(1.0 / fraction)))
+    rng = np.random.default_rng(seed)
+    for rec in items:
+        frames = sorted(rec._labels)
+        offset = int(rng.integers(k))
+        keep = frames[offset::k] or frames[:1]  # a recording never loses all its labels
+        rec._labels = {i: rec._labels[i] for i in keep}
+    return list(items)
+
+
+def select_fraction(items: Sequence, fraction: float, seed: int = 0, mode: str = "recordings") -> list:
+    """The labelled training data for a label-efficiency run: ``mode`` "recordings" keeps whole
+    recordings (:func:`select_recordings`), "timestamps" keeps a fraction of every recording's
+    label times (:func:`thin_timestamps`). Deterministic in ``seed``."""
     if not 0 < fraction <= 1:
         raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
+    if mode not in LABEL_FRACTION_MODES:
+        raise ValueError(f"label_fraction_mode must be one of {LABEL_FRACTION_MODES}, got {mode!r}")
     if fraction == 1:
         return list(items)
-    n = max(1, int(round(fraction * len(items))))
-    chosen = np.sort(np.random.default_rng(seed).permutation(len(items))[:n])
-    return [items[i] for i in chosen]
+    if mode == "timestamps":
+        return thin_timestamps(items, fraction, seed)
+    return select_recordings(items, fraction, seed)

@@ -177,3 +177,46 @@ def test_rvt_layout_matches_raw_windows_and_class_map(tiny):
     three = FinetuneDataModule(str(tiny.root), class_map=[0, 1, 2, 1, 2, 1, 1, 2], **kw)
     ids = np.concatenate([r.gt()["class_id"] for r in three.recordings("train")])
     assert ids.max() <= 2
+
+
+class _FakeRecording:
+    """Label frames only: window index -> boxes with the given class ids."""
+
+    def __init__(self, name, frames):
+        from evcmae.events.labels import BBOX_DTYPE
+
+        self.name = name
+        self._labels = {}
+        for window, classes in frames.items():
+            boxes = np.zeros(len(classes), BBOX_DTYPE)
+            boxes["class_id"] = classes
+            self._labels[window] = boxes
+
+
+def test_recording_subsets_are_class_balanced_and_fixed_per_seed():
+    from evcmae.finetune.recordings import recording_classes
+
+    # 20 recordings: pedestrians everywhere, each rarer class in only two recordings
+    recs = [_FakeRecording(f"r{i}", {10: [0, 1 + (i % 10)]}) for i in range(20)]
+    for seed in range(4):
+        a = select_fraction(recs, 0.1, seed)
+        assert [r.name for r in a] == [r.name for r in select_fraction(recs, 0.1, seed)]
+        assert len(a) == 2
+    # ten classes cannot fit in two recordings: the draw with the most classes (3) is taken
+    assert len(set().union(*map(recording_classes, select_fraction(recs, 0.1, 0)))) == 3
+    few = [_FakeRecording(f"r{i}", {10: [0, 1 + (i % 2)]}) for i in range(20)]
+    for seed in range(8):
+        assert set().union(*map(recording_classes, select_fraction(few, 0.1, seed))) == {0, 1, 2}
+
+
+def test_timestamp_thinning_keeps_every_recording_and_a_fraction_of_its_labels():
+    recs = [_FakeRecording(f"r{i}", {w: [0] for w in range(0, 40, 2)}) for i in range(6)]  # 20 frames each
+    kept = select_fraction(recs, 0.1, seed=1, mode="timestamps")
+    assert [r.name for r in kept] == [f"r{i}" for i in range(6)]
+    for r in kept:
+        frames = sorted(r._labels)
+        assert len(frames) == 2 and frames[1] - frames[0] == 20  # every 10th label frame
+    offsets = {sorted(r._labels)[0] for r in kept}
+    assert len(offsets) > 1  # offsets drawn per recording
+    with pytest.raises(ValueError, match="label_fraction_mode"):
+        select_fraction(recs, 0.5, mode="frames")

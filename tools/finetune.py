@@ -71,6 +71,8 @@ def build_module(cfg: DictConfig, datamodule):
         batch_size=int(cfg.data.batch_size),
         encoder_mode=m.encoder_mode,
         lr_scale=float(m.lr_scale),
+        encoder_freeze_steps=int(m.get("encoder_freeze_steps", 0)),
+        bn_recalibration_batches=int(m.get("bn_recalibration_batches", 0)),
         warmup=float(cfg.optim.warmup),
         eval=evalcfg,
         conf_threshold=float(cfg.conf_threshold),

@@ -1,0 +1,90 @@
+"""The fine-tuning encoder recipe, the same for scratch and pretrained encoders: BatchNorm
+statistics re-estimated on the training data before step 0, the encoder held for K steps."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.slow
+
+
+def _build(out, synth_tiny, *overrides):
+    from evcmae.tools.demo import _compose
+    from evcmae.tools.finetune import build
+
+    cfg = _compose(
+        "finetune",
+        [
+            "data=tiny",
+            f"data.root={synth_tiny}",
+            f"paths.data_dir={out}/data",
+            f"paths.log_dir={out}/logs",
+            "trainer.enable_progress_bar=false",
+            "trainer.limit_val_batches=0",
+            "test_after_fit=false",
+            "data.seq_len=2",
+            "data.augment=null",
+            "optim.lr=0.002",
+            "+trainer.enable_model_summary=false",
+            *overrides,
+        ],
+        out / "run",
+    )
+    return build(cfg)
+
+
+def _norms(module):
+    return [m for m in module.model.encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def test_bn_recalibration_removes_the_statistics_confound(synth_tiny, tmp_path):
+    """Two encoders with the same weights but different BatchNorm statistics (as a pretrained
+    export and a fresh one have) start fine-tuning with identical statistics, measured on the data."""
+    dm, a, trainer = _build(tmp_path / "a", synth_tiny, "trainer.max_steps=1")
+    _, b, _ = _build(tmp_path / "b", synth_tiny, "trainer.max_steps=1")
+    b.model.load_state_dict(a.model.state_dict())
+    for m in _norms(b):  # statistics a pretraining run on masked input might leave behind
+        m.running_mean.fill_(3.0)
+        m.running_var.fill_(50.0)
+    dm.setup("fit")
+    for module in (a, b):
+        module.trainer = trainer
+        trainer.strategy._lightning_module = module
+        trainer.fit_loop.epoch_loop._batches_that_stepped = 0
+    trainer.datamodule = dm
+    seen = [module.recalibrate_encoder_bn(3) for module in (a, b)]
+    assert seen[0] == seen[1] > 0
+    for ma, mb in zip(_norms(a), _norms(b)):
+        torch.testing.assert_close(ma.running_mean, mb.running_mean)
+        torch.testing.assert_close(ma.running_var, mb.running_var)
+        assert float(ma.running_var.mean()) != pytest.approx(1.0)  # measured, not the 0/1 init
+        assert ma.momentum == 0.01  # restored after the cumulative estimate
+
+
+def test_encoder_waits_for_the_first_k_steps(synth_tiny, tmp_path):
+    class Snapshots(pl.Callback):
+        def __init__(self):
+            self.encoder, self.head = [], []
+
+        def on_train_batch_end(self, trainer, module, *args):
+            self.encoder.append({k: v.clone() for k, v in module.model.encoder.state_dict().items()})
+            self.head.append({k: v.clone() for k, v in module.model.detector.state_dict().items()})
+
+    snaps = Snapshots()
+    dm, module, trainer = _build(
+        tmp_path, synth_tiny, "trainer.max_steps=3", "model.encoder_freeze_steps=2", "model.bn_recalibration_batches=2"
+    )
+    trainer.callbacks.append(snaps)
+    start = {k: v.clone() for k, v in module.model.encoder.state_dict().items()}
+    trainer.fit(module, datamodule=dm)
+    recalibrated = snaps.encoder[0]
+    # steps 1 and 2: no weight and no statistic of the encoder moves; the detector learns
+    for k in start:
+        if "running" in k or "num_batches" in k:
+            continue
+        assert torch.equal(snaps.encoder[0][k], start[k]) and torch.equal(snaps.encoder[1][k], start[k]), k
+    assert all(torch.equal(snaps.encoder[1][k], recalibrated[k]) for k in recalibrated)
+    assert any(not torch.equal(snaps.head[1][k], snaps.head[0][k]) for k in snaps.head[0])
+    # step 3: the encoder trains
+    assert any(not torch.equal(snaps.encoder[2][k], start[k]) for k in start if "running" not in k)
