@@ -60,6 +60,7 @@ setup(
             "evcmae-evaluate = evcmae.tools.evaluate:main",
             "evcmae-detect = evcmae.tools.detect:main",
             "evcmae-demo = evcmae.tools.demo:main",
+            "evcmae-probe = evcmae.tools.probe:main",
         ]
     },
 )

@@ -78,12 +78,17 @@ def backbone_state(path, which: str = "teacher") -> dict:
     if path.suffix == ".ckpt":
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         state = ckpt.get("state_dict", ckpt)
-        prefix = f"{which}.backbone."
-        out = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if not out:
-            prefixes = sorted({k.split(".")[0] for k in state})
-            raise TransferError(f"{path}: no '{prefix}*' tensors in the checkpoint (top-level names: {prefixes})")
-        return out
+        # a pretraining checkpoint holds teacher.backbone.* / student.backbone.*; a fine-tuning one
+        # holds its (trained) encoder under model.encoder.backbone.*
+        for prefix in (f"{which}.backbone.", "model.encoder.backbone."):
+            out = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if out:
+                return out
+        prefixes = sorted({k.split(".")[0] for k in state})
+        raise TransferError(
+            f"{path}: no '{which}.backbone.*' or 'model.encoder.backbone.*' tensors in the checkpoint "
+            f"(top-level names: {prefixes})"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise TransferError(f"{path}: expected a state dict, got {type(state).__name__}")

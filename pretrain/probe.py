@@ -248,3 +248,55 @@ def knn_scores(embeddings, labels, k: int = 10, groups=None, mode: str = "loo") 
     scores["boxes"] = int(len(labels))
     scores["majority_accuracy"] = float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
     return scores
+
+
+class RawFeatures(nn.Module):
+    """The "no encoder" reference: the input voxels' own features (per-polarity counts, mean time),
+    offered under the name ``raw`` at stride 1, so the probe pools them exactly as it pools an
+    encoder's features."""
+
+    out_strides = {"raw": (1, 1, 1)}
+
+    def forward(self, voxels, until: str | None = None) -> dict:
+        from evcmae.backbones.spconv_compat import to_sparse_tensor
+
+        return {"raw": to_sparse_tensor(voxels)}
+
+
+@torch.no_grad()
+def embed_boxes(backbone: nn.Module, batches: Iterable, scale: str, grid: int = 2, device="cpu"):
+    """(embeddings, classes, groups) of every labelled box of ``batches`` (``LabelledBatch``), from
+    ``backbone``'s ``scale`` output in eval mode, RoI-grid pooled."""
+    backbone = backbone.to(device).eval()
+    parts = []
+    for batch in batches:
+        batch = batch.to(device)
+        out = backbone(batch.voxels, until=scale)[scale]
+        _, sy, sx = backbone.out_strides[scale]
+        cell = (batch.cell_size[0] * sy, batch.cell_size[1] * sx)
+        emb, found = roi_grid_pool(out.features.float(), out.indices, batch.box_sample, batch.boxes, cell, grid)
+        parts.append((emb[found].cpu(), batch.classes[found].cpu(), batch.groups[found].cpu()))
+    if not parts:
+        raise ValueError("probe: no labelled window to embed")
+    return tuple(torch.cat(list(p)) for p in zip(*parts))
+
+
+def probe_encoder(
+    backbone: nn.Module,
+    loader,
+    scale: str,
+    grid: int = 2,
+    k: int = 10,
+    mode: str = "loo",
+    exclude_same_track: bool = True,
+    recalibrate_bn: bool = True,
+    device="cpu",
+) -> dict:
+    """The whole probe on one encoder: BatchNorm statistics re-estimated on the probe's windows
+    (``recalibrate_bn``), boxes embedded, k-NN scores (:func:`knn_scores`)."""
+    if recalibrate_bn and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+        backbone = precise_bn(
+            backbone.to(device), (b.to(device).voxels for b in loader), lambda n, v: n(v, until=scale)
+        )
+    emb, classes, groups = embed_boxes(backbone, loader, scale, grid, device)
+    return knn_scores(emb.numpy(), classes.numpy(), k, groups.numpy() if exclude_same_track else None, mode)
