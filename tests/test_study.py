@@ -33,10 +33,29 @@ def test_plan_has_every_condition_seed_and_fraction():
     finetune = [j for j in jobs if j.kind == "finetune"]
     assert [j.condition for j in pretrain] == ["full", *cfg.ablation.conditions]
     assert jobs[: len(pretrain)] == pretrain  # pretraining first: fine-tuning waits for it
-    expected = {(c, f, s) for c in ("scratch", "pretrained") for f in cfg.label_fractions for s in cfg.seeds}
-    expected |= {(c, cfg.ablation.label_fraction, s) for c in cfg.ablation.conditions for s in cfg.ablation.seeds}
-    assert {(j.condition, j.label_fraction, j.seed) for j in finetune} == expected
+    expected = {
+        (c, f, s, "finetune")
+        for c in ("scratch", "pretrained")
+        for f in cfg.label_fractions
+        for s in study.seeds_for(cfg, f)
+    }
+    expected |= {
+        (c, cfg.ablation.label_fraction, s, "finetune") for c in cfg.ablation.conditions for s in cfg.ablation.seeds
+    }
+    expected |= {
+        (c, cfg.frozen.label_fraction, s, "frozen") for c in ("untrained", "pretrained") for s in cfg.frozen.seeds
+    }
+    assert {(j.condition, j.label_fraction, j.seed, j.protocol) for j in finetune} == expected
     assert len(finetune) == len(expected)
+    # at least 4 seeds at 10 % labels and 2 at 100 %
+    assert len(study.seeds_for(cfg, 0.1)) >= 4 and len(study.seeds_for(cfg, 1.0)) >= 2
+    # the probe runs on the full teacher and waits for its supervised reference
+    probe = [j for j in jobs if j.kind == "probe"]
+    assert len(probe) == 1 and probe[0].needs == "pretrain-full"
+    assert probe[0].after == ("finetune-scratch-labels1-seed0",)
+    frozen = [j for j in finetune if j.protocol == "frozen"]
+    assert all("model.encoder_mode=freeze" in j.overrides for j in frozen)
+    assert all((j.needs is None) == (j.condition == "untrained") for j in frozen)
     assert len({j.dir for j in jobs}) == len(jobs)
 
 
@@ -70,6 +89,9 @@ def test_every_planned_run_composes(scale):
     scale file fails here, not an hour into the study), and the ablations set what they say."""
     jobs = study.plan(study_config(f"scale={scale}"))
     for job in jobs:
+        if job.kind == "probe":  # argparse arguments, not Hydra overrides (test_probe_cli runs them)
+            assert "--references" in job.overrides and any(o.startswith("--supervised=") for o in job.overrides)
+            continue
         overrides = without(job.overrides, ("hydra.",))
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=config_dir(job.kind), version_base="1.3"):

@@ -63,7 +63,8 @@ def test_summary_rows_order_and_schema():
         ("zzz_extra", 0.1, 0),
     ]
     for row in rows:
-        assert list(row) == ["condition", "label_fraction", "seed", "split", *METRIC_KEYS]
+        assert list(row) == ["condition", "protocol", "label_fraction", "seed", "split", *METRIC_KEYS]
+        assert row["protocol"] == "finetune"
         assert row["split"] == "test"
     sparse = next(r for r in rows if r["condition"] == "no_voxel_nce")
     assert sparse["AP"] == 0.15
@@ -84,6 +85,9 @@ def test_aggregate_against_numpy():
     assert pre["delta"]["AP"] == pytest.approx(np.mean(p_ap) - np.mean(s_ap))
     assert pre["delta"]["AP_M"] == pytest.approx(np.mean(p_ap / 2) - np.mean(s_ap / 2))
     assert pre["delta_std"]["AP"] == pytest.approx(np.std(p_ap - s_ap, ddof=1))
+    d = p_ap - s_ap  # 95 % t-interval, 2 degrees of freedom: t = 4.303
+    half = 4.303 * np.std(d, ddof=1) / np.sqrt(len(d))
+    assert pre["delta_ci95"]["AP"] == pytest.approx([d.mean() - half, d.mean() + half])
     assert pre["wins"] == int(np.sum(p_ap > s_ap)) == 2
     assert scratch["wins"] is None
     assert all(v is None for v in scratch["delta"].values())
@@ -128,25 +132,25 @@ def test_markdown_table_cells():
     table = markdown_table(groups)
     lines = table.strip().splitlines()
     assert lines[0] == (
-        "| condition | labels | seeds (n) | AP | AP50 | AP_S | AP_M | AP_L | AP class-agnostic"
-        " | ΔAP vs scratch | wins vs scratch | Δ class-agnostic |"
+        "| protocol | condition | labels | seeds (n) | AP | AP50 | AP_S | AP_M | AP_L | AP class-agnostic"
+        " | ΔAP vs reference | ΔAP 95 % CI | wins | Δ class-agnostic |"
     )
     assert len(lines) == 2 + len(groups)
 
     s_ap, p_ap = np.array(list(SCRATCH_AP.values())), np.array(list(PRETRAINED_AP.values()))
-    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in lines[2:]}
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[1:3]): line for line in lines[2:]}
     scratch = rows[("scratch", "10 %")]
     assert f"| {100 * s_ap.mean():.2f} ± {100 * s_ap.std(ddof=1):.2f} |" in scratch
-    assert scratch.endswith("| – | – |")
+    assert scratch.endswith("| – | – | – |")
     pre = rows[("pretrained", "10 %")]
     delta, delta_std = 100 * (p_ap.mean() - s_ap.mean()), 100 * np.std(p_ap - s_ap, ddof=1)
-    assert f"| +{delta:.2f} ± {delta_std:.2f} | 2/3 |" in pre
+    assert f"| +{delta:.2f} ± {delta_std:.2f} | [" in pre and "| 2/3 |" in pre
     assert pre.endswith(f"| +{delta:.2f} ± {delta_std:.2f} |")  # class-agnostic AP is AP + 0.1 here
     assert "| 3 |" in pre and "| – |" in pre  # seeds, AP_S
     ablation = rows[("no_occupancy", "10 %")]
-    assert f"| −{100 * (s_ap.mean() - 0.19):.2f} | 0/1 |" in ablation
+    assert f"| −{100 * (s_ap.mean() - 0.19):.2f} | – | 0/1 |" in ablation
     assert "| 19.00 |" in ablation and "| 5.00 |" in ablation
-    assert rows[("pretrained", "100 %")].endswith("| – | – |")
+    assert rows[("pretrained", "100 %")].endswith("| – | – | – |")
 
 
 def write_csv(path, text):
@@ -222,3 +226,22 @@ def test_write_report_without_curves(tmp_path):
     assert paths["curves"] is None and not (tmp_path / "r" / "finetune_curves.png").exists()
     assert paths["plot"].exists()
     assert "finetune_curves" not in paths["table"].read_text()
+
+
+def test_frozen_protocol_is_compared_with_the_untrained_encoder():
+    runs = [run("scratch", 1.0, 0, 0.30), run("pretrained", 1.0, 0, 0.32)]
+    runs += [
+        {**run(c, 1.0, s, ap), "protocol": "frozen"}
+        for c, s, ap in (
+            ("untrained", 0, 0.05),
+            ("untrained", 1, 0.07),
+            ("pretrained", 0, 0.15),
+            ("pretrained", 1, 0.12),
+        )
+    ]
+    groups = {(g["protocol"], g["condition"]): g for g in aggregate(summary_rows(runs))}
+    frozen = groups[("frozen", "pretrained")]
+    assert frozen["delta"]["AP"] == pytest.approx(np.mean([0.15, 0.12]) - np.mean([0.05, 0.07]))
+    assert frozen["wins"] == 2
+    assert groups[("finetune", "pretrained")]["delta"]["AP"] == pytest.approx(0.02)  # vs scratch, not untrained
+    assert groups[("frozen", "untrained")]["delta"]["AP"] is None

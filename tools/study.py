@@ -53,9 +53,15 @@ class Job:
     label_fraction: float | None = None
     seed: int | None = None
     needs: str | None = None  # the pretraining job whose teacher this run starts from
+    protocol: str = "finetune"  # finetune | frozen (encoder frozen, the rest trained) | probe
+    after: tuple = ()  # further runs that must be done first (the probe's supervised reference)
     evaluate_args: list = field(default_factory=list)  # for evcmae-evaluate, e.g. accelerator=gpu
     result: dict = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def dependencies(self) -> tuple:
+        return tuple(n for n in (self.needs, *self.after) if n)
 
     def _steps(self, checkpoint) -> list[tuple[str, list[str]]]:
         """(tool, arguments) of each step: the run, and for fine-tuning the test evaluation."""
@@ -84,7 +90,8 @@ class Job:
 
     @property
     def result_path(self) -> Path:
-        return self.dir / ("final_metrics.json" if self.kind == "pretrain" else "eval_test/metrics.json")
+        names = {"pretrain": "final_metrics.json", "probe": "probe.json", "finetune": "eval_test/metrics.json"}
+        return self.dir / names[self.kind]
 
     def done(self) -> bool:
         exported = self.kind != "pretrain" or (self.dir / "teacher_backbone.pt").is_file()
@@ -100,7 +107,8 @@ class Job:
         return shlex.split(first[2:])[3:] if first.startswith("$ ") else None
 
     def load_result(self) -> dict:
-        self.result = json.loads(self.result_path.read_text())
+        result = json.loads(self.result_path.read_text())
+        self.result = {"rows": result} if isinstance(result, list) else result
         return self.result
 
 
@@ -151,17 +159,25 @@ def plan(cfg: DictConfig) -> list[Job]:
             )
         )
 
-    def finetune(condition: str, fraction: float, seed: int) -> Job:
-        run_dir = work / "finetune" / f"{condition}-labels{fraction:g}-seed{seed}"
+    def finetune(condition: str, fraction: float, seed: int, protocol: str = "finetune") -> Job:
+        tag = (
+            f"{condition}-labels{fraction:g}-seed{seed}" if protocol == "finetune" else f"frozen-{condition}-seed{seed}"
+        )
+        run_dir = work / "finetune" / tag
         source = "full" if condition == "pretrained" else condition
-        pretrained = [] if condition == "scratch" else [f"model.pretrained={work / 'pretrain' / source}"]
+        fresh = condition in ("scratch", "untrained")
+        pretrained = [] if fresh else [f"model.pretrained={work / 'pretrain' / source}"]
+        frozen = ["model.encoder_mode=freeze"] if protocol == "frozen" else []
         return Job(
-            f"finetune-{condition}-labels{fraction:g}-seed{seed}",
+            f"finetune-{tag}",
             "finetune",
             run_dir,
             [
                 *common,
                 *cfg.finetune_overrides,
+                *cfg.get("recipe", []),
+                f"data.label_fraction_mode={cfg.get('label_fraction_mode', 'recordings')}",
+                *frozen,
                 f"trainer.max_steps={cfg.finetune_steps}",
                 f"trainer.val_check_interval={cfg.val_every}",
                 f"optim.lr={cfg.finetune_lr}",
@@ -175,17 +191,58 @@ def plan(cfg: DictConfig) -> list[Job]:
             condition,
             float(fraction),
             int(seed),
-            None if condition == "scratch" else f"pretrain-{source}",
-            list(cfg.get("evaluate_overrides", [])),
+            None if fresh else f"pretrain-{source}",
+            evaluate_args=list(cfg.get("evaluate_overrides", [])),
+            protocol=protocol,
         )
 
     for fraction in cfg.label_fractions:
-        for seed in cfg.seeds:
+        for seed in seeds_for(cfg, fraction):
             jobs += [finetune("scratch", fraction, seed), finetune("pretrained", fraction, seed)]
+    frozen = cfg.get("frozen")
+    if frozen:
+        for seed in frozen.seeds:
+            for condition in ("untrained", "pretrained"):
+                jobs.append(finetune(condition, float(frozen.label_fraction), seed, "frozen"))
     for condition in cfg.ablation.conditions:
         for seed in cfg.ablation.seeds:
             jobs.append(finetune(condition, cfg.ablation.label_fraction, seed))
+    probe = cfg.get("probe")
+    if probe:
+        jobs.append(probe_job(cfg, work, data_dir, jobs))
     return jobs
+
+
+def seeds_for(cfg: DictConfig, fraction: float) -> list[int]:
+    """Fine-tuning seeds at a label fraction: ``seeds_full_labels`` at 100 % when given (fewer
+    seeds suffice where the subset is the whole set), ``seeds`` otherwise."""
+    if float(fraction) == 1.0 and cfg.get("seeds_full_labels") is not None:
+        return list(cfg.seeds_full_labels)
+    return list(cfg.seeds)
+
+
+def probe_job(cfg: DictConfig, work: Path, data_dir: Path, jobs: list[Job]) -> Job:
+    """The representation probe on the full pretrained teacher, with the untrained and raw-feature
+    references and, as the ceiling, the encoder of scratch fine-tuned on 100 % labels (seed 0)."""
+    run_dir = work / "probe"
+    supervised = next(
+        (j for j in jobs if j.condition == "scratch" and j.label_fraction == 1.0 and j.protocol == "finetune"), None
+    )
+    args = [
+        str(work / "pretrain" / "full"),
+        f"--data-root={data_dir / cfg.preset}",
+        f"--split={cfg.probe.split}",
+        f"--max-windows={cfg.probe.max_windows}",
+        "--references",
+        f"--json={run_dir / 'probe.json'}",
+    ]
+    after = ()
+    if supervised is not None:
+        args.append(f"--supervised={supervised.dir / 'checkpoints' / 'last.ckpt'}")
+        after = (supervised.name,)
+    return Job(
+        "probe", "probe", run_dir, args, condition="pretrained", needs="pretrain-full", protocol="probe", after=after
+    )
 
 
 def _run_job(job: Job) -> Job:
@@ -236,14 +293,15 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, str]:
             for job in list(pending):
                 if len(running) >= parallel:
                     break
-                if job.needs in failed:
-                    failed[job.name] = f"needs {job.needs}, which failed"
+                broken = [n for n in job.dependencies if n in failed]
+                if broken:
+                    failed[job.name] = f"needs {broken[0]}, which failed"
                     pending.remove(job)
-                elif job.needs is None or job.needs in complete:
+                elif all(n in complete for n in job.dependencies):
                     running[pool.submit(_run_job, job)] = job
                     pending.remove(job)
             if not running:  # what is left waits on runs that are neither done nor running
-                failed.update({job.name: f"needs {job.needs}, which did not run" for job in pending})
+                failed.update({job.name: f"needs {', '.join(job.dependencies)}, which did not run" for job in pending})
                 break
             completed, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in completed:
@@ -274,19 +332,34 @@ def pretraining_notes(jobs: list[Job]) -> str:
         "## Pretraining runs",
         "",
         "Training losses are averages over the last logged steps; the probe classifies val-split "
-        "objects by k-NN on the teacher's pooled features (leave-one-track-out), against always "
-        "guessing the most frequent class.",
+        "objects by k-NN on the teacher's RoI-grid pooled features (BatchNorm statistics of unmasked "
+        "windows, leave-one-track-out), against always guessing the most frequent class.",
         "",
-        "| variant | " + " | ".join(LOSSES) + " | probe k-NN acc | majority acc | minutes |",
-        "|---|" + "---:|" * (len(LOSSES) + 3),
+        "| variant | " + " | ".join(LOSSES) + " | probe balanced acc | probe k-NN acc | majority acc | minutes |",
+        "|---|" + "---:|" * (len(LOSSES) + 4),
     ]
     for job in jobs:
         if job.kind != "pretrain" or not job.result:
             continue
         r = job.result
         cells = [_number(r.get(f"train/{k}")) for k in LOSSES]
-        cells += [_number(r.get("probe/knn_acc")), _number(r.get("probe/majority_acc")), f"{job.seconds / 60:.1f}"]
+        cells += [_number(r.get(k)) for k in ("probe/balanced_acc", "probe/knn_acc", "probe/majority_acc")]
+        cells.append(f"{job.seconds / 60:.1f}")
         lines.append(f"| {job.condition} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def probe_table(rows: list[dict]) -> str:
+    """The probe's rows as a table (results/probe.json holds the same numbers)."""
+    lines = [
+        "## Representation probe (val split, k-NN on RoI-grid pooled features)",
+        "",
+        "| encoder | balanced accuracy | accuracy | macro F1 | boxes |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cells = [_number(r.get(k)) for k in ("balanced_accuracy", "accuracy", "macro_f1")]
+        lines.append(f"| {r['encoder']} | " + " | ".join(cells) + f" | {r.get('boxes', '–')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -309,9 +382,20 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
 
     finetunes = [j for j in jobs if j.kind == "finetune" and j.result]
     runs = [
-        {"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed, "metrics": j.result}
+        {
+            "condition": j.condition,
+            "protocol": j.protocol,
+            "label_fraction": j.label_fraction,
+            "seed": j.seed,
+            "metrics": j.result,
+        }
         for j in finetunes
     ]
+    probe_rows = next((j.result["rows"] for j in jobs if j.kind == "probe" and j.result), None)
+    if probe_rows is not None:
+        keep = ("encoder", "balanced_accuracy", "accuracy", "macro_f1", "boxes", "majority_accuracy")
+        probe_rows = [{k: r.get(k) for k in keep} for r in probe_rows]
+        (out / "probe.json").write_text(json.dumps(probe_rows, indent=2) + "\n")
     logs = {j.name: latest_csv(j.dir) for j in finetunes}
     curves = [
         {"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed, "csv": logs[j.name]}
@@ -319,6 +403,8 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
         if logs[j.name]
     ]
     notes = pretraining_notes(jobs)
+    if probe_rows is not None:
+        notes += "\n" + probe_table(probe_rows)
     if failed:
         notes += "\n## Failed runs\n\n" + "\n".join(f"- {name}: {why}" for name, why in failed.items()) + "\n"
     meta = {
@@ -328,6 +414,9 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
         "finetune_steps": cfg.finetune_steps,
         "finetune_lr": cfg.finetune_lr,
         "seeds": list(cfg.seeds),
+        "seeds at 100 % labels": seeds_for(cfg, 1.0),
+        "label fraction mode": cfg.get("label_fraction_mode", "recordings"),
+        "fine-tuning recipe": " ".join(cfg.get("recipe", [])) or "defaults",
         "checkpoint selection": f"best val/AP, validated every {cfg.val_every} steps",
         "wall time (all invocations, min)": round(wall_s / 60, 1),
         "run time (sum over runs, min)": round(sum(j.seconds for j in jobs) / 60, 1),

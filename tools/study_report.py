@@ -16,6 +16,7 @@ from pathlib import Path
 
 CONDITION_ORDER = (
     "scratch",
+    "untrained",
     "pretrained",
     "no_occupancy",
     "no_reconstruction",
@@ -26,6 +27,12 @@ CONDITION_ORDER = (
 METRIC_KEYS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AP_class_agnostic")
 TABLE_KEYS = ("AP", "AP50", "AP_S", "AP_M", "AP_L", "AP_class_agnostic")
 BASELINE = "scratch"
+# The reference each protocol's conditions are compared with: fine-tuning from scratch, or the
+# frozen untrained encoder.
+BASELINES = {"finetune": "scratch", "frozen": "untrained"}
+PROTOCOLS = ("finetune", "frozen")
+# Two-sided 97.5 % quantiles of Student's t by degrees of freedom (n - 1 paired seeds).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 DASH = "–"
 MINUS = "−"
 
@@ -38,7 +45,17 @@ def _condition_key(condition: str):
 
 
 def _row_key(row: dict):
-    return (*_condition_key(row["condition"]), float(row["label_fraction"]), row.get("seed", 0))
+    protocol = PROTOCOLS.index(row.get("protocol", "finetune"))
+    return (protocol, *_condition_key(row["condition"]), float(row["label_fraction"]), row.get("seed", 0))
+
+
+def ci95(diffs) -> list | None:
+    """95 % t-interval of the mean of paired differences, [low, high]; None under two pairs."""
+    diffs = [d for d in diffs if d is not None]
+    if len(diffs) < 2:
+        return None
+    mean, half = statistics.fmean(diffs), T975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return [mean - half, mean + half]
 
 
 def summary_rows(runs: list[dict]) -> list[dict]:
@@ -47,6 +64,7 @@ def summary_rows(runs: list[dict]) -> list[dict]:
         metrics = run.get("metrics") or {}
         row = {
             "condition": run["condition"],
+            "protocol": run.get("protocol", "finetune"),
             "label_fraction": float(run["label_fraction"]),
             "seed": int(run["seed"]),
             "split": "test",
@@ -69,13 +87,15 @@ def _std(values):
 def aggregate(rows: list[dict]) -> list[dict]:
     by_group: dict[tuple, dict[int, dict]] = {}
     for row in rows:
-        by_group.setdefault((row["condition"], float(row["label_fraction"])), {})[row["seed"]] = row
+        key = (row.get("protocol", "finetune"), row["condition"], float(row["label_fraction"]))
+        by_group.setdefault(key, {})[row["seed"]] = row
 
     groups = []
-    for (condition, fraction), seeds in by_group.items():
+    for (protocol, condition, fraction), seeds in by_group.items():
         runs = [seeds[s] for s in sorted(seeds)]
         groups.append(
             {
+                "protocol": protocol,
                 "condition": condition,
                 "label_fraction": fraction,
                 "seeds": sorted(seeds),
@@ -84,19 +104,21 @@ def aggregate(rows: list[dict]) -> list[dict]:
                 "std": {k: _std([r.get(k) for r in runs]) for k in METRIC_KEYS},
                 "delta": dict.fromkeys(METRIC_KEYS),
                 "delta_std": dict.fromkeys(METRIC_KEYS),
+                "delta_ci95": dict.fromkeys(METRIC_KEYS),
                 "wins": None,
             }
         )
 
-    means = {(g["condition"], g["label_fraction"]): g["mean"] for g in groups}
+    means = {(g["protocol"], g["condition"], g["label_fraction"]): g["mean"] for g in groups}
     for group in groups:
-        fraction = group["label_fraction"]
-        base = by_group.get((BASELINE, fraction))
-        if group["condition"] == BASELINE or base is None:
+        protocol, fraction = group["protocol"], group["label_fraction"]
+        baseline = BASELINES.get(protocol, BASELINE)
+        base = by_group.get((protocol, baseline, fraction))
+        if group["condition"] == baseline or base is None:
             continue
-        own = by_group[(group["condition"], fraction)]
+        own = by_group[(protocol, group["condition"], fraction)]
         shared = sorted(set(own) & set(base))
-        base_mean = means[(BASELINE, fraction)]
+        base_mean = means[(protocol, baseline, fraction)]
         for key in METRIC_KEYS:
             if group["mean"][key] is not None and base_mean[key] is not None:
                 group["delta"][key] = group["mean"][key] - base_mean[key]
@@ -108,6 +130,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
                 if own[s].get(key) is not None and base[s].get(key) is not None
             ]
             group["delta_std"][key] = _std(diffs)
+            group["delta_ci95"][key] = ci95(diffs)
         group["wins"] = sum(
             1
             for s in shared
@@ -138,8 +161,13 @@ def _delta_cell(delta, std) -> str:
     return _signed(delta) if std is None else f"{_signed(delta)} ± {100 * std:.2f}"
 
 
+def _ci_cell(interval) -> str:
+    return DASH if interval is None else f"[{_signed(interval[0])}, {_signed(interval[1])}]"
+
+
 def markdown_table(groups: list[dict]) -> str:
     header = [
+        "protocol",
         "condition",
         "labels",
         "seeds (n)",
@@ -149,21 +177,24 @@ def markdown_table(groups: list[dict]) -> str:
         "AP_M",
         "AP_L",
         "AP class-agnostic",
-        "ΔAP vs scratch",
-        "wins vs scratch",
+        "ΔAP vs reference",
+        "ΔAP 95 % CI",
+        "wins",
         "Δ class-agnostic",
     ]
-    seeds_of = {(g["condition"], g["label_fraction"]): set(g["seeds"]) for g in groups}
+    seeds_of = {(g.get("protocol", "finetune"), g["condition"], g["label_fraction"]): set(g["seeds"]) for g in groups}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
-        base_seeds = seeds_of.get((BASELINE, g["label_fraction"]))
+        protocol = g.get("protocol", "finetune")
+        base_seeds = seeds_of.get((protocol, BASELINES.get(protocol, BASELINE), g["label_fraction"]))
         # Wins are counted over shared seeds; without the scratch group in hand, all seeds.
         pairs = len(set(g["seeds"]) & base_seeds) if base_seeds is not None else g["n"]
         wins = DASH if g.get("wins") is None else f"{g['wins']}/{pairs}"
-        cells = [g["condition"], _fraction_label(g["label_fraction"]), str(g["n"])]
+        cells = [protocol, g["condition"], _fraction_label(g["label_fraction"]), str(g["n"])]
         cells += [_cell(g["mean"].get(k), g["std"].get(k)) for k in TABLE_KEYS]
         cells += [
             _delta_cell(g["delta"].get("AP"), g["delta_std"].get("AP")),
+            _ci_cell((g.get("delta_ci95") or {}).get("AP")),
             wins,
             _delta_cell(g["delta"].get("AP_class_agnostic"), g["delta_std"].get("AP_class_agnostic")),
         ]
@@ -203,7 +234,7 @@ def plot_ap_vs_fraction(groups: list[dict], path) -> None:
     from matplotlib.ticker import NullLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    plotted = [g for g in groups if g["mean"].get("AP") is not None]
+    plotted = [g for g in groups if g["mean"].get("AP") is not None and g.get("protocol", "finetune") == "finetune"]
     lines = [c for c in (BASELINE, "pretrained") if any(g["condition"] == c for g in plotted)]
     ablations = sorted({g["condition"] for g in plotted} - set(lines), key=_condition_key)
 
