@@ -242,7 +242,8 @@ class PretrainModule(pl.LightningModule):
         ctx = self._context(batch, batch_idx)
         terms, logs = self._terms(ctx)
         problem = None
-        norms = self._grad_norms(ctx, terms)
+        with self._section("grad_norms"):
+            norms = self._grad_norms(ctx, terms)
         if bool(torch.isfinite(norms).all()):
             m = float(self.balance_cfg["momentum"])
             first = self.grad_norm_mean == 0
