@@ -90,6 +90,10 @@ class RankStateDump(pl.Callback):
             "global_step": int(trainer.global_step),
             "world_size": int(trainer.world_size),
         }
-        if hasattr(pl_module, "queue"):
-            state["queue"] = {k: v.detach().cpu() for k, v in pl_module.queue.state_dict().items()}
+        objectives = getattr(pl_module, "objectives", {})
+        # every objective's networks and buffers (EMA heads, the frame queue) must agree too
+        state["objectives"] = {k: v.detach().cpu() for k, v in objectives.state_dict().items()}
+        if "frame_contrastive" in objectives:
+            queue = objectives["frame_contrastive"].queue
+            state["queue"] = {k: v.detach().cpu() for k, v in queue.state_dict().items()}
         torch.save(state, os.path.join(self.dirpath, f"rank{trainer.global_rank}.pt"))

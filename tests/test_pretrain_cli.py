@@ -66,6 +66,9 @@ def test_ddp_two_cpu_processes_keep_teacher_and_queue_identical(tiny, tmp_path):
         assert torch.equal(r0["teacher"][k], r1["teacher"][k]), k
     for k in r0["queue"]:
         assert torch.equal(r0["queue"][k], r1["queue"][k]), k
+    assert r0["objectives"].keys() == r1["objectives"].keys()
+    for k in r0["objectives"]:  # decoders, heads and their EMA twins
+        assert torch.equal(r0["objectives"][k], r1["objectives"][k]), k
     # Both ranks' keys went into both queues: steps x batch 2 x 2 ranks.
     assert int(r0["queue"]["ptr"]) == steps * 2 * 2
     assert (tmp_path / "run" / "teacher_backbone.pt").exists()
