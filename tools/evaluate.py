@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from evcmae.tools.cli import entry
+
 
 def parse_overrides(argv) -> dict:
     """``key=value`` pairs; values parsed as YAML (numbers, lists, null)."""
@@ -34,12 +36,14 @@ def load_checkpoint(path, data_overrides: dict | None = None, threads: int = 1):
 
     from evcmae.finetune.data import FinetuneDataModule
     from evcmae.finetune.module import FinetuneModule
+    from evcmae.pretrain.checkpointing import read_checkpoint, require_kind
 
     if threads:
         torch.set_num_threads(threads)
     path = Path(path)
     if not path.is_file():
         raise SystemExit(f"checkpoint={path}: no such file")
+    require_kind(path, read_checkpoint(path), "finetune")  # damaged, or a pretraining one: one line
     module = FinetuneModule.load_from_checkpoint(path, map_location="cpu")
     module.eval()
     data = dict(module.hparams.get("data") or {})
@@ -87,6 +91,7 @@ def evaluate_checkpoint(
     return {"metrics": module.last_metrics, "path": str(record.path)}
 
 
+@entry("evcmae-evaluate")
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
