@@ -39,7 +39,7 @@ def as_bbox_array(raw: np.ndarray, path=None) -> np.ndarray:
     if missing:
         raise LabelFileError(path, f"box labels lack field(s) {missing}; fields present: {list(raw.dtype.names)}")
     if raw.dtype == BBOX_DTYPE and raw.ndim == 1:
-        label_columns(raw, {f: f for f in ("x", "y", "w", "h", "class_confidence")}, path)  # the float fields
+        label_columns(raw, {f: f for f in ("t", "x", "y", "w", "h", "class_confidence")}, path)  # what can be bad
         return raw.copy()
     out = np.zeros(raw.shape[0] if raw.ndim else 0, dtype=BBOX_DTYPE)
     out["class_confidence"] = 1.0

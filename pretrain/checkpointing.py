@@ -46,8 +46,8 @@ def read_checkpoint(path, map_location="cpu", weights_only: bool | None = False)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=weights_only)
     except _DAMAGED as exc:
-        if "Weights only load failed" in str(exc):
-            raise  # a safety refusal of torch.load, not damage
+        if "Weights only load failed" in str(exc) and zipfile.is_zipfile(path):
+            raise  # a whole file that torch.load's safe mode refuses: not damage
         first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
         raise CheckpointError(path, f"cannot be read, truncated or corrupt ({type(exc).__name__}: {first})") from exc
     if not isinstance(ckpt, dict):
