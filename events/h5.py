@@ -17,7 +17,14 @@ import numpy as np
 
 from .container import Events
 from .errors import EventFileError
-from .validation import check_on_unsorted, check_stream, event_columns, integer_values, unsorted_error
+from .validation import (
+    check_on_unsorted,
+    check_stream,
+    event_columns,
+    first_decrease,
+    integer_values,
+    unsorted_error,
+)
 
 _COLUMNS = ("x", "y", "p", "t")
 # Rows per read when checking the time order of a whole file (32 MiB of int64).
@@ -127,16 +134,18 @@ class H5EventFile:
         key = self._order_key()
         if key not in _order_checked:
             _order_checked[key] = self._find_decrease()
-        problem = _order_checked[key]
-        if problem is not None:
-            row, before, after, count = problem
-            if self.on_unsorted == "error":
-                raise unsorted_error(self.path, before, after, row, count)
-            whole = self._read_columns(0, self._n)
-            warnings.warn(f"{self.path}: {count} timestamp decreases; events sorted by time (in memory)", stacklevel=3)
-            self._memory = whole[np.argsort(whole.t, kind="stable")]
-            self._n = len(self._memory)
+        if _order_checked[key] is not None:
+            self._refuse_or_sort(_order_checked[key], lambda: self._read_columns(0, self._n))
         self._ordered = True
+
+    def _refuse_or_sort(self, problem: tuple, read_whole) -> None:
+        row, before, after, count = problem
+        if self.on_unsorted == "error":
+            raise unsorted_error(self.path, before, after, row, count)
+        whole = read_whole()
+        warnings.warn(f"{self.path}: {count} timestamp decreases; events sorted by time (in memory)", stacklevel=4)
+        self._memory = whole[np.argsort(whole.t, kind="stable")]
+        self._n = len(self._memory)
 
     @property
     def t_range(self) -> tuple[int, int] | None:
@@ -171,10 +180,16 @@ class H5EventFile:
         stop = self._n if stop is None else min(stop, self._n)
         start = max(0, min(start, stop))
         if start == 0 and stop == self._n and not self._ordered:
-            # Read whole: this read checks the order itself (and sorts, if asked to).
-            events = check_stream(self._read_columns(start, stop), self.path, self.on_unsorted)
+            # Read whole: the order is checked on what was read, not by a second pass.
+            whole = self._read_columns(start, stop)
+            i, count = first_decrease(whole.t)
+            problem = None if not count else (i + 1, int(whole.t[i]), int(whole.t[i + 1]), count)
+            _order_checked[self._order_key()] = problem
+            if problem is None:
+                self._ordered = True
+                return check_stream(whole, self.path, "ignore")
+            self._refuse_or_sort(problem, lambda: whole)
             self._ordered = True
-            return events
         self._ensure_ordered()
         if self._memory is not None:
             part = self._memory[start:stop]

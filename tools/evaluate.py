@@ -58,12 +58,17 @@ def evaluate_checkpoint(
 ) -> dict:
     import pytorch_lightning as pl
 
+    from evcmae.events.validation import check_class_ids
     from evcmae.finetune.records import ExperimentRecord
     from evcmae.finetune.report import summary_text
 
     module, datamodule = load_checkpoint(checkpoint, data_overrides)
     datamodule.prepare_data()
     datamodule.splits["test"] = datamodule.splits.get(split, split)
+    for rec in datamodule.recordings("test"):  # ids the model has no output for: one line, not a crash
+        check_class_ids(
+            rec.gt(), module.model.num_classes, getattr(rec, "path", rec.name), "the checkpoint's num_classes"
+        )
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,

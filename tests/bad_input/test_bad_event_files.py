@@ -44,6 +44,16 @@ def test_sort_option_reads_windows_of_the_sorted_stream(tmp_path, columns):
     np.testing.assert_array_equal(window.t, expected)
 
 
+def test_sort_option_after_a_whole_read_keeps_windows_right(tmp_path, columns):
+    t_sorted = columns["t"].copy()
+    columns["t"] = columns["t"][::-1].copy()
+    path = write_columns(tmp_path / "reversed_td.h5", columns)
+    with H5EventFile(path, on_unsorted="sort") as f, pytest.warns(UserWarning, match="sorted by time"):
+        np.testing.assert_array_equal(f.read().t, t_sorted)
+        window = f.read_time_window(50_000, 100_000)
+    np.testing.assert_array_equal(window.t, t_sorted[(t_sorted >= 50_000) & (t_sorted < 100_000)])
+
+
 def test_reversed_recording_is_refused_by_pretraining(tmp_path, columns):
     from evcmae.pretrain.data import WindowPairs
 
