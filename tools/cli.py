@@ -39,13 +39,20 @@ _USER_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADi
 
 
 def _hydra_user_errors() -> tuple[type, ...]:
-    """Hydra's errors about overrides and configs, and OmegaConf's about missing or mistyped keys."""
+    """Hydra's errors about overrides and configs, and OmegaConf's about missing or mistyped keys
+    (not ``InstantiationException``: it wraps whatever a constructor raised, a bug as well)."""
     try:
-        from hydra.errors import CompactHydraException, ConfigCompositionException, MissingConfigException
+        from hydra import errors
         from omegaconf.errors import OmegaConfBaseException
     except ImportError:
         return ()
-    return (CompactHydraException, ConfigCompositionException, MissingConfigException, OmegaConfBaseException)
+    return (
+        errors.OverrideParseException,
+        errors.ConfigCompositionException,
+        errors.SearchPathException,
+        errors.MissingConfigException,
+        OmegaConfBaseException,
+    )
 
 
 def user_error(exc: BaseException) -> BaseException | None:
@@ -55,7 +62,7 @@ def user_error(exc: BaseException) -> BaseException | None:
         seen.add(id(exc))
         if isinstance(exc, (EvcmaeError, *_USER_OS_ERRORS, *_hydra_user_errors())):
             return exc
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        exc = exc.__cause__  # explicit chaining only: an error raised while handling another is a bug
     return None
 
 

@@ -37,6 +37,18 @@ def test_user_error_wrapped_in_another_is_found(capsys):
     assert capsys.readouterr().err == "evcmae-test: error: last.ckpt: cannot be read\n"
 
 
+def test_a_bug_inside_instantiate_keeps_its_traceback():
+    from hydra.errors import InstantiationException
+
+    try:
+        raise TypeError("__init__() got an unexpected keyword argument 'widht'")
+    except TypeError as bug:
+        wrapped = InstantiationException("Error in call to target 'Voxelizer'")
+        wrapped.__cause__ = bug
+    with pytest.raises(InstantiationException):
+        tool([], wrapped)
+
+
 def test_missing_file_is_a_user_error(capsys):
     assert tool([], FileNotFoundError(2, "No such file or directory", "nope.h5")) == 2
     assert capsys.readouterr().err == "evcmae-test: error: nope.h5: No such file or directory\n"
