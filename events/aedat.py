@@ -10,9 +10,10 @@ import warnings
 
 import numpy as np
 
-from .container import Events, check_events
+from .container import Events
 from .dat import TRUNCATED_OPTIONS
 from .errors import EventFileError
+from .validation import check_stream, integer_values
 
 MAGIC = b"#!AER-DAT4.0"
 
@@ -60,7 +61,7 @@ def read_aedat4(
     info = streams[stream]
     if packets:
         data = np.concatenate(packets)
-        columns = dict(x=data["x"], y=data["y"], t=data["t"].astype(np.int64), p=data["on"].astype(np.uint8))
+        columns = dict(x=data["x"], y=data["y"], t=integer_values(data["t"], "t", path), p=data["on"].astype(np.uint8))
     else:
         columns = {k: np.empty(0) for k in "xytp"}
     events = Events(
@@ -68,4 +69,4 @@ def read_aedat4(
         width=width if width is not None else info.get("width"),
         height=height if height is not None else info.get("height"),
     )
-    return check_events(events, path, on_unsorted)
+    return check_stream(events, path, on_unsorted)

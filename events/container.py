@@ -6,18 +6,32 @@ slicing is cheap and ``torch.from_numpy`` shares memory without a copy.
 
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import EventFileError
-
 DTYPES = {"x": np.uint16, "y": np.uint16, "t": np.int64, "p": np.uint8}
 
-# Files already warned about for out-of-range events, so a file warns once however often it is read.
-_warned_out_of_range: set[str] = set()
+
+def _as_column(name: str, values, source) -> np.ndarray:
+    """``values`` in the column's dtype. Columns already in it pass untouched (slicing, readers);
+    others are converted without a silent wrong value: NaN and fractions are refused, and a
+    coordinate no uint16 holds becomes 65535, outside every sensor (``events.validation``)."""
+    a = np.asarray(values)
+    dtype = DTYPES[name]
+    if a.dtype == dtype:
+        return np.ascontiguousarray(a)
+    from . import validation  # imports this module
+
+    if name == "p":
+        return np.ascontiguousarray(validation.polarity(a, source))
+    if name == "t":
+        return np.ascontiguousarray(validation.integer_values(a, "t", source))
+    if a.dtype.kind == "f":
+        a = validation.integer_values(a, name, source)
+    if a.size and a.dtype.kind in "iu" and (int(a.min()) < 0 or int(a.max()) > 65535):
+        a = np.where((a < 0) | (a > 65535), 65535, a)
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 @dataclass
@@ -38,8 +52,8 @@ class Events:
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        for name, dtype in DTYPES.items():
-            setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
+        for name in DTYPES:
+            setattr(self, name, _as_column(name, getattr(self, name), self.source))
         n = len(self.t)
         if not (len(self.x) == len(self.y) == len(self.p) == n):
             raise ValueError(
@@ -116,57 +130,15 @@ class Events:
 
 
 def normalize_polarity(p: np.ndarray, path=None) -> np.ndarray:
-    """Map polarity given as 0/1, -1/1 or booleans to uint8 0/1; anything else is an error."""
-    p = np.asarray(p)
-    if p.dtype == np.bool_:
-        return p.astype(np.uint8)
-    if p.size == 0:
-        return p.astype(np.uint8)
-    lo, hi = int(p.min()), int(p.max())
-    if lo >= 0 and hi <= 1:
-        return p.astype(np.uint8)
-    if lo >= -1 and hi <= 1 and not np.any(p == 0):
-        return (p > 0).astype(np.uint8)
-    raise EventFileError(path, f"polarity values must be 0/1 or -1/1, found range [{lo}, {hi}]")
+    """Polarity given as 0/1, -1/1 or booleans as uint8 0/1; anything else is refused
+    (``events.validation.polarity``)."""
+    from .validation import polarity
+
+    return polarity(p, path)
 
 
 def check_events(events: Events, path=None, on_unsorted: str = "error") -> Events:
-    """Enforce the invariants every reader promises, naming ``path`` in any complaint.
+    """Sensor range and time order, as every reader enforces them (``events.validation.check_stream``)."""
+    from .validation import check_stream
 
-    * events outside ``width`` x ``height`` (when known) are dropped and counted, with one warning
-      per file;
-    * timestamps must be non-decreasing: ``on_unsorted="error"`` (default) refuses the file,
-      ``"sort"`` sorts stably with a warning, ``"ignore"`` leaves the order as it is.
-    """
-    if on_unsorted not in ("error", "sort", "ignore"):
-        raise ValueError(f"on_unsorted must be 'error', 'sort' or 'ignore', not {on_unsorted!r}")
-    name = None if path is None else os.fspath(path)
-    ev = events
-    if ev.width is not None and ev.height is not None and len(ev):
-        inside = (ev.x < ev.width) & (ev.y < ev.height)
-        n_out = len(ev) - int(np.count_nonzero(inside))
-        if n_out:
-            if name not in _warned_out_of_range:
-                _warned_out_of_range.add(name)
-                warnings.warn(
-                    f"{name}: dropped {n_out} of {len(ev)} events outside the "
-                    f"{ev.width}x{ev.height} sensor (e.g. x={int(ev.x[~inside][0])}, "
-                    f"y={int(ev.y[~inside][0])})",
-                    stacklevel=2,
-                )
-            ev = ev[inside]
-            ev.dropped_out_of_range += n_out
-    if on_unsorted != "ignore" and len(ev) > 1:
-        back = np.flatnonzero(ev.t[1:] < ev.t[:-1])
-        if back.size:
-            i = int(back[0])
-            if on_unsorted == "error":
-                raise EventFileError(
-                    name,
-                    f"timestamps decrease at event {i + 1} ({int(ev.t[i])} -> {int(ev.t[i + 1])} µs; "
-                    f"{back.size} decreases in all); pass on_unsorted='sort' to sort them",
-                )
-            warnings.warn(f"{name}: {back.size} timestamp decreases; events sorted by time", stacklevel=2)
-            ev = ev[np.argsort(ev.t, kind="stable")]
-    ev.source = name if name is not None else ev.source
-    return ev
+    return check_stream(events, path, on_unsorted)

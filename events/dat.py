@@ -12,8 +12,9 @@ import warnings
 
 import numpy as np
 
-from .container import Events, check_events, normalize_polarity
+from .container import Events
 from .errors import EventFileError
+from .validation import check_stream, polarity
 
 # A header line longer than this is binary data, not text.
 _MAX_LINE = 1 << 16
@@ -140,7 +141,7 @@ def read_raw(
     events = decode(words, width if width is not None else hw, height if height is not None else hh, path)
     if events.dropped_no_time:
         warnings.warn(f"{path}: dropped {events.dropped_no_time} events {no_time_reason}", stacklevel=3)
-    return check_events(events, path, on_unsorted)
+    return check_stream(events, path, on_unsorted)
 
 
 def read_dat(
@@ -167,8 +168,8 @@ def read_dat(
         x=addr & 0x3FFF,
         y=(addr >> 14) & 0x3FFF,
         t=records["t"].astype(np.int64),
-        p=normalize_polarity((addr >> 28).astype(np.uint8), path),
+        p=polarity((addr >> 28).astype(np.uint8), path),
         width=width if width is not None else hw,
         height=height if height is not None else hh,
     )
-    return check_events(events, path, on_unsorted)
+    return check_stream(events, path, on_unsorted)

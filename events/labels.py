@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from .errors import EventFileError
+from .errors import LabelFileError
+from .validation import drop_negative_boxes, label_columns
 
 BBOX_DTYPE = np.dtype(
     [
@@ -27,36 +28,49 @@ _REQUIRED = ("t", "x", "y", "w", "h", "class_id")
 
 
 def as_bbox_array(raw: np.ndarray, path=None) -> np.ndarray:
-    """Copy a structured array with either spelling into ``BBOX_DTYPE``.
+    """Copy a structured array with either spelling into ``BBOX_DTYPE``, checked on the way
+    (``events.validation.label_columns``: NaN/inf, fractional or negative ids and times refused).
 
     ``track_id`` defaults to 0 and ``class_confidence`` to 1 when the source lacks them."""
     if raw.dtype.names is None:
-        raise EventFileError(path, f"box labels must be a structured array, got dtype {raw.dtype}")
+        raise LabelFileError(path, f"box labels must be a structured array, got dtype {raw.dtype}")
     names = {_ALIASES.get(n, n): n for n in raw.dtype.names}
     missing = [f for f in _REQUIRED if f not in names]
     if missing:
-        raise EventFileError(path, f"box labels lack field(s) {missing}; fields present: {list(raw.dtype.names)}")
+        raise LabelFileError(path, f"box labels lack field(s) {missing}; fields present: {list(raw.dtype.names)}")
+    if raw.dtype == BBOX_DTYPE and raw.ndim == 1:
+        label_columns(raw, {f: f for f in ("t", "x", "y", "w", "h", "class_confidence")}, path)  # what can be bad
+        return raw.copy()
     out = np.zeros(raw.shape[0] if raw.ndim else 0, dtype=BBOX_DTYPE)
     out["class_confidence"] = 1.0
-    for field, source in names.items():
-        if field in BBOX_DTYPE.names:
-            out[field] = raw[source]
+    known = {field: source for field, source in names.items() if field in BBOX_DTYPE.names}
+    for field, column in label_columns(raw, known, path).items():
+        out[field] = column
     return out
 
 
 def load_labels(path: str | os.PathLike) -> np.ndarray:
-    """Read ``*_bbox.npy`` into ``BBOX_DTYPE`` (accepts ``ts``/``confidence`` as well)."""
+    """Read ``*_bbox.npy`` into ``BBOX_DTYPE`` (accepts ``ts``/``confidence`` as well). Bad values
+    are refused, boxes with a negative size dropped and counted (``events.validation``)."""
     path = os.fspath(path)
     try:
         raw = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
     except Exception as exc:  # NumPy raises several types for damaged files
-        raise EventFileError(path, f"cannot read box labels ({type(exc).__name__}: {exc})") from exc
+        raise LabelFileError(path, f"cannot read box labels ({type(exc).__name__}: {exc})") from exc
     labels = as_bbox_array(np.atleast_1d(raw), path)
-    if len(labels) > 1 and np.any(np.diff(labels["t"]) < 0):
-        raise EventFileError(path, "box label times are not sorted")
-    return labels
+    if len(labels) > 1:
+        back = np.flatnonzero(labels["t"][1:] < labels["t"][:-1])
+        if back.size:
+            i = int(back[0]) + 1
+            raise LabelFileError(
+                path,
+                f"box label times are not sorted ({int(labels['t'][i - 1])} before {int(labels['t'][i])} µs)",
+                "t",
+                i,
+            )
+    return drop_negative_boxes(labels, path)
 
 
 def save_labels(path: str | os.PathLike, labels: np.ndarray) -> None:

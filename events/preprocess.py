@@ -46,6 +46,7 @@ from .rvt import (
     write_labels,
     write_repr_index,
 )
+from .validation import labels_within_recording
 
 __all__ = [
     "PreprocessConfig",
@@ -218,7 +219,7 @@ def preprocess_recording(
             if f.width is None or f.height is None:
                 raise EventFileError(td_path, "sensor size not stated in the file; pass width/height")
             width, height = f.width, f.height
-            raw = load_labels(bbox_path)
+            raw = labels_within_recording(load_labels(bbox_path), f.t_range, bbox_path, cfg.window_ms * 1000)
             labels = filter_recording_labels(raw, width, height, split, cfg)
             res.boxes_in, res.boxes_filtered = len(raw), len(raw) - len(labels)
             plan = plan_windows(labels["t"], cfg.window_ms, cfg.align_ms, cfg.label_period_us)

@@ -42,6 +42,7 @@ from evcmae.finetune.evaluation import (
 )
 from evcmae.finetune.postprocess import postprocess
 from evcmae.finetune.transfer import encoder_param_groups
+from evcmae.pretrain.checkpointing import rebuild_schedules_on_resume
 
 
 def default_lr(batch_size: int, base: float = 2e-4, base_batch: int = 8) -> float:
@@ -218,6 +219,9 @@ class FinetuneModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._finish("test", "test")
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rebuild_schedules_on_resume(checkpoint)  # OneCycle follows this run's max_steps
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -15,10 +15,12 @@ import numpy as np
 import torch
 
 from evcmae.events.container import Events
+from evcmae.events.errors import EventFileError
 from evcmae.events.h5 import H5EventFile, ProcessLocalH5
 from evcmae.events.labels import BBOX_DTYPE, load_labels
 from evcmae.events.preprocess import PreprocessConfig, filter_recording_labels, plan_windows, split_by_frame
 from evcmae.events.rvt import RVTSequence, scale_boxes
+from evcmae.events.validation import check_class_ids, labels_within_recording
 from evcmae.finetune.classes import remap_classes
 
 
@@ -58,7 +60,7 @@ class RawRecording(_LabelFrames):
         self.window_us, self.downsample = int(window_us), int(downsample)
         with H5EventFile(self.path) as f:
             if f.width is None or f.height is None:
-                raise ValueError(f"{self.path}: sensor size not stated in the file")
+                raise EventFileError(self.path, "sensor size not stated in the file (events/width, events/height)")
             self.sensor = (int(f.width), int(f.height))
             t_range = f.t_range or (0, 0)
         self.width, self.height = -(-self.sensor[0] // downsample), -(-self.sensor[1] // downsample)
@@ -67,7 +69,10 @@ class RawRecording(_LabelFrames):
         cfg = label_cfg or PreprocessConfig(downsample=downsample, window_ms=window_us // 1000)
         plan = None
         if bbox_path is not None and Path(bbox_path).is_file():
-            labels = filter_recording_labels(load_labels(bbox_path), *self.sensor, split, cfg)
+            labels = labels_within_recording(load_labels(bbox_path), t_range, bbox_path, self.window_us)
+            if class_map is not None:
+                check_class_ids(labels, len(class_map), bbox_path, "len(data.class_map)")
+            labels = filter_recording_labels(labels, *self.sensor, split, cfg)
             plan = plan_windows(labels["t"], cfg.window_ms, cfg.align_ms, cfg.label_period_us)
         if plan is not None:
             frame_ts, self.ends, frame_to_repr = plan
@@ -112,6 +117,8 @@ class RVTRecording(_LabelFrames):
         self._labels = {}
         for j in range(self.seq.num_label_frames):
             r, boxes = self.seq.label_frame(j, scaled=True)
+            if class_map is not None:
+                check_class_ids(boxes, len(class_map), self.seq.path, "len(data.class_map)")
             self._labels[r] = remap_classes(boxes, class_map) if class_map is not None else boxes
 
     def __len__(self) -> int:

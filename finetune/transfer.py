@@ -17,9 +17,10 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 
+from evcmae.events.errors import EvcmaeError
+from evcmae.pretrain.checkpointing import read_checkpoint
 from evcmae.pretrain.export import (
     CONFIG_FILE,
     STUDENT_FILE,
@@ -34,8 +35,8 @@ WHICH = ("teacher", "student")
 MODES = ("full", "freeze", "lr_scale")
 
 
-class TransferError(RuntimeError):
-    pass
+class TransferError(EvcmaeError, RuntimeError):
+    """Pretrained weights that do not fit the encoder (a user error: one line from the CLI)."""
 
 
 def _which(which: str) -> str:
@@ -76,7 +77,7 @@ def backbone_state(path, which: str = "teacher") -> dict:
             f"model.pretrained: {path} not found (an export folder holds {TEACHER_FILE}, {STUDENT_FILE}, {CONFIG_FILE})"
         )
     if path.suffix == ".ckpt":
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(path)  # a truncated file: CheckpointError naming it
         state = ckpt.get("state_dict", ckpt)
         # a pretraining checkpoint holds teacher.backbone.* / student.backbone.*; a fine-tuning one
         # holds its (trained) encoder under model.encoder.backbone.*
@@ -89,7 +90,7 @@ def backbone_state(path, which: str = "teacher") -> dict:
             f"{path}: no '{which}.backbone.*' or 'model.encoder.backbone.*' tensors in the checkpoint "
             f"(top-level names: {prefixes})"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path, weights_only=True)
     if not isinstance(state, dict):
         raise TransferError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state

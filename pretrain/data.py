@@ -118,12 +118,14 @@ class PretrainBatch:
     rec_ids: torch.Tensor  # (B,) long
     win_idx: torch.Tensor  # (B,) long: anchor window index
     nb_idx: torch.Tensor  # (B,) long: neighbour window index
+    empty_windows: int = 0  # samples the collate left out: anchor or neighbour without events
 
     def to(self, device, non_blocking: bool = False) -> PretrainBatch:
         """Lightning moves any object with ``to``."""
         return PretrainBatch(
             *(v.to(device, non_blocking) for v in (self.anchor, self.neighbour)),
             *(t.to(device, non_blocking=non_blocking) for t in (self.rec_ids, self.win_idx, self.nb_idx)),
+            self.empty_windows,
         )
 
     @property
@@ -133,15 +135,21 @@ class PretrainBatch:
 
 @dataclass
 class PairCollate:
-    """Voxelizes anchors and neighbours into two spconv-ready batches (runs in the workers)."""
+    """Voxelizes anchors and neighbours into two spconv-ready batches (runs in the workers).
+
+    A sample whose anchor or neighbour window holds no event (a recording can go quiet) has
+    nothing to mask, predict or contrast: it is left out and counted in ``empty_windows``; a batch
+    of nothing but such samples has ``batch_size`` 0, and the module skips it."""
 
     voxelizer: Voxelizer
 
     def __call__(self, samples: list[WindowPair]) -> PretrainBatch:
+        n_in = len(samples)
+        samples = [s for s in samples if len(s.anchor) and len(s.neighbour)]
         anchor = self.voxelizer([s.anchor for s in samples], [s.anchor_t0 for s in samples])
         neighbour = self.voxelizer([s.neighbour for s in samples], [s.neighbour_t0 for s in samples])
         ids = lambda name: torch.tensor([getattr(s, name) for s in samples], dtype=torch.long)  # noqa: E731
-        return PretrainBatch(anchor, neighbour, ids("rec_id"), ids("win_idx"), ids("nb_idx"))
+        return PretrainBatch(anchor, neighbour, ids("rec_id"), ids("win_idx"), ids("nb_idx"), n_in - len(samples))
 
 
 class LabelledWindows(Dataset):

@@ -40,6 +40,7 @@ from torch import nn
 from evcmae.distributed import broadcast_buffers, gather_from_all_ranks
 from evcmae.events.voxelize import VoxelBatch
 from evcmae.losses.total import NonFiniteLossError, weighted_total
+from evcmae.pretrain.checkpointing import rebuild_schedules_on_resume
 from evcmae.pretrain.ema import ema_momentum, ema_update, horizon_base, initial_share, make_teacher
 from evcmae.pretrain.objectives.base import Objective, StepContext
 from evcmae.pretrain.probe import knn_scores, precise_bn, roi_grid_pool
@@ -55,16 +56,24 @@ def warmup_cosine(
     optimizer, total_steps: int, warmup_steps: int, start_factor: float = 0.01, min_lr_ratio: float = 0.01
 ):
     """Linear warm-up from ``start_factor``·lr to lr, then a cosine down to ``min_lr_ratio``·lr at
-    ``total_steps``; stepped once per optimizer step."""
-    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+    ``total_steps`` (and there after); stepped once per optimizer step.
 
+    One ``LambdaLR`` whatever the warm-up rounds to, so its saved state is the step count alone:
+    a run resumed with another ``trainer.max_steps`` continues on the schedule built for the new
+    length (``checkpointing.rebuild_schedules_on_resume``)."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    total_steps = max(1, int(total_steps))
     warmup_steps = max(0, min(int(warmup_steps), total_steps - 1))
-    eta_min = optimizer.param_groups[0]["lr"] * min_lr_ratio
-    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=eta_min)
-    if warmup_steps == 0:
-        return cosine
-    warmup = LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup_steps)
-    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
+    decay_steps = max(1, total_steps - warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return start_factor + (1.0 - start_factor) * step / warmup_steps
+        k = min(step - warmup_steps, decay_steps)
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * k / decay_steps))
+
+    return LambdaLR(optimizer, factor)
 
 
 def visible_part(full: VoxelBatch, visible: torch.Tensor) -> VoxelBatch:
@@ -149,6 +158,7 @@ class PretrainModule(pl.LightningModule):
         self.initial_backbone = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
         self.register_buffer("grad_norm_mean", torch.zeros(len(built)))
         self.nonfinite_total, self._nonfinite_streak = 0, 0
+        self.empty_batches_total, self.empty_windows_total = 0, 0
         self._has_gradients = False
         self._probe_parts: list = []
         self._probe_backbone = None
@@ -239,6 +249,8 @@ class PretrainModule(pl.LightningModule):
         }
 
     def training_step(self, batch, batch_idx: int):
+        if not self._batch_has_work(batch, batch_idx):
+            return self._skip_empty_batch()
         ctx = self._context(batch, batch_idx)
         terms, logs = self._terms(ctx)
         problem = None
@@ -270,6 +282,24 @@ class PretrainModule(pl.LightningModule):
         self.log("train/nonfinite_steps", float(self.nonfinite_total), batch_size=B)
         self.log("train/ema_momentum", self.ema_momentum(self.trainer.global_step + 1), batch_size=B)
         return total
+
+    def _batch_has_work(self, batch, batch_idx: int) -> bool:
+        """False for a batch the losses cannot use: every window empty (the collate left no sample)
+        or nothing to mask (each sample one masking unit). The mask is the one ``_terms`` draws
+        (same seed). All ranks must agree, as for non-finite losses."""
+        self.empty_windows_total += int(getattr(batch, "empty_windows", 0))
+        full = batch.anchor
+        ok = full.batch_size > 0 and len(full) > 0
+        if ok:
+            ok = not bool(self.masking(full.coords, full.batch_size, generator=self._generator(batch_idx)).all())
+        return self.trainer.strategy.reduce_boolean_decision(ok, all=True)
+
+    def _skip_empty_batch(self):
+        self.empty_batches_total += 1
+        self.log("train/empty_batches", float(self.empty_batches_total), batch_size=1)
+        self.log("train/empty_windows", float(self.empty_windows_total), batch_size=1)
+        rank_zero_warn("a batch with no events, or none to mask, was skipped (counted in train/empty_batches)")
+        return None
 
     def _skip_step(self, problem: str):
         self.nonfinite_total += 1
@@ -370,12 +400,16 @@ class PretrainModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["evcmae_nonfinite"] = {"total": self.nonfinite_total, "streak": self._nonfinite_streak}
         checkpoint["evcmae_initial_backbone"] = self.initial_backbone
+        checkpoint["evcmae_empty"] = {"batches": self.empty_batches_total, "windows": self.empty_windows_total}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rebuild_schedules_on_resume(checkpoint)  # the schedule follows this run's max_steps
         state = checkpoint.get("evcmae_nonfinite", {})
         self.nonfinite_total, self._nonfinite_streak = state.get("total", 0), state.get("streak", 0)
         if "evcmae_initial_backbone" in checkpoint:
             self.initial_backbone = checkpoint["evcmae_initial_backbone"]
+        empty = checkpoint.get("evcmae_empty", {})
+        self.empty_batches_total, self.empty_windows_total = empty.get("batches", 0), empty.get("windows", 0)
 
     # ----------------------------------------------------------------- optimizer
     def configure_optimizers(self):

@@ -9,6 +9,8 @@ import json
 import platform
 import sys
 
+from evcmae.tools.cli import entry
+
 # name -> "module:function"; imported lazily so a benchmark's heavy dependencies load only when run.
 BENCHMARKS = {
     "voxelize": "evcmae.events.benchmarks:bench_voxelize",
@@ -37,6 +39,7 @@ def machine() -> dict:
     }
 
 
+@entry("evcmae-bench")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="evcmae-bench", description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHMARKS) + ["all"])

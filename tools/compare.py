@@ -15,8 +15,10 @@ import json
 import sys
 
 from evcmae.finetune.compare import compare, load_run, markdown
+from evcmae.tools.cli import entry
 
 
+@entry("evcmae-compare")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="evcmae-compare", description=__doc__.strip().splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="experiment folders or metrics.json files")
@@ -28,7 +30,7 @@ def main(argv=None) -> int:
         baseline = load_run(args.baseline) if args.baseline else None
         result = compare(runs, baseline)
     except (FileNotFoundError, json.JSONDecodeError) as exc:
-        print(f"evcmae-compare: {exc}", file=sys.stderr)
+        print(f"evcmae-compare: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else markdown(result).rstrip("\n"))
     return 0

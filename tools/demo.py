@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from evcmae.tools.cli import entry
+
 DEFAULTS = {"pretrain_steps": 30, "finetune_steps": 60, "out": "outputs/demo", "data_dir": "data"}
 
 
@@ -103,6 +105,7 @@ def run_demo(
     return {"times": times, "metrics": evaluation["metrics"], "eval_dir": evaluation["path"]}
 
 
+@entry("evcmae-demo")
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):

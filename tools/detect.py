@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evcmae.tools.cli import entry
+
 
 def _load_checkpoint(*args, **kwargs):
     from evcmae.tools.evaluate import load_checkpoint
@@ -63,6 +65,7 @@ def detect(checkpoint, input_path, output=None, conf: float = 0.1, nms: float = 
     return output
 
 
+@entry("evcmae-detect")
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):

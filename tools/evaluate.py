@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from evcmae.tools.cli import entry
+
 
 def parse_overrides(argv) -> dict:
     """``key=value`` pairs; values parsed as YAML (numbers, lists, null)."""
@@ -34,12 +36,14 @@ def load_checkpoint(path, data_overrides: dict | None = None, threads: int = 1):
 
     from evcmae.finetune.data import FinetuneDataModule
     from evcmae.finetune.module import FinetuneModule
+    from evcmae.pretrain.checkpointing import read_checkpoint, require_kind
 
     if threads:
         torch.set_num_threads(threads)
     path = Path(path)
     if not path.is_file():
         raise SystemExit(f"checkpoint={path}: no such file")
+    require_kind(path, read_checkpoint(path), "finetune")  # damaged, or a pretraining one: one line
     module = FinetuneModule.load_from_checkpoint(path, map_location="cpu")
     module.eval()
     data = dict(module.hparams.get("data") or {})
@@ -54,12 +58,17 @@ def evaluate_checkpoint(
 ) -> dict:
     import pytorch_lightning as pl
 
+    from evcmae.events.validation import check_class_ids
     from evcmae.finetune.records import ExperimentRecord
     from evcmae.finetune.report import summary_text
 
     module, datamodule = load_checkpoint(checkpoint, data_overrides)
     datamodule.prepare_data()
     datamodule.splits["test"] = datamodule.splits.get(split, split)
+    for rec in datamodule.recordings("test"):  # ids the model has no output for: one line, not a crash
+        check_class_ids(
+            rec.gt(), module.model.num_classes, getattr(rec, "path", rec.name), "the checkpoint's num_classes"
+        )
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -87,6 +96,7 @@ def evaluate_checkpoint(
     return {"metrics": module.last_metrics, "path": str(record.path)}
 
 
+@entry("evcmae-evaluate")
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):

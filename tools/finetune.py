@@ -20,6 +20,8 @@ import time
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from evcmae.tools.cli import entry
+from evcmae.tools.config_checks import check_finetune_config
 from evcmae.tools.pretrain import config_dir
 
 VOXEL_KEYS = {"window_us": "window_us", "num_bins": "num_bins", "downsample": "downsample", "voxel_size": "voxel_size"}
@@ -87,6 +89,7 @@ def build(cfg: DictConfig, extra_callbacks=()):
     import torch
     from hydra.utils import instantiate
 
+    check_finetune_config(cfg)  # before any work: a bad value is one line, not a crash later
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
@@ -146,6 +149,7 @@ def run(cfg: DictConfig) -> dict:
     return {"metrics": metrics, "checkpoint": best, "record": str(record.path) if record else None}
 
 
+@entry("evcmae-finetune")
 @hydra.main(version_base="1.3", config_path=config_dir("finetune"), config_name="finetune")
 def main(cfg: DictConfig) -> float | None:
     return run(cfg)["metrics"].get("AP")

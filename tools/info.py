@@ -1,7 +1,8 @@
 """``evcmae-info FILE [--json]``: what an event recording or box label file holds.
 
-Exit codes: 0 described, 2 the file cannot be read as any supported format (message on stderr,
-naming the file), 1 an optional reader package is missing.
+Exit codes: 0 described, 2 the file cannot be read as any supported format or holds values no
+recording can (one line on stderr naming the file; ``--debug`` for the traceback), 1 an optional
+reader package is missing.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import argparse
 import json
 import sys
 
-from evcmae.events.errors import EventFileError
 from evcmae.events.formats import describe
+from evcmae.tools.cli import entry
 
 
 def _fmt(key: str, value) -> str:
@@ -50,6 +51,7 @@ def format_table(info: dict) -> str:
     return "\n".join(f"{label:<{width}}  {text}" for label, text in rows)
 
 
+@entry("evcmae-info")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="evcmae-info",
@@ -61,11 +63,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         info = describe(args.file)
-    except (EventFileError, OSError) as exc:
-        print(f"evcmae-info: {exc}", file=sys.stderr)
-        return 2
     except ImportError as exc:
-        print(f"evcmae-info: {args.file}: {exc}", file=sys.stderr)
+        print(f"evcmae-info: error: {args.file}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(info) if args.json else format_table(info))
     return 0

@@ -11,6 +11,7 @@ import sys
 
 from evcmae.events.errors import EventFileError
 from evcmae.events.preprocess import SPLITS, PreprocessConfig, preprocess_dataset
+from evcmae.tools.cli import entry
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+@entry("evcmae-preprocess")
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -91,7 +93,7 @@ def main(argv=None) -> int:
             progress=not args.no_progress,
         )
     except (EventFileError, ValueError, OSError) as exc:
-        print(f"evcmae-preprocess: {exc}", file=sys.stderr)
+        print(f"evcmae-preprocess: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))

@@ -21,6 +21,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from evcmae.tools.cli import entry
+from evcmae.tools.config_checks import check_pretrain_config
+
 
 def config_dir(app: str = "pretrain") -> str:
     """The Hydra config folder of one app (``pretrain``, ``finetune`` or ``study``), inside
@@ -37,6 +40,7 @@ def build(cfg: DictConfig, extra_callbacks=()):
     import torch
     from hydra.utils import instantiate
 
+    check_pretrain_config(cfg)  # before any work: a bad value is one line, not a crash later
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
@@ -84,6 +88,7 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     return metrics
 
 
+@entry("evcmae-pretrain")
 @hydra.main(version_base="1.3", config_path=config_dir("pretrain"), config_name="pretrain")
 def main(cfg: DictConfig) -> float | None:
     return run(cfg).get("probe/knn_acc")  # what a Hydra sweeper (e.g. Optuna) would optimise

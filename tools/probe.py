@@ -19,6 +19,9 @@ import json
 import sys
 from pathlib import Path
 
+from evcmae.events.errors import ConfigError, EventFileError
+from evcmae.tools.cli import entry
+
 ENCODERS = ("pretrained", "untrained", "raw_features", "supervised")
 
 
@@ -42,7 +45,7 @@ def _voxelizer_settings(source: Path, args) -> dict:
             settings[key] = getattr(args, key)
     missing = [k for k in ("width", "height") if k not in settings]
     if missing:
-        raise SystemExit(f"evcmae-probe: error: {source}: no voxelizer settings found; pass --{' --'.join(missing)}")
+        raise ConfigError("source", str(source), f"no voxelizer settings found beside it; pass --{' --'.join(missing)}")
     settings.setdefault("window_us", 50_000)
     settings.setdefault("num_bins", 10)
     settings.setdefault("downsample", 1)
@@ -58,7 +61,7 @@ def _loader(root: Path, split: str, settings: dict, max_windows: int, min_box_si
 
     files = sorted((root / split).glob("*_td.h5"))
     if not files:
-        raise SystemExit(f"evcmae-probe: error: {root / split}: no *_td.h5 recordings")
+        raise EventFileError(root / split, "no *_td.h5 recordings to probe")
     voxelizer = Voxelizer(
         int(settings["width"]),
         int(settings["height"]),
@@ -144,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@entry("evcmae-probe")
 def main(argv=None) -> int:
     run(parser().parse_args(argv))
     return 0

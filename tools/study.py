@@ -34,6 +34,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from evcmae.tools.bench import machine
+from evcmae.tools.cli import entry
 from evcmae.tools.pretrain import config_dir
 from evcmae.tools.study_report import markdown_table, write_report
 
@@ -464,6 +465,7 @@ def run(cfg: DictConfig, argv: list[str] = ()) -> dict:
     return {"report": report, "failed": failed}
 
 
+@entry("evcmae-study")
 @hydra.main(version_base="1.3", config_path=config_dir("study"), config_name="study")
 def _hydra_main(cfg: DictConfig) -> None:
     result = run(cfg, sys.argv[1:])

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from evcmae.tools.cli import entry
+
 LOSS_TERMS = ("train/occupancy", "train/reconstruction", "train/voxel_nce", "train/frame_contrastive")
 METRICS = ("probe/knn_acc", "probe/majority_acc", "train/total", *LOSS_TERMS, "global_step")
 
@@ -162,6 +164,7 @@ def plot(path: Path, rows, varying, metrics) -> None:
     plt.close(fig)
 
 
+@entry("evcmae-sweep-summary")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="evcmae-sweep-summary", description=__doc__.strip().splitlines()[0])
     parser.add_argument("dir", type=Path, help="a sweep folder (outputs/multiruns/<time>) or any folder of runs")
@@ -170,7 +173,7 @@ def main(argv=None) -> int:
     try:
         rows, varying, constant, metrics = summarise(args.dir)
     except FileNotFoundError as exc:
-        print(f"evcmae-sweep-summary: {exc}", file=sys.stderr)
+        print(f"evcmae-sweep-summary: error: {exc}", file=sys.stderr)
         return 2
     out = args.out or args.dir
     out.mkdir(parents=True, exist_ok=True)

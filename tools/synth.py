@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evcmae.tools.cli import entry
+
 
 def build_parser() -> argparse.ArgumentParser:
     from evcmae.events.synth.presets import PRESETS
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry("evcmae-synth")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from evcmae.events.synth import PRESETS, generate
@@ -40,7 +43,7 @@ def main(argv=None) -> int:
     try:
         summary = generate(args.out, p, args.seed, workers=args.workers, log=None if args.quiet else print)
     except FileExistsError as exc:
-        print(f"evcmae-synth: {exc}", file=sys.stderr)
+        print(f"evcmae-synth: error: {exc}", file=sys.stderr)
         return 2
     print(f"{'split':<9} {'recordings':>10} {'events':>12} {'boxes':>8}")
     for split, tot in summary["totals"].items():

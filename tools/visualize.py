@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from evcmae.tools.cli import entry
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evcmae-viz", description=__doc__.strip().splitlines()[0])
@@ -47,7 +49,7 @@ def read_window(path: Path, t_start_us: int | None, t_end_us: int | None, width=
     if read_events is not None:
         return read_events(path, t_start_us, t_end_us, width=width, height=height)
     if not _is_h5(path):
-        raise SystemExit(f"evcmae-viz: {path}: only HDF5 recordings can be read here (events.formats is missing)")
+        raise SystemExit(f"{path}: only HDF5 recordings can be read here (events.formats is missing)")
     from evcmae.events.h5 import H5EventFile
 
     with H5EventFile(path, width=width, height=height) as f:
@@ -87,27 +89,31 @@ def find_labels(path: Path, explicit: str | None, disabled: bool):
     return load_labels(label_path), label_path
 
 
+@entry("evcmae-viz")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from evcmae.events.render import render_window, save_gif
+    from evcmae.events.validation import sensor_size
 
     path = Path(args.file)
     if not path.exists():
-        print(f"evcmae-viz: {path}: no such file", file=sys.stderr)
-        return 2
+        raise SystemExit(f"{path}: no such file")
     n = 1 if args.sequence is None else args.sequence
     if n < 1:
-        print("evcmae-viz: --sequence must be at least 1", file=sys.stderr)
-        return 2
+        raise SystemExit(f"--sequence {n}: must be at least 1")
+    if not args.window_ms > 0 or args.scale < 1:
+        raise SystemExit(f"--window-ms {args.window_ms:g} --scale {args.scale}: both must be positive")
+    for name in ("width", "height"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise SystemExit(f"--{name} {getattr(args, name)}: must be positive")
     out = Path(args.out)
     if args.sequence is not None and out.suffix.lower() != ".gif":
-        print("evcmae-viz: --sequence writes an animated GIF; give --out a .gif name", file=sys.stderr)
-        return 2
+        raise SystemExit(f"--out {out}: --sequence writes an animated GIF; give --out a .gif name")
     window = int(round(args.window_ms * 1000))
     t0 = first_event_time(path) if args.t_start is None else args.t_start
     events = read_window(path, t0, t0 + n * window, args.width, args.height)
-    width = args.width or events.width or (int(events.x.max()) + 1 if len(events) else 1)
-    height = args.height or events.height or (int(events.y.max()) + 1 if len(events) else 1)
+    # The file's size, the one given, or (with a warning) the events' extent; stray events refused.
+    width, height = sensor_size(events, path, args.width, args.height)
     labels, label_path = find_labels(path, args.labels, args.no_labels)
     detections = find_labels(path, args.detections, False)[0] if args.detections else None
 
