@@ -88,13 +88,18 @@ def build(cfg: DictConfig, extra_callbacks=()):
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
-    if cfg.model.pretrained and cfg.model.input == "sparse":
+    from evcmae.finetune.rvt_checkpoint import is_detector_checkpoint, load_detector_weights
+
+    whole_detector = bool(cfg.model.pretrained) and is_detector_checkpoint(cfg.model.pretrained)
+    if cfg.model.pretrained and cfg.model.input == "sparse" and not whole_detector:
         _adopt_pretrained_config(cfg)
     data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "eval"}
     datamodule = instantiate({**data_cfg, "input": cfg.model.input})
     module = build_module(cfg, datamodule)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    if cfg.model.pretrained:
+    if whole_detector:  # a fine-tuned or RVT detector: every tensor, strictly
+        load_detector_weights(module.model, cfg.model.pretrained)
+    elif cfg.model.pretrained:
         if module.model.encoder is None:
             raise ValueError("model.pretrained needs the sparse input (model=sparse)")
         from evcmae.finetune.transfer import load_pretrained
