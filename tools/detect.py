@@ -130,6 +130,9 @@ def _frame(events, boxes, sensor, scale: int, names):
     from evcmae.events.render import PREDICTION_COLOR, draw_boxes, event_image
 
     img = Image.fromarray(event_image(events.x, events.y, events.p, sensor[0], sensor[1]))
+    # only boxes that reach into the picture (a raw YOLOX box may lie beyond the frame)
+    inside = (boxes["x"] + boxes["w"] > 0) & (boxes["y"] + boxes["h"] > 0)
+    boxes = boxes[inside & (boxes["x"] < sensor[0] - 1) & (boxes["y"] < sensor[1] - 1)]
     if scale != 1:
         img = img.resize((sensor[0] * scale, sensor[1] * scale), Image.NEAREST)
     return draw_boxes(img, boxes, names, scale=scale, thickness=max(1, scale), color=PREDICTION_COLOR, show_score=True)
