@@ -29,8 +29,6 @@ SIZE_BY_EMBED = {32: "tiny", 48: "small", 64: "base"}
 FPN_DEPTH_BY_BOTTLENECKS = {1: 0.33, 2: 0.67}
 # The dataset RVT trained a checkpoint on, from its class count (RVT's gen1: 2, gen4: 3).
 DATASET_BY_CLASSES = {2: "gen1", 3: "gen4"}
-# RVT's attention partition rule per dataset (partition_split_32 in its experiment configs).
-PARTITION_SPLIT = {"gen1": 1}
 
 # Our 3-level PAFPN's lists -> RVT's named layers (YOLOPAFPN's forward order, coarse to fine,
 # then back up): lateral[1] reduces the stride-32 map, lateral[0] the stride-16 one, and so on.
@@ -179,7 +177,7 @@ def module_hparams(arch: Mapping, dataset: str, data_overrides: Mapping | None =
         "height": -(-int(data["height"]) // ds),
         "width": -(-int(data["width"]) // ds),
         "fpn_stages": [2, 3, 4],
-        "partition_split": PARTITION_SPLIT.get(dataset, 2),
+        "partition_split": int(data.get("partition_split", 2)),  # RVT's partition_split_32 (Gen1: 1)
     }
     return {
         "model": model,

@@ -438,3 +438,12 @@ def test_evaluate_cli_on_box_files_equals_rvts_evaluator(tmp_path):
     assert metrics["protocol"]["name"] == "rvt"
     assert "rvt scoring (class confidence), predictions within ±50 ms" in (out / "summary.txt").read_text()
     assert "protocol: rvt" in (out / "config.yaml").read_text()
+
+
+def test_coco_benchmark_reports_both_backends():
+    from evcmae.finetune.coco_benchmark import bench_coco
+
+    result = bench_coco(frames=30, repeats=1)
+    assert result["frames"] == 30 and result["pycocotools_ms"] > 0
+    if "faster_coco_eval_ms" in result:
+        assert result["max_ap_difference"] < 1e-4 and result["speedup"] > 0

@@ -171,3 +171,39 @@ def test_convert_cli(tmp_path, capsys):
     assert module.classes == "etram3" and module.hparams.data["class_map"] == [0, 1, 2, 1, 2, 1, 1, 2]
     assert main([str(tmp_path / "rvt.ckpt"), str(tmp_path / "x.ckpt"), "--dataset", "nope"]) == 2
     assert "no data config 'nope'" in capsys.readouterr().err
+
+
+def test_finetuning_starts_from_a_converted_checkpoint(tmp_path, capsys):
+    """evcmae-finetune model=histogram data=gen1 model.pretrained=OUT.ckpt: every tensor loaded."""
+    from evcmae.tools.demo import _compose
+    from evcmae.tools.finetune import build
+
+    original = randomized(EventDetector("histogram", "tiny", 2, 240, 304, partition_split=1))
+    rvt_checkpoint(original, tmp_path / "rvt.ckpt")
+    convert(tmp_path / "rvt.ckpt", tmp_path / "out.ckpt")
+    for source in ("out.ckpt", "rvt.ckpt"):  # the converted file, and RVT's own
+        cfg = _compose(
+            "finetune",
+            [
+                "data=gen1",
+                f"data.root={tmp_path}/gen1",
+                "model=histogram",
+                f"model.pretrained={tmp_path / source}",
+                f"paths.log_dir={tmp_path}/logs",
+                "logger=csv",
+            ],
+            tmp_path / "run",
+        )
+        _, module, _ = build(cfg)
+        assert "loaded 376 of 376 detector tensors" in capsys.readouterr().out
+        assert module.model.detector.backbone.partition_size == (8, 10)  # RVT's Gen1 attention partition
+        for name, tensor in original.state_dict().items():
+            assert torch.equal(module.model.state_dict()[name], tensor), (source, name)
+
+
+def test_evaluate_asks_for_the_data_of_an_rvt_checkpoint(tmp_path):
+    from evcmae.tools.evaluate import main
+
+    rvt_checkpoint(EventDetector("histogram", "tiny", 3, 360, 640), tmp_path / "rvt.ckpt")
+    with pytest.raises(SystemExit, match=r"rvt\.ckpt does not say where its data is: add data\.root="):
+        main([f"checkpoint={tmp_path / 'rvt.ckpt'}", "split=test"])

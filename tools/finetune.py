@@ -53,7 +53,7 @@ def build_module(cfg: DictConfig, datamodule):
         size_aware=OmegaConf.to_container(m.size_aware) if OmegaConf.is_config(m.size_aware) else m.size_aware,
     )
     h, w = datamodule.frame_hw
-    model.update(height=h, width=w)
+    model.update(height=h, width=w, partition_split=int(cfg.data.get("partition_split", 2)))
     if m.input == "sparse":
         backbone = {k: v for k, v in OmegaConf.to_container(cfg.backbone, resolve=True).items() if k != "_target_"}
         model.update(grid=list(datamodule.voxelizer.spatial_shape), backbone=backbone, output=m.output)
