@@ -48,9 +48,15 @@ _RULES = (
     (re.compile(r"\.mlp\.0\."), ".mlp.net.0.0."),  # RVT's MLP: Sequential(Sequential(Linear, GELU), Dropout, Linear)
     (re.compile(r"\.mlp\.2\."), ".mlp.net.2."),
     (re.compile(r"^detector\.backbone\."), "backbone."),
-    (re.compile(r"^detector\.fpn\.((?:lateral|td_csp|down|bu_csp)\.\d)\."), lambda m: f"fpn.{_FPN_NAMES[m[1]]}."),
+    (re.compile(r"^detector\.fpn\.((?:lateral|td_csp|down|bu_csp)\.\d+)\."), lambda m: f"fpn.{_fpn_name(m[1])}."),
     (re.compile(r"^detector\.head\."), "yolox_head."),
 )
+
+
+def _fpn_name(layer: str) -> str:
+    if layer not in _FPN_NAMES:
+        raise KeyError(f"fpn.{layer}: RVT's neck has 3 levels (fpn_stages 2, 3, 4)")
+    return _FPN_NAMES[layer]
 
 
 class RVTCheckpointError(ValueError):
@@ -117,7 +123,10 @@ def map_state_dict(
 ) -> dict[str, torch.Tensor]:
     """RVT-named tensors -> the ``target`` state dict's names, strictly: the same key set (after
     the rename) and the same shapes, or ``RVTCheckpointError`` naming ``path`` and the keys."""
-    ours_by_rvt = {rvt_name(k): k for k in target}
+    try:
+        ours_by_rvt = {rvt_name(k): k for k in target}
+    except KeyError as exc:
+        raise RVTCheckpointError(f"{path}: the detector is not RVT's architecture: {exc.args[0]}") from None
     missing = sorted(set(ours_by_rvt) - set(rvt_state))
     unexpected = sorted(set(rvt_state) - set(ours_by_rvt))
     shapes = [

@@ -150,6 +150,9 @@ def test_strict_errors_name_the_file(tmp_path):
         load_rvt(tmp_path / "other.ckpt", verbose=False)
     with pytest.raises(RVTCheckpointError, match="3 classes but data=gen1 has 2"):
         load_rvt(tmp_path / "ok.ckpt", dataset="gen1", verbose=False)
+    four_scales = EventDetector("histogram", "tiny", 3, 360, 640, fpn_stages=(1, 2, 3, 4))
+    with pytest.raises(RVTCheckpointError, match=r"ok\.ckpt: the detector is not RVT's architecture.*3 levels"):
+        load_detector_weights(four_scales, tmp_path / "ok.ckpt", verbose=False)
 
 
 def test_architecture_read_from_shapes():

@@ -8,7 +8,7 @@
 
 Writes metrics.json (AP, AP50, AP75, AP_S, AP_M, AP_L, AP_class_agnostic, AP_per_class, the
 protocol used, ...), summary.txt and the confusion matrix into ``out`` (default
-``<run>/eval_<split>``) as an experiment record, and prints the summary. The data settings come
+``<run>/eval_<split>``, or beside a checkpoint outside a run) as an experiment record, and prints the summary. The data settings come
 from the checkpoint (those it was trained with; for an RVT checkpoint, its dataset's config,
 ``dataset=gen1|gen4|etram3|...`` when the class count does not tell); ``data.KEY=VALUE``
 overrides any of them. ``eval.KEY=VALUE`` overrides the evaluation (finetune.evaluation.EvalConfig):
@@ -131,7 +131,10 @@ def evaluate_checkpoint(
         enable_model_summary=False,
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
-    out = Path(out) if out else Path(checkpoint).resolve().parent.parent / f"eval_{split}"
+    if out is None:  # <run>/eval_<split> for a run's checkpoints/, else beside the checkpoint file
+        folder = Path(checkpoint).resolve().parent
+        out = (folder.parent if folder.name == "checkpoints" else folder) / f"eval_{split}"
+    out = Path(out)
     record = ExperimentRecord.create(
         out.parent,
         experiment_id=None if out.exists() else out.name,
