@@ -12,12 +12,25 @@ PACKAGE_DIR = {"evcmae": "evcmae", **{f"evcmae.{name}": name.replace(".", "/") f
 
 SPCONV_CPU = "spconv>=2.3.6,<2.4"
 EXTRAS = {
-    "cpu": [SPCONV_CPU, "faiss-cpu>=1.7"],
+    "cpu": [SPCONV_CPU, "faiss-cpu>=1.7", "faster-coco-eval>=1.6"],
     "cu120": ["spconv-cu120==2.3.6", "faiss-gpu-cu12"],
     "cu126": ["spconv-cu126>=2.3.8,<2.4", "faiss-gpu-cu12"],
     "aedat": ["aedat>=2.0"],
     "slurm": ["hydra-submitit-launcher>=1.2"],
-    "dev": ["pytest>=7", "ruff==0.17.6", "aedat>=2.0", "hydra-submitit-launcher>=1.2", "tensorboard>=2.10"],
+    "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.17"],
+    "video": ["imageio-ffmpeg>=0.5"],
+    "dev": [
+        "pytest>=7",
+        "ruff==0.17.6",
+        "aedat>=2.0",
+        "hydra-submitit-launcher>=1.2",
+        "tensorboard>=2.10",
+        "faster-coco-eval>=1.6",
+        "onnx>=1.16",
+        "onnxscript>=0.2",
+        "onnxruntime>=1.17",
+        "imageio-ffmpeg>=0.5",
+    ],
 }
 
 setup(
@@ -61,6 +74,8 @@ setup(
             "evcmae-detect = evcmae.tools.detect:main",
             "evcmae-demo = evcmae.tools.demo:main",
             "evcmae-probe = evcmae.tools.probe:main",
+            "evcmae-convert-rvt = evcmae.tools.convert_rvt:main",
+            "evcmae-export = evcmae.tools.export:main",
         ]
     },
 )

@@ -1,9 +1,11 @@
-"""Raw Gen4/eTraM dataset (``<split>/NAME_td.h5`` + ``NAME_bbox.npy``) -> RVT's preprocessed layout.
+"""Raw event dataset (``<split>/NAME_td.h5`` + ``NAME_bbox.npy``, or DAT / RAW / AEDAT4
+recordings beside their labels, e.g. Gen1's ``NAME_td.dat``) -> RVT's preprocessed layout.
 
 Follows RVT's ``scripts/genx/preprocess_dataset.py`` (facts in DESIGN.md §2):
 
-* labels are filtered first (clip to the sensor as RVT does, to ``size - 1``; drop zero-area
-  boxes and boxes with a side below ``min_side``; in the train split boxes wider than
+* labels are filtered first (keep only ``keep_classes`` when given, as RVT keeps Gen4's first
+  three; clip to the sensor as RVT does, to ``size - 1``; drop zero-area boxes, boxes with a side
+  below ``min_side`` or a diagonal below ``min_diag``; in the train split boxes wider than
   ``max_width_fraction * width``);
 * label frames are thinned to about 10 Hz: the first kept frame is the first label time at or
   after ``align_ms``; a later time is kept when its distance to the last kept one is a positive
@@ -14,8 +16,12 @@ Follows RVT's ``scripts/genx/preprocess_dataset.py`` (facts in DESIGN.md §2):
 * representation files hold ``(2 * bins, H / ds, W / ds)`` stacked histograms; labels are stored
   at sensor resolution (loaders scale them).
 
-Each window is read with ``H5EventFile.read_time_window`` in spans of ``read_span_ms``, so no
-recording is ever loaded whole.
+HDF5 recordings are read with ``H5EventFile.read_time_window`` in spans of ``read_span_ms``, so
+none is ever loaded whole; DAT / RAW / AEDAT4 files have no time index and are decoded once
+(``events.recording.open_recording``).
+
+``DATASETS`` holds each public dataset's settings as RVT preprocesses it (``evcmae-preprocess
+--dataset gen1``); the data configs in ``conf/finetune/data`` state the same values.
 """
 
 from __future__ import annotations
@@ -34,9 +40,9 @@ from tqdm import tqdm
 
 from .container import Events
 from .errors import EventFileError
-from .h5 import H5EventFile
 from .histogram import stacked_histogram
 from .labels import clip_to_sensor, filter_labels, load_labels
+from .recording import RECORDING_SUFFIXES, open_recording, recording_stem
 from .rvt import (
     LABELS_DIR,
     REPR_PARENT,
@@ -49,6 +55,7 @@ from .rvt import (
 from .validation import labels_within_recording
 
 __all__ = [
+    "DATASETS",
     "PreprocessConfig",
     "SequenceResult",
     "Summary",
@@ -80,12 +87,29 @@ class PreprocessConfig:
     on_unsorted: str = "error"
     read_span_ms: int = 250
     rvt_uint8_wrap: bool = False
+    keep_classes: tuple[int, ...] | None = None  # None: all; Gen4: (0, 1, 2) as RVT
 
     def __post_init__(self):
+        if self.keep_classes is not None:
+            self.keep_classes = tuple(int(c) for c in self.keep_classes)
         if self.downsample not in (1, 2):
             raise ValueError(f"downsample must be 1 or 2, not {self.downsample}")
         if self.window_ms <= 0 or FRAME_STEP_US % (self.window_ms * 1000):
             raise ValueError(f"window_ms must divide 100, not {self.window_ms}")
+
+
+# Public datasets as RVT preprocesses them (scripts/genx/preprocess_dataset.py and its filter
+# configs): sensor size (for files that do not state it), downsampling, label filter, label period.
+DATASETS: dict[str, dict] = {
+    # Gen1 (ATIS, 304x240): full resolution, Prophesee's filter (diagonal >= 30, side >= 10),
+    # labels thinned on a 250 ms grid (RVT's fixed Gen1 period).
+    "gen1": dict(width=304, height=240, downsample=1, min_side=10.0, min_diag=30.0, label_period_us=250_000),
+    # Gen4 / 1 Mpx (1280x720 -> 640x360): classes 0-2 kept (pedestrian, two-wheeler, car; RVT drops
+    # truck, bus, traffic sign and light), the conservative side >= 5 filter.
+    "gen4": dict(width=1280, height=720, downsample=2, min_side=5.0, keep_classes=(0, 1, 2)),
+    # eTraM (1280x720 -> 640x360): all 8 classes, Gen4's conservative filter.
+    "etram": dict(width=1280, height=720, downsample=2, min_side=5.0),
+}
 
 
 @dataclass
@@ -107,6 +131,8 @@ class SequenceResult:
 def filter_recording_labels(
     labels: np.ndarray, width: int, height: int, split: str, cfg: PreprocessConfig
 ) -> np.ndarray:
+    if cfg.keep_classes is not None:
+        labels = labels[np.isin(labels["class_id"], cfg.keep_classes)]
     # RVT crops to [0, size - 1] (crop_to_fov_filter); filter_labels then clips to size (a no-op).
     clipped = clip_to_sensor(labels, width - 1, height - 1)
     return filter_labels(
@@ -170,7 +196,7 @@ class _WindowStream:
     """Serves windows with non-decreasing bounds from disjoint reads of ``span_us``, so every
     event is read (and every out-of-range event counted) once, and memory stays bounded."""
 
-    def __init__(self, f: H5EventFile, span_us: int):
+    def __init__(self, f, span_us: int):
         self.f, self.span_us = f, span_us
         self.buf: Events | None = None
         self.read_until: int | None = None
@@ -208,14 +234,14 @@ def preprocess_recording(
     The sequence is assembled in ``tmp_dir`` and moved into place only when complete, so a
     failed or interrupted recording leaves nothing a loader could mistake for a sequence."""
     td_path, out_split_dir = Path(td_path), Path(out_split_dir)
-    name = td_path.name[: -len("_td.h5")] if td_path.name.endswith("_td.h5") else td_path.stem
+    name = recording_stem(td_path) or td_path.stem
     res = SequenceResult(split, name)
     final = out_split_dir / name
     work = Path(tmp_dir or out_split_dir.parent / ".preprocess_tmp") / split / name
     try:
         if bbox_path is None:
             raise EventFileError(td_path, f"no {name}_bbox.npy beside it")
-        with H5EventFile(td_path, on_unsorted=cfg.on_unsorted, width=cfg.width, height=cfg.height) as f:
+        with open_recording(td_path, width=cfg.width, height=cfg.height, on_unsorted=cfg.on_unsorted) as f:
             if f.width is None or f.height is None:
                 raise EventFileError(td_path, "sensor size not stated in the file; pass width/height")
             width, height = f.width, f.height
@@ -261,7 +287,8 @@ def preprocess_recording(
         res.representations, res.label_frames = len(repr_ts), len(frame_ts)
         res.boxes_kept = int(sum(len(p) for p in per_frame))
         res.boxes_thinned = len(labels) - res.boxes_kept
-        res.events_dropped_out_of_range = stream.dropped
+        # HDF5 counts per read; a decoded-whole file counted once, when it was read
+        res.events_dropped_out_of_range = stream.dropped + getattr(f, "dropped_out_of_range", 0)
         shutil.rmtree(final, ignore_errors=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(work, final)
@@ -276,11 +303,26 @@ def preprocess_recording(
 
 # -- a whole dataset ----------------------------------------------------------------------------
 def find_recordings(split_dir) -> list[tuple[str, Path | None, Path | None]]:
-    """``(name, td_path, bbox_path)`` per recording of a split folder; a missing partner is None."""
+    """``(name, recording, bbox_path)`` per recording of a split folder; a missing partner is None.
+
+    A recording is ``NAME_td.h5`` (Gen4 / eTraM), ``NAME_td.dat`` (Gen1), ``NAME.raw`` and the
+    other names of ``events.recording.RECORDING_SUFFIXES``; the labels are ``NAME_bbox.npy``.
+    When one name has several recordings, HDF5 wins (it is read window by window)."""
     split_dir = Path(split_dir)
-    tds = {p.name[: -len("_td.h5")]: p for p in split_dir.glob("*_td.h5")}
+    rank = {suffix: i for i, suffix in enumerate(RECORDING_SUFFIXES)}
+    tds: dict[str, Path] = {}
+    for p in sorted(split_dir.iterdir()) if split_dir.is_dir() else []:
+        stem = recording_stem(p)
+        if stem is None or not p.is_file():
+            continue
+        if stem not in tds or _suffix_rank(p, rank) < _suffix_rank(tds[stem], rank):
+            tds[stem] = p
     boxes = {p.name[: -len("_bbox.npy")]: p for p in split_dir.glob("*_bbox.npy")}
     return [(n, tds.get(n), boxes.get(n)) for n in sorted(tds.keys() | boxes.keys())]
+
+
+def _suffix_rank(path: Path, rank: dict[str, int]) -> int:
+    return min(i for suffix, i in rank.items() if path.name.endswith(suffix))
 
 
 @dataclass
@@ -393,7 +435,14 @@ def preprocess_dataset(
             continue
         for name, td, bbox in find_recordings(raw_dir / split):
             if td is None:
-                summary.results.append(SequenceResult(split, name, "failed", f"{bbox}: no {name}_td.h5 beside it"))
+                summary.results.append(
+                    SequenceResult(
+                        split,
+                        name,
+                        "failed",
+                        f"{bbox}: no recording beside it ({name}_td.h5, {name}_td.dat, {name}.raw, ...)",
+                    )
+                )
                 continue
             jobs.append((td, bbox, out_dir / split, split, cfg, tmp_dir))
     if summary.missing_splits == list(splits):
@@ -433,7 +482,7 @@ def _run_pool(jobs, workers, fail_fast, summary, bar):
         except BrokenProcessPool:
             res = SequenceResult(
                 split,
-                td.name[: -len("_td.h5")],
+                recording_stem(td) or td.stem,
                 "failed",
                 f"{td}: worker process died (crashed on this or another file)",
             )

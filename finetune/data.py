@@ -63,6 +63,9 @@ class FinetuneDataModule(pl.LightningDataModule):
         min_side: float = 5.0,
         max_width_fraction: float = 0.9,
         align_ms: int = 100,
+        min_diag: float = 0.0,
+        label_period_us: int | None = None,
+        keep_classes: Sequence[int] | None = None,
         augment: dict | None = None,
         train_split: str = "train",
         val_split: str = "val",
@@ -75,8 +78,11 @@ class FinetuneDataModule(pl.LightningDataModule):
         **_ignored,
     ):
         super().__init__()
+        if root in (None, "", "???"):
+            raise ValueError("data.root is not set: point it at the dataset folder (train/ val/ test/), data.root=...")
         self.root = Path(root).absolute()
         self.input = input
+        self.sensor = (int(width), int(height))
         self.rvt_root = Path(rvt_root).absolute() if rvt_root else self.root.with_name(self.root.name + "_rvt")
         self.voxelizer = Voxelizer(
             int(width), int(height), int(window_us), int(num_bins), tuple(int(v) for v in voxel_size), int(downsample)
@@ -86,7 +92,14 @@ class FinetuneDataModule(pl.LightningDataModule):
         self.class_map = None if class_map is None else [int(c) for c in class_map]
         self.label_fraction, self.seed = float(label_fraction), int(seed)
         self.label_fraction_mode = label_fraction_mode
-        self.label_cfg = dict(min_side=min_side, max_width_fraction=max_width_fraction, align_ms=align_ms)
+        self.label_cfg = dict(
+            min_side=min_side,
+            max_width_fraction=max_width_fraction,
+            align_ms=align_ms,
+            min_diag=min_diag,
+            label_period_us=label_period_us,
+            keep_classes=None if keep_classes is None else tuple(int(c) for c in keep_classes),
+        )
         self.augment = augment
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.min_box_side = float(min_box_side)
@@ -112,6 +125,8 @@ class FinetuneDataModule(pl.LightningDataModule):
                 downsample=self.downsample,
                 window_ms=self.voxelizer.window_us // 1000,
                 bins=self.voxelizer.num_bins,
+                width=self.sensor[0],  # for recordings that do not state it (Gen1 DAT)
+                height=self.sensor[1],
                 **self.label_cfg,
             )
             preprocess_dataset(self.root, self.rvt_root, cfg)

@@ -1,4 +1,4 @@
-"""Detection evaluation under the Prophesee protocol (DESIGN.md §4), computed with pycocotools.
+"""Detection evaluation under the Prophesee protocol (DESIGN.md §4), as RVT's evaluator runs it.
 
 The protocol, as implemented by Prophesee's toolbox and by RVT (``utils/evaluation/prophesee``):
 
@@ -9,12 +9,22 @@ The protocol, as implemented by Prophesee's toolbox and by RVT (``utils/evaluati
   ``SIZE_FILTERS``; Gen4 at full resolution uses 60/20, so at half resolution (eTraM and Gen4 at
   640x360, the default here) 30/10, which are also Gen1's values at its native 304x240;
 * every time at which at least one ground-truth box survives the filters is one COCO "image";
-  predictions are gathered per image by time (exactly, unless ``time_tol_us`` > 0), all others
-  are ignored. Prophesee's code accepts predictions within +-50 ms by default; RVT predicts only
-  at label times, so exact matching gives the same numbers there.
-* COCO AP with pycocotools' defaults: IoU thresholds 0.50:0.05:0.95 (a match needs IoU >= the
-  threshold), 101 recall points, at most 100 detections per image and class, size ranges
-  small < 32², medium 32²–96², large > 96² px² (in the evaluated resolution's pixels).
+  the predictions within ``time_tol_us`` of it (both ends included) belong to it, so with label
+  times closer than twice the tolerance one prediction counts in several images, as in RVT;
+* COCO AP (``finetune.coco``: faster-coco-eval when installed, else pycocotools): IoU thresholds
+  0.50:0.05:0.95 (a match needs IoU >= the threshold), 101 recall points, at most 100 detections
+  per image and class, size ranges small < 32², medium 32²–96², large > 96² px² (in the
+  evaluated resolution's pixels).
+
+Two scoring protocols (``EvalConfig.protocol``; every metrics.json names the one it used):
+
+* ``rvt`` (the default): RVT's evaluator. A detection's COCO score is its class confidence alone
+  (RVT's ``to_prophesee`` takes column 5 of YOLOX's output) and predictions within ±50 ms of a
+  label time count (``time_tol=50000`` in its ``coco_eval.py``);
+* ``yolox``: YOLOX's COCO evaluator. Score = objectness × class confidence; exact label times.
+
+Both keep the same detections (post-processing thresholds and NMS rank by objectness × class, in
+RVT as in YOLOX); only the COCO score and the time matching differ.
 
 "AP" is the COCO figure: the mean over classes that have ground truth (what RVT reports).
 "AP_class_agnostic" merges all classes into one before matching (eTraM's "All" figure).
@@ -22,9 +32,6 @@ The protocol, as implemented by Prophesee's toolbox and by RVT (``utils/evaluati
 
 from __future__ import annotations
 
-import contextlib
-import io
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
@@ -32,7 +39,25 @@ import numpy as np
 
 from evcmae.events.labels import BBOX_DTYPE, as_bbox_array
 from evcmae.finetune.classes import class_names
+from evcmae.finetune.coco import AP_KEYS, coco_ap, resolve_backend
 from evcmae.finetune.confusion import confusion_matrix
+from evcmae.finetune.postprocess import PROTOCOLS, evaluation_scores
+
+__all__ = [
+    "AP_KEYS",
+    "PROTOCOLS",
+    "SIZE_FILTERS",
+    "EvalConfig",
+    "Frame",
+    "Recording",
+    "coco_ap",
+    "detections_to_boxes",
+    "evaluate",
+    "evaluate_detection",
+    "filter_boxes",
+    "frame_metrics",
+    "label_frames",
+]
 
 # (min_box_diag, min_box_side) in pixels of the evaluated resolution.
 SIZE_FILTERS: dict[str, tuple[float, float]] = {
@@ -40,13 +65,14 @@ SIZE_FILTERS: dict[str, tuple[float, float]] = {
     "gen4": (60.0, 20.0),  # 1280x720
     "gen4_ds2": (30.0, 10.0),  # 640x360: Gen4 / eTraM downsampled by 2 (the default)
 }
+# Predictions matched to a label time within this many µs, per protocol.
+TIME_TOLERANCE_US = {"rvt": 50_000, "yolox": 0}
 
-AP_KEYS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
 
-
-def detections_to_boxes(detections, t_us: int) -> np.ndarray:
+def detections_to_boxes(detections, t_us: int, protocol: str = "rvt") -> np.ndarray:
     """``finetune.postprocess`` rows (x1, y1, x2, y2, obj, cls_conf, class) at one label time as
-    ``BBOX_DTYPE``, scored ``obj * cls_conf`` as YOLOX/RVT do; accepts a tensor or an array."""
+    ``BBOX_DTYPE``, scored as ``protocol`` scores (:func:`finetune.postprocess.evaluation_scores`):
+    class confidence for ``rvt``, obj · cls_conf for ``yolox``; accepts a tensor or an array."""
     if hasattr(detections, "detach"):
         detections = detections.detach().cpu().numpy()
     d = np.asarray(detections, dtype=np.float64).reshape(-1, 7)
@@ -55,20 +81,32 @@ def detections_to_boxes(detections, t_us: int) -> np.ndarray:
     out["x"], out["y"] = d[:, 0], d[:, 1]
     out["w"], out["h"] = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
     out["class_id"] = d[:, 6].astype(np.int64)
-    out["class_confidence"] = d[:, 4] * d[:, 5]
+    out["class_confidence"] = evaluation_scores(d, protocol)
     return out
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Protocol settings; defaults are eTraM / Gen4 at half resolution (640x360)."""
+    """Protocol settings; defaults are RVT's evaluator on eTraM / Gen4 at half resolution (640x360).
+
+    ``time_tol_us=None`` takes the protocol's tolerance (rvt 50 ms, yolox 0); ``backend`` picks the
+    COCO implementation (``finetune.coco``)."""
 
     skip_ts_us: int = 500_000
     min_box_diag: float = 30.0
     min_box_side: float = 10.0
-    time_tol_us: int = 0
+    protocol: str = "rvt"
+    time_tol_us: int | None = None
+    backend: str = "auto"
     confusion_score: float = 0.3
     confusion_iou: float = 0.5
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"eval.protocol must be one of {sorted(PROTOCOLS)}, got {self.protocol!r}")
+        resolve_backend(self.backend)  # fails now, not after a whole validation pass
+        if self.time_tol_us is None:
+            object.__setattr__(self, "time_tol_us", TIME_TOLERANCE_US[self.protocol])
 
     @classmethod
     def for_camera(cls, camera: str, **overrides) -> EvalConfig:
@@ -174,71 +212,6 @@ def _split_drops(boxes, config, t0_us):
     return boxes[keep], int((~in_time).sum()), int((in_time & ~keep).sum())
 
 
-def _coco_objects(frames: Sequence[Frame], names: Sequence[str], agnostic: bool):
-    """In-memory COCO ground truth and results (category id = class_id + 1, as Prophesee does);
-    results are built like ground truth rather than through ``loadRes``, which fails on none."""
-    from pycocotools.coco import COCO
-
-    categories = (
-        [{"id": 1, "name": "object"}] if agnostic else [{"id": k + 1, "name": name} for k, name in enumerate(names)]
-    )
-    images, gts, dts = [], [], []
-    for image_id, frame in enumerate(frames, start=1):
-        images.append({"id": image_id, "height": frame.height, "width": frame.width})
-        for boxes, out in ((frame.gt, gts), (frame.pred, dts)):
-            for b in boxes:
-                w, h = float(b["w"]), float(b["h"])
-                ann = {
-                    "id": len(out) + 1,
-                    "image_id": image_id,
-                    "bbox": [float(b["x"]), float(b["y"]), w, h],
-                    "area": w * h,
-                    "category_id": 1 if agnostic else int(b["class_id"]) + 1,
-                    "iscrowd": 0,
-                }
-                if out is dts:
-                    ann["score"] = float(b["class_confidence"])
-                out.append(ann)
-    coco_gt, coco_dt = COCO(), COCO()
-    coco_gt.dataset = {"images": images, "annotations": gts, "categories": categories}
-    coco_dt.dataset = {"images": images, "annotations": dts, "categories": categories}
-    coco_gt.createIndex()
-    coco_dt.createIndex()
-    return coco_gt, coco_dt
-
-
-def _none_if_missing(value) -> float | None:
-    value = float(value)
-    return None if value < 0 or math.isnan(value) else value
-
-
-def coco_ap(frames: Sequence[Frame], names: Sequence[str], agnostic: bool = False) -> dict:
-    """pycocotools' six AP figures and AP per category (None where there is no ground truth).
-
-    pycocotools prints progress; it is captured so evaluation stays quiet in training logs."""
-    from pycocotools.cocoeval import COCOeval
-
-    n_cats = 1 if agnostic else len(names)
-    empty = {"stats": {k: None for k in AP_KEYS}, "per_category": [None] * n_cats}
-    if not frames:
-        return empty
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt, coco_dt = _coco_objects(frames, names, agnostic)
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
-        evaluator.params.imgIds = list(range(1, len(frames) + 1))
-        evaluator.params.catIds = list(range(1, n_cats + 1))
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    precision = evaluator.eval["precision"]  # [iou thr, recall, category, area range, max dets]
-    per_category = []
-    for k in range(n_cats):
-        p = precision[:, :, k, 0, -1]
-        per_category.append(float(p[p > -1].mean()) if (p > -1).any() else None)
-    stats = {key: _none_if_missing(evaluator.stats[i]) for i, key in enumerate(AP_KEYS)}
-    return {"stats": stats, "per_category": per_category}
-
-
 def evaluate_detection(
     recordings: Iterable[Recording], classes: str | Sequence[str] = "etram8", config: EvalConfig = EvalConfig()
 ) -> dict:
@@ -261,8 +234,9 @@ def frame_metrics(
                 raise ValueError(
                     f"{what} class_id {int(boxes['class_id'].max())} is outside the {len(names)} classes {list(names)}"
                 )
-    per_class = coco_ap(frames, names)
-    agnostic = coco_ap(frames, names, agnostic=True)
+    backend = resolve_backend(config.backend)
+    per_class = coco_ap(frames, names, backend=backend)
+    agnostic = coco_ap(frames, names, agnostic=True, backend=backend)
     gt_ids = np.concatenate([f.gt["class_id"] for f in frames]) if frames else np.zeros(0, np.int64)
     counts.gt_per_class = {n: int((gt_ids == k).sum()) for k, n in enumerate(names)}
     metrics = dict(per_class["stats"])
@@ -272,7 +246,10 @@ def frame_metrics(
     metrics["classes"] = list(names)
     metrics["counts"] = asdict(counts)
     metrics["protocol"] = {
+        "name": config.protocol,
+        "score": PROTOCOLS[config.protocol],
         **asdict(config),
+        "backend": backend,
         "iou_thresholds": "0.50:0.05:0.95",
         "max_dets": 100,
         "area_ranges_px2": {"small": [0, 32**2], "medium": [32**2, 96**2], "large": [96**2, None]},

@@ -2,9 +2,12 @@
 
 Output per image: a (K, 7) float tensor, rows sorted by decreasing score, columns
 ``x1, y1, x2, y2, obj, cls_conf, class`` (see ``COLUMNS``): YOLOX's and RVT's layout, so their
-evaluation and Prophesee-format conversion code reads it unchanged. The detection score is
-``obj · cls_conf`` (:func:`detection_scores`); ``class`` is the arg-max class as a float.
-Images with no detection give a (0, 7) tensor (YOLOX gives ``None``).
+evaluation and Prophesee-format conversion code reads it unchanged. Thresholding and NMS rank by
+``obj · cls_conf`` (:func:`detection_scores`), in RVT as in YOLOX; ``class`` is the arg-max class
+as a float. Images with no detection give a (0, 7) tensor (YOLOX gives ``None``).
+
+Evaluation scores the kept rows by protocol (:func:`evaluation_scores`, ``PROTOCOLS``): RVT's
+evaluator by the class confidence alone, YOLOX's COCO evaluator by ``obj · cls_conf``.
 
 torchvision's ``batched_nms`` is used when torchvision imports and its compiled operator works
 on the tensor's device (probed once per device type, then cached): the torchvision wheels on
@@ -24,8 +27,22 @@ MATRIX_LIMIT = 4096  # up to this many boxes the IoU matrix (N² bools) is built
 _TORCHVISION: dict[str, Callable | None] = {}
 
 
+# Evaluation protocol -> what a detection's COCO score is.
+PROTOCOLS = {"rvt": "class confidence", "yolox": "objectness x class confidence"}
+
+
 def detection_scores(detections: torch.Tensor) -> torch.Tensor:
+    """The ranking score of post-processing (threshold, NMS): obj · cls_conf."""
     return detections[:, 4] * detections[:, 5]
+
+
+def evaluation_scores(detections, protocol: str = "rvt"):
+    """COCO score of each (K, 7) row under ``protocol`` (a tensor or an array, same type back)."""
+    if protocol == "rvt":
+        return detections[:, 5]
+    if protocol == "yolox":
+        return detections[:, 4] * detections[:, 5]
+    raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
 
 
 def postprocess(

@@ -14,11 +14,21 @@ def _pct(value) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
 
+def protocol_line(metrics: dict) -> str:
+    """Which evaluator made the numbers: protocol, score, time matching, COCO backend."""
+    p = metrics.get("protocol", {})
+    name = p.get("name", "?")
+    tol = p.get("time_tol_us")
+    matching = "exact label times" if not tol else f"predictions within ±{tol / 1000:g} ms of a label time"
+    return f"Prophesee protocol, {name} scoring ({p.get('score', '?')}), {matching}; COCO via {p.get('backend', '?')}"
+
+
 def summary_text(metrics: dict) -> str:
     """A small fixed-width table for people reading a run folder (values in percent)."""
     c = metrics.get("counts", {})
     lines = [
-        "Prophesee protocol, COCO AP in percent",
+        protocol_line(metrics),
+        "COCO AP in percent",
         f"{c.get('images', '?')} label frames from {c.get('recordings', '?')} recordings; "
         f"{c.get('gt', '?')} GT boxes, {c.get('pred', '?')} predictions evaluated "
         f"({c.get('pred_outside_label_times', '?')} predictions outside label times ignored)",

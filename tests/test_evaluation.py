@@ -1,5 +1,7 @@
 """The Prophesee protocol on hand-made cases whose COCO AP can be worked out on paper."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -140,12 +142,13 @@ def test_predictions_only_count_at_label_times():
     stray = boxes(
         (T1 + 1, 500, 50, 40, 40, 0, 0.99), (650_000, 500, 50, 40, 40, 1, 0.99), (T2 + 50_000, 500, 50, 40, 40, 1, 0.99)
     )
-    metrics, confusion = run(gt, np.concatenate([good, stray]))
+    metrics, confusion = run(gt, np.concatenate([good, stray]), protocol="yolox")  # exact times
     assert metrics["AP"] == pytest.approx(1.0, abs=1e-12)
     assert metrics["counts"]["pred_outside_label_times"] == 3
     assert sum(confusion["matrix"][-1]) == 0  # no false positives
-    # Prophesee's own tool accepts predictions within a time tolerance: then they do count.
-    tolerant, _ = run(gt, np.concatenate([good, stray]), time_tol_us=50_000)
+    # RVT's (and Prophesee's) evaluator accepts predictions within 50 ms: then they do count.
+    tolerant, _ = run(gt, np.concatenate([good, stray]))
+    assert tolerant["protocol"]["time_tol_us"] == 50_000
     assert tolerant["counts"]["pred_outside_label_times"] == 0
     assert tolerant["AP"] < 1
 
@@ -233,5 +236,214 @@ def test_detections_from_postprocess_layout():
     assert b.dtype == BBOX_DTYPE
     assert (int(b["t"][0]), int(b["class_id"][0])) == (T1, 2)
     assert [float(b[k][0]) for k in ("x", "y", "w", "h")] == [10, 20, 40, 60]
-    assert float(b["class_confidence"][0]) == pytest.approx(0.4)
+    assert float(b["class_confidence"][0]) == pytest.approx(0.5)  # rvt: the class confidence
+    assert float(detections_to_boxes(det, T1, "yolox")["class_confidence"][0]) == pytest.approx(0.4)  # obj x cls
     assert len(detections_to_boxes(np.zeros((0, 7)), T1)) == 0
+    with pytest.raises(ValueError, match="protocol"):
+        detections_to_boxes(det, T1, "coco")
+
+
+# -- RVT's evaluator ------------------------------------------------------------------------------
+RVT_KEYS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
+
+
+def rvt_reference(gt_list, rows_list, classes, score="class", time_tol=50_000, skip=500_000, diag=30, side=10):
+    """RVT's evaluation, step by step as its utils/evaluation/prophesee code does it (a reference
+    written from that code's description, not a copy): detections are YOLOX rows converted with
+    class_confidence = the class confidence (column 5); GT and detections are filtered (t > skip,
+    w² + h² >= diag², both sides >= side); every unique GT time of a recording is one image with
+    the GT at that time and every detection within ±time_tol of it; pycocotools' loadRes and
+    COCOeval; all zeros when there is no detection at all."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def to_boxes(rows):
+        out = np.zeros(len(rows), BBOX_DTYPE)
+        for i, (t, r) in enumerate(rows):
+            out[i] = (t, r[0], r[1], r[2] - r[0], r[3] - r[1], int(r[6]), 0, r[5] if score == "class" else r[4] * r[5])
+        return out
+
+    def keep(b):
+        w, h = b["w"], b["h"]
+        return b[(b["t"] > skip) & (w**2 + h**2 >= diag**2) & (w >= side) & (h >= side)]
+
+    images_gt, images_dt = [], []
+    for gt, rows in zip(gt_list, rows_list):
+        gt, dt = keep(gt), keep(to_boxes(rows))
+        for ts in np.unique(gt["t"]):
+            images_gt.append(gt[gt["t"] == ts])
+            images_dt.append(dt[(dt["t"] >= ts - time_tol) & (dt["t"] <= ts + time_tol)])
+    if sum(len(d) for d in images_dt) == 0:
+        return dict.fromkeys(RVT_KEYS, 0.0)
+    annotations, results = [], []
+    for image_id, (g, d) in enumerate(zip(images_gt, images_dt), start=1):
+        for b in g:
+            annotations.append(
+                {
+                    "area": float(b["w"] * b["h"]),
+                    "iscrowd": False,
+                    "image_id": image_id,
+                    "bbox": [float(b["x"]), float(b["y"]), float(b["w"]), float(b["h"])],
+                    "category_id": int(b["class_id"]) + 1,
+                    "id": len(annotations) + 1,
+                }
+            )
+        for b in d:
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(b["class_id"]) + 1,
+                    "score": float(b["class_confidence"]),
+                    "bbox": [float(b["x"]), float(b["y"]), float(b["w"]), float(b["h"])],
+                }
+            )
+    coco_gt = COCO()
+    coco_gt.dataset = {
+        "images": [{"id": i, "height": 360, "width": 640} for i in range(1, len(images_gt) + 1)],
+        "annotations": annotations,
+        "categories": [{"id": k + 1, "name": n} for k, n in enumerate(classes)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.params.imgIds = np.arange(1, len(images_gt) + 1, dtype=int)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return dict(zip(RVT_KEYS, (float(v) for v in evaluator.stats[:6])))
+
+
+def shared_fixture(seed=0):
+    """Three recordings with label times 50 ms apart (and a gap), detections as YOLOX rows
+    ``(t, [x1, y1, x2, y2, obj, cls_conf, class])`` at every label time and between them, with
+    objectness and class confidence drawn apart so the two scorings rank differently."""
+    rng = np.random.default_rng(seed)
+    gts, rows_list = [], []
+    for _ in range(3):
+        times = [t for t in range(400_000, 1_050_001, 50_000) if t != 800_000]
+        gt, rows = [], []
+        for t in times:
+            for k in range(rng.integers(1, 5)):
+                x, y = rng.uniform(0, 560), rng.uniform(0, 280)
+                w, h = rng.uniform(12, 80), rng.uniform(12, 80)
+                cls = int(rng.integers(0, 3))
+                gt.append((t, x, y, w, h, cls, k, 1.0))
+                if rng.uniform() < 0.85:  # a detection of it, jittered, sometimes of another class
+                    jx, jy = rng.normal(0, 3, 2)
+                    c = cls if rng.uniform() < 0.8 else int(rng.integers(0, 3))
+                    rows.append(
+                        (t, [x + jx, y + jy, x + jx + w, y + jy + h, rng.uniform(0.05, 1), rng.uniform(0.05, 1), c])
+                    )
+            for _ in range(rng.integers(0, 3)):  # false positives
+                x, y = rng.uniform(0, 560), rng.uniform(0, 280)
+                rows.append(
+                    (
+                        t,
+                        [
+                            x,
+                            y,
+                            x + rng.uniform(12, 70),
+                            y + rng.uniform(12, 70),
+                            rng.uniform(),
+                            rng.uniform(),
+                            int(rng.integers(0, 3)),
+                        ],
+                    )
+                )
+            if rng.uniform() < 0.3:  # a prediction between label times
+                x, y = rng.uniform(0, 560), rng.uniform(0, 280)
+                rows.append((t + 20_000, [x, y, x + 40, y + 40, rng.uniform(), rng.uniform(), int(rng.integers(0, 3))]))
+        gts.append(np.array(gt, dtype=BBOX_DTYPE))
+        rows_list.append(sorted(rows, key=lambda r: r[0]))
+    return gts, rows_list
+
+
+def ours(gts, rows_list, protocol, backend="pycocotools"):
+    recordings = []
+    for gt, rows in zip(gts, rows_list):
+        parts = [detections_to_boxes(np.array([r]), t, protocol) for t, r in rows]
+        recordings.append(Recording(gt, np.concatenate(parts), 360, 640))
+    return evaluate_detection(recordings, THREE, EvalConfig(protocol=protocol, backend=backend))
+
+
+def test_rvt_protocol_equals_rvts_evaluator_with_labels_50ms_apart():
+    gts, rows_list = shared_fixture()
+    reference = rvt_reference(gts, rows_list, THREE)
+    metrics = ours(gts, rows_list, "rvt")
+    for key in RVT_KEYS:
+        expected = reference[key]
+        assert (metrics[key] if metrics[key] is not None else -1.0) == pytest.approx(expected, abs=1e-12), key
+    assert metrics["protocol"]["name"] == "rvt" and metrics["protocol"]["time_tol_us"] == 50_000
+    assert metrics["protocol"]["score"] == "class confidence"
+    # the tolerance matters here: labels 50 ms apart share their neighbours' detections, so more
+    # detections are evaluated (counted once per image) than survive the filters
+    c = metrics["counts"]
+    assert c["pred"] > sum(len(r) for r in rows_list) - c["pred_dropped_skip"] - c["pred_dropped_size"]
+
+
+def test_yolox_protocol_scores_objectness_times_class_at_exact_times():
+    gts, rows_list = shared_fixture()
+    reference = rvt_reference(gts, rows_list, THREE, score="obj_x_class", time_tol=0)
+    metrics = ours(gts, rows_list, "yolox")
+    for key in RVT_KEYS:
+        assert (metrics[key] if metrics[key] is not None else -1.0) == pytest.approx(reference[key], abs=1e-12), key
+    assert metrics["protocol"]["name"] == "yolox" and metrics["protocol"]["time_tol_us"] == 0
+    # the two protocols rank the same detections differently: the numbers move
+    rvt = ours(gts, rows_list, "rvt")
+    assert abs(rvt["AP"] - metrics["AP"]) > 0.01
+
+
+def test_faster_coco_eval_gives_pycocotools_ap():
+    pytest.importorskip("faster_coco_eval", reason="faster-coco-eval not installed (pip install faster-coco-eval)")
+    gts, rows_list = shared_fixture(seed=3)
+    slow = ours(gts, rows_list, "rvt", backend="pycocotools")
+    fast = ours(gts, rows_list, "rvt", backend="faster_coco_eval")
+    assert fast["protocol"]["backend"] == "faster_coco_eval" and slow["protocol"]["backend"] == "pycocotools"
+    for key in (*RVT_KEYS, "AP_class_agnostic"):
+        assert (fast[key] is None) == (slow[key] is None), key
+        if slow[key] is not None:
+            assert fast[key] == pytest.approx(slow[key], abs=1e-4), key
+    for name in THREE:
+        assert fast["AP_per_class"][name] == pytest.approx(slow["AP_per_class"][name], abs=1e-4), name
+
+
+def test_unknown_protocol_or_backend_fail_at_once():
+    with pytest.raises(ValueError, match="eval.protocol must be one of"):
+        EvalConfig(protocol="coco")
+    with pytest.raises(ValueError, match="eval.backend must be one of"):
+        EvalConfig(backend="detectron2")
+
+
+def test_evaluate_cli_on_box_files_equals_rvts_evaluator(tmp_path):
+    """evcmae-evaluate labels=... detections=...: RVT's format on disk (detections scored by class
+    confidence, as evcmae-detect writes them under protocol=rvt)."""
+    from evcmae.events.labels import save_labels
+    from evcmae.tools.evaluate import main
+
+    gts, rows_list = shared_fixture(seed=5)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "dets").mkdir()
+    for i, (gt, rows) in enumerate(zip(gts, rows_list)):
+        save_labels(tmp_path / "labels" / f"rec{i}_bbox.npy", gt)
+        dets = np.concatenate([detections_to_boxes(np.array([r]), t, "rvt") for t, r in rows])
+        save_labels(tmp_path / "dets" / f"rec{i}_detections_bbox.npy", dets)
+    out = tmp_path / "eval"
+    labels, dets = tmp_path / "labels", tmp_path / "dets"
+    assert main([f"labels={labels}", f"detections={dets}", "classes=etram3", f"out={out}"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    reference = rvt_reference(gts, rows_list, THREE)
+    for key in RVT_KEYS:
+        assert (metrics[key] if metrics[key] is not None else -1.0) == pytest.approx(reference[key], abs=1e-6), key
+    assert metrics["protocol"]["name"] == "rvt"
+    assert "rvt scoring (class confidence), predictions within ±50 ms" in (out / "summary.txt").read_text()
+    assert "protocol: rvt" in (out / "config.yaml").read_text()
+
+
+def test_coco_benchmark_reports_both_backends():
+    from evcmae.finetune.coco_benchmark import bench_coco
+
+    result = bench_coco(frames=30, repeats=1)
+    assert result["frames"] == 30 and result["pycocotools_ms"] > 0
+    if "faster_coco_eval_ms" in result:
+        assert result["max_ap_difference"] < 1e-4 and result["speedup"] > 0

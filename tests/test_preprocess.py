@@ -351,3 +351,119 @@ def test_loader_names_missing_file(tmp_path):
     (tmp_path / "seq" / "event_representations_v2" / REPR).mkdir(parents=True)
     with pytest.raises(EventFileError, match="event_representations.h5"):
         RVTSequence(tmp_path / "seq")
+
+
+# -- DAT / RAW recordings, dataset presets, conversion to HDF5 -------------------------------------
+def write_dat(path, ev, header=b"% Data file containing Event2D events.\n% Version 2\n"):
+    """DAT with no sensor size in its header (as old Gen1 files): type 0x00, 8-byte records."""
+    records = np.empty((len(ev), 2), "<u4")
+    records[:, 0] = ev.t
+    records[:, 1] = ev.x.astype(np.uint32) | (ev.y.astype(np.uint32) << 14) | (ev.p.astype(np.uint32) << 28)
+    path.write_bytes(header + bytes([0x00, 8]) + records.tobytes())
+
+
+def same_recording_three_ways(root):
+    """One recording stored as NAME_td.h5, NAME_td.dat and NAME.raw (EVT 3.0) in three datasets."""
+    from evcmae.events.evt3 import write_evt3
+
+    ev = make_events(11)
+    ev = ev[ev.y < H]  # DAT and EVT3 cannot hold y = 33014
+    for kind in ("h5", "dat", "raw"):
+        (root / kind / "train").mkdir(parents=True)
+        save_labels(root / kind / "train" / "rec_bbox.npy", make_labels())
+    write_h5(root / "h5" / "train" / "rec_td.h5", ev)
+    write_dat(root / "dat" / "train" / "rec_td.dat", ev)
+    write_evt3(root / "raw" / "train" / "rec.raw", ev, W, H)
+    return ev
+
+
+def test_dat_and_raw_recordings_preprocess_exactly_as_hdf5(tmp_path):
+    same_recording_three_ways(tmp_path)
+    cfg = PreprocessConfig(width=W, height=H)  # the DAT header states no size
+    outputs = {}
+    for kind in ("h5", "dat", "raw"):
+        summary = preprocess_dataset(tmp_path / kind, tmp_path / f"{kind}_rvt", cfg, splits=["train"], progress=False)
+        assert summary.ok and [r.name for r in summary.results] == ["rec"], kind
+        with RVTSequence(tmp_path / f"{kind}_rvt" / "train" / "rec") as seq:
+            outputs[kind] = (np.stack([seq.representation(i) for i in range(len(seq))]), seq.labels.copy())
+    for kind in ("dat", "raw"):
+        np.testing.assert_array_equal(outputs[kind][0], outputs["h5"][0])
+        np.testing.assert_array_equal(outputs[kind][1], outputs["h5"][1])
+    assert outputs["h5"][0].sum() > 0
+
+
+def test_recording_names_and_preference(tmp_path):
+    from evcmae.events.preprocess import find_recordings
+
+    for name in ("a_td.h5", "a_td.dat", "b_td.dat", "c.raw", "d_bbox.npy", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = {n: (td.name if td else None, bbox.name if bbox else None) for n, td, bbox in find_recordings(tmp_path)}
+    assert found == {
+        "a": ("a_td.h5", None),  # HDF5 preferred: read window by window
+        "b": ("b_td.dat", None),
+        "c": ("c.raw", None),
+        "d": (None, "d_bbox.npy"),
+    }
+
+
+def test_keep_classes_drops_before_thinning():
+    from evcmae.events.preprocess import filter_recording_labels
+
+    labels = make_labels()
+    labels["class_id"] = np.arange(len(labels)) % 7  # Gen4's 7 original classes
+    kept = filter_recording_labels(labels, W, H, "val", PreprocessConfig(min_side=0, keep_classes=(0, 1, 2)))
+    assert set(kept["class_id"].tolist()) <= {0, 1, 2} and len(kept) > 0
+    everything = filter_recording_labels(labels, W, H, "val", PreprocessConfig(min_side=0))
+    assert set(everything["class_id"].tolist()) - {0, 1, 2}
+
+
+def test_dataset_presets_match_the_data_configs():
+    """evcmae-preprocess --dataset X and data=X (which preprocesses on first use) agree."""
+    from hydra import compose, initialize_config_dir
+
+    from evcmae.events.preprocess import DATASETS
+    from evcmae.tools.pretrain import config_dir
+
+    with initialize_config_dir(config_dir=config_dir("finetune"), version_base="1.3"):
+        for dataset, preset in DATASETS.items():
+            data = compose(config_name="finetune", overrides=[f"data={dataset}", "data.root=/x"]).data
+            for key, value in preset.items():
+                got = data[key]
+                assert (list(got) if key == "keep_classes" else got) == (
+                    list(value) if key == "keep_classes" else value
+                ), (
+                    dataset,
+                    key,
+                )
+            assert data.get("min_diag", 0.0) == preset.get("min_diag", 0.0)
+
+
+def test_cli_dataset_preset_and_conversion_to_hdf5(tmp_path, capsys):
+    from evcmae.events.h5 import read_h5
+
+    ev = same_recording_three_ways(tmp_path)
+    (tmp_path / "dat" / "pretrain").mkdir()
+    write_dat(tmp_path / "dat" / "pretrain" / "unlabelled_td.dat", ev[:500])
+    # --to h5: every folder, sensor size from the options (the DAT header has none)
+    out = tmp_path / "dat_h5"
+    assert (
+        main(["--in", str(tmp_path / "dat"), "--out", str(out), "--to", "h5", "--width", str(W), "--height", str(H)])
+        == 0
+    )
+    assert "2 recordings converted" in capsys.readouterr().out
+    back = read_h5(out / "train" / "rec_td.h5")
+    assert (back.width, back.height) == (W, H)
+    for col in ("x", "y", "t", "p"):
+        np.testing.assert_array_equal(getattr(back, col), getattr(ev, col))
+    assert (out / "train" / "rec_bbox.npy").read_bytes() == (tmp_path / "dat" / "train" / "rec_bbox.npy").read_bytes()
+    assert len(read_h5(out / "pretrain" / "unlabelled_td.h5")) == 500
+    # without a size the DAT file is refused by name
+    assert main(["--in", str(tmp_path / "dat"), "--out", str(tmp_path / "x"), "--to", "h5"]) == 1
+    assert "rec_td.dat" in capsys.readouterr().out
+    # --dataset gen1: Gen1's sensor (304x240, the events fit), full resolution, its label filter
+    assert (
+        main(["--in", str(tmp_path / "dat"), "--out", str(tmp_path / "g1"), "--dataset", "gen1", "--no-progress"]) == 0
+    )
+    with RVTSequence(tmp_path / "g1" / "train" / "rec") as seq:
+        assert seq.downsample == 1 and seq.shape == (20, 240, 304)
+        assert (seq.labels["w"] >= 10).all() and (seq.labels["h"] >= 10).all()  # side >= 10

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 CONF = Path(__file__).resolve().parents[1] / "conf" / "pretrain"
 COMMON = CONF.parent / "common"
 GROUPS = {
-    "data": ["demo", "tiny", "study", "bench", "etram"],
+    "data": ["demo", "tiny", "study", "bench", "etram", "gen1", "gen4"],
     "backbone": ["default"],
     "masking": ["tube", "random", "block"],
     "loss": ["default"],
@@ -39,8 +39,8 @@ def test_every_group_option_has_a_file():
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_group_option_composes_and_resolves(group, option):
     overrides = [*PATHS, f"{group}={option}"]
-    if option == "etram":
-        overrides.append("data.root=/data/etram")
+    if option in ("etram", "gen1", "gen4"):  # real datasets: data.root is required
+        overrides.append(f"data.root=/data/{option}")
     cfg = _compose(overrides)
     OmegaConf.resolve(cfg)  # every interpolation resolves
     assert cfg.model.objectives.keys() == {"occupancy", "reconstruction", "voxel_nce", "frame_contrastive"}

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "evt3": "evcmae.events.benchmarks:bench_evt3",
     "backbone": "evcmae.pretrain.benchmarks:bench_backbone",
     "detector": "evcmae.finetune.benchmarks:bench_detector",
+    "coco": "evcmae.finetune.coco_benchmark:bench_coco",
 }
 
 

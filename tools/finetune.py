@@ -55,7 +55,7 @@ def build_module(cfg: DictConfig, datamodule):
         size_aware=OmegaConf.to_container(m.size_aware) if OmegaConf.is_config(m.size_aware) else m.size_aware,
     )
     h, w = datamodule.frame_hw
-    model.update(height=h, width=w)
+    model.update(height=h, width=w, partition_split=int(cfg.data.get("partition_split", 2)))
     if m.input == "sparse":
         backbone = {k: v for k, v in OmegaConf.to_container(cfg.backbone, resolve=True).items() if k != "_target_"}
         model.update(grid=list(datamodule.voxelizer.spatial_shape), backbone=backbone, output=m.output)
@@ -93,13 +93,18 @@ def build(cfg: DictConfig, extra_callbacks=()):
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
-    if cfg.model.pretrained and cfg.model.input == "sparse":
+    from evcmae.finetune.rvt_checkpoint import is_detector_checkpoint, load_detector_weights
+
+    whole_detector = bool(cfg.model.pretrained) and is_detector_checkpoint(cfg.model.pretrained)
+    if cfg.model.pretrained and cfg.model.input == "sparse" and not whole_detector:
         _adopt_pretrained_config(cfg)
     data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "eval"}
     datamodule = instantiate({**data_cfg, "input": cfg.model.input})
     module = build_module(cfg, datamodule)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    if cfg.model.pretrained:
+    if whole_detector:  # a fine-tuned or RVT detector: every tensor, strictly
+        load_detector_weights(module.model, cfg.model.pretrained)
+    elif cfg.model.pretrained:
         if module.model.encoder is None:
             raise ValueError("model.pretrained needs the sparse input (model=sparse)")
         from evcmae.finetune.transfer import load_pretrained
