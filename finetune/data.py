@@ -22,7 +22,7 @@ state would otherwise see the scene jump.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -31,6 +31,8 @@ from evcmae.events.preprocess import PreprocessConfig
 from evcmae.events.rvt import list_sequences
 from evcmae.events.voxelize import Voxelizer
 from evcmae.finetune.chunks import ChunkBatchSampler, ChunkDataset, Collate, sequential_keys
+from evcmae.finetune.classes import class_names
+from evcmae.finetune.evaluation import EvalConfig
 from evcmae.finetune.recordings import RawRecording, RVTRecording, select_fraction
 
 
@@ -39,7 +41,9 @@ class FinetuneDataModule(pl.LightningDataModule):
     """Raw recordings (``input="sparse"``) or their RVT preprocessed copy (``"histogram"``).
 
     With ``synth_preset`` the synthetic dataset is generated into ``root`` on first use, and for
-    the histogram input preprocessed into ``rvt_root``."""
+    the histogram input preprocessed into ``rvt_root``. ``classes`` names the class ids the labels
+    carry (after ``class_map``); ``eval`` is this data's evaluation filter
+    (``finetune.evaluation.EvalConfig``), which the module scores its predictions with."""
 
     def __init__(
         self,
@@ -71,7 +75,8 @@ class FinetuneDataModule(pl.LightningDataModule):
         synth_preset: str | None = None,
         synth_seed: int = 0,
         synth_workers: int = 1,
-        **_ignored,
+        classes: str | Sequence[str] = "etram8",
+        eval: Mapping | None = None,
     ):
         super().__init__()
         self.root = Path(root).absolute()
@@ -82,7 +87,14 @@ class FinetuneDataModule(pl.LightningDataModule):
         )
         self.downsample, self.seq_len, self.batch_size = int(downsample), int(seq_len), int(batch_size)
         self.sampling, self.stream_fraction, self.num_workers = sampling, stream_fraction, num_workers
+        self.class_names = class_names(classes)
         self.class_map = None if class_map is None else [int(c) for c in class_map]
+        if self.class_map is not None and max(self.class_map, default=0) >= len(self.class_names):
+            raise ValueError(
+                f"data.class_map sends labels to class {max(self.class_map)}, but data.classes "
+                f"({classes if isinstance(classes, str) else 'the list'}) has {len(self.class_names)} classes"
+            )
+        self.eval_config = EvalConfig(**dict(eval or {}))
         self.label_fraction, self.seed = float(label_fraction), int(seed)
         self.label_cfg = dict(min_side=min_side, max_width_fraction=max_width_fraction, align_ms=align_ms)
         self.augment = augment

@@ -29,10 +29,13 @@ def parse_overrides(argv) -> dict:
 
 
 def load_checkpoint(path, data_overrides: dict | None = None, threads: int = 1):
-    """(module in eval mode, data module) rebuilt from a fine-tuning checkpoint."""
+    """(module in eval mode, data module) rebuilt from a fine-tuning checkpoint: the module from
+    its hyperparameters, the data module from the data config stored with them (``data_overrides``,
+    ``key`` or ``dotted.key`` -> value, change any of it)."""
     import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
-    from evcmae.finetune.data import FinetuneDataModule
     from evcmae.finetune.module import FinetuneModule
 
     if threads:
@@ -42,11 +45,13 @@ def load_checkpoint(path, data_overrides: dict | None = None, threads: int = 1):
         raise SystemExit(f"checkpoint={path}: no such file")
     module = FinetuneModule.load_from_checkpoint(path, map_location="cpu")
     module.eval()
-    data = dict(module.hparams.get("data") or {})
-    data.update(data_overrides or {})
-    data.pop("_target_", None)
-    data["input"] = module.model.input
-    return module, FinetuneDataModule(**data)
+    data = OmegaConf.create(dict(module.hparams.get("data") or {}))
+    if "_target_" not in data:
+        raise SystemExit(f"checkpoint={path}: no data config stored with it (written by an older evcmae-finetune?)")
+    for key, value in (data_overrides or {}).items():
+        OmegaConf.update(data, key, value, merge=False)
+    data.input = module.model.input
+    return module, instantiate(data)
 
 
 def evaluate_checkpoint(
@@ -65,7 +70,7 @@ def evaluate_checkpoint(
         devices=1,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=True,  # one step per chunk of the split's recordings
         enable_model_summary=False,
     )
     trainer.test(module, datamodule=datamodule, verbose=False)

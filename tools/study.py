@@ -129,7 +129,14 @@ def pretrain_variants(cfg: DictConfig) -> dict[str, list[str]]:
 def plan(cfg: DictConfig) -> list[Job]:
     """Every run of the study, pretraining first."""
     work, data_dir = Path(cfg.work_dir), Path(cfg.data_dir)  # as given: relative to where the study runs
-    common = [f"paths.data_dir={data_dir}", "logger=csv", "trainer.enable_progress_bar=false", *cfg.shared_overrides]
+    # Logs, not terminals: no progress bars (both apps name theirs callbacks.progress_bar).
+    common = [
+        f"paths.data_dir={data_dir}",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        *cfg.shared_overrides,
+    ]
     jobs = []
     for variant, extra in pretrain_variants(cfg).items():
         run_dir = work / "pretrain" / variant
@@ -143,7 +150,6 @@ def plan(cfg: DictConfig) -> list[Job]:
                     *cfg.pretrain_overrides,
                     f"trainer.max_steps={cfg.pretrain_steps}",
                     f"seed={cfg.pretrain_seed}",
-                    "callbacks.progress_bar=null",
                     *extra,
                     f"hydra.run.dir={run_dir}",
                 ],
@@ -168,7 +174,7 @@ def plan(cfg: DictConfig) -> list[Job]:
                 f"data.label_fraction={fraction}",
                 f"seed={seed}",
                 *pretrained,
-                "test_after_fit=false",
+                "validate_best=false",  # the study tests the best checkpoint once, itself
                 f"record.root={run_dir / 'record'}",
                 f"hydra.run.dir={run_dir}",
             ],
