@@ -33,6 +33,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from evcmae.pretrain import reporting
 from evcmae.tools.bench import machine
 from evcmae.tools.pretrain import config_dir
 from evcmae.tools.study_report import markdown_table, write_report
@@ -283,17 +284,17 @@ def pretraining_notes(jobs: list[Job]) -> str:
         "objects by k-NN on the teacher's pooled features (leave-one-track-out), against always "
         "guessing the most frequent class.",
         "",
-        "| variant | " + " | ".join(LOSSES) + " | probe k-NN acc | majority acc | minutes |",
-        "|---|" + "---:|" * (len(LOSSES) + 3),
     ]
+    rows = []
     for job in jobs:
         if job.kind != "pretrain" or not job.result:
             continue
         r = job.result
-        cells = [_number(r.get(f"train/{k}")) for k in LOSSES]
+        cells = [job.condition, *(_number(r.get(f"train/{k}")) for k in LOSSES)]
         cells += [_number(r.get("probe/knn_acc")), _number(r.get("probe/majority_acc")), f"{job.seconds / 60:.1f}"]
-        lines.append(f"| {job.condition} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    header = ["variant", *LOSSES, "probe k-NN acc", "majority acc", "minutes"]
+    return "\n".join(lines) + "\n" + reporting.markdown_table(header, rows, "lr")
 
 
 def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float, argv: list[str]) -> dict:
