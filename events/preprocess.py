@@ -1,6 +1,6 @@
 """Raw Gen4/eTraM dataset (``<split>/NAME_td.h5`` + ``NAME_bbox.npy``) -> RVT's preprocessed layout.
 
-Follows RVT's ``scripts/genx/preprocess_dataset.py`` (facts in DESIGN.md §2):
+Follows RVT's ``scripts/genx/preprocess_dataset.py`` (docs/architecture.md, "RVT layout"):
 
 * labels are filtered first (clip to the sensor as RVT does, to ``size - 1``; drop zero-area
   boxes and boxes with a side below ``min_side``; in the train split boxes wider than

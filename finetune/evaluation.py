@@ -1,4 +1,5 @@
-"""Detection evaluation under the Prophesee protocol (DESIGN.md §4), computed with pycocotools.
+"""Detection evaluation under the Prophesee protocol (docs/architecture.md, "Evaluation
+protocol"), computed with pycocotools.
 
 The protocol, as implemented by Prophesee's toolbox and by RVT (``utils/evaluation/prophesee``):
 

@@ -1,4 +1,5 @@
-"""Lightning module for fine-tuning the recurrent detector (RVT's recipe, DESIGN.md §4).
+"""Lightning module for fine-tuning the recurrent detector, RVT's recipe (docs/architecture.md,
+"Detector").
 
 Training: the backbone runs on every window of a chunk, carrying LSTM states; the head and loss
 run once, on the features of the labelled windows only (batched together). States persist across
@@ -6,7 +7,8 @@ training steps for the streaming slots: reset where ``is_first`` marks a recordi
 detached after every step (truncated BPTT).
 
 Evaluation runs each recording whole in order, predicts at its label times (threshold 0.001,
-NMS 0.45, as reported metrics use) and scores with ``finetune.evaluation.evaluate`` at epoch end.
+NMS 0.45, as reported metrics use) and scores with ``finetune.evaluation.evaluate`` at epoch end,
+under the data module's evaluation filter (``data.eval``).
 """
 
 from __future__ import annotations
