@@ -25,7 +25,13 @@ from evcmae.backbones.rvt import detach_states, reset_states
 from evcmae.events.labels import BBOX_DTYPE
 from evcmae.events.voxelize import Voxelizer
 from evcmae.finetune.classes import class_names
-from evcmae.finetune.evaluation import AP_KEYS, EvalConfig, Recording, detections_to_boxes, evaluate
+from evcmae.finetune.evaluation import (
+    AP_KEYS,
+    EvalConfig,
+    Recording,
+    detections_to_boxes,
+    evaluate,
+)
 from evcmae.finetune.postprocess import postprocess
 from evcmae.finetune.transfer import encoder_param_groups, load_pretrained
 
@@ -79,16 +85,16 @@ class FinetuneModule(pl.LightningModule):
         width: int = 640,
         height: int = 360,
         voxel: Mapping | None = None,
-        pretrained: str | None = None,
-        pretrained_which: str = "teacher",
+        lr: float | None = None,
+        batch_size: int = 8,
         encoder_mode: str = "full",
         lr_scale: float = 0.1,
-        lr: float | None = None,
         warmup: float = 0.005,
         total_steps: int | None = None,
-        batch_size: int = 8,
         conf_threshold: float = 0.001,
         nms_threshold: float = 0.45,
+        pretrained: str | None = None,
+        pretrained_which: str = "teacher",
         data: Mapping | None = None,
     ):
         super().__init__()
