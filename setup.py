@@ -55,6 +55,7 @@ setup(
         "hydra-core>=1.3",
         "einops>=0.6",
         "wandb>=0.16",
+        "tensorboard>=2.10",  # logger=tensorboard, as the README shows it, after the README's install
         "pycocotools>=2.0.6",
     ],
     extras_require=EXTRAS,

@@ -1,4 +1,5 @@
-"""RVT's stacked histogram (DESIGN.md §2), computed so that it matches RVT's preprocessing bit for bit.
+"""RVT's stacked histogram (docs/architecture.md, "Stacked histogram"), computed so that it
+matches RVT's preprocessing bit for bit.
 
 Layout: uint8 ``(2 * bins, H, W)``; channel ``p * bins + bin`` (0..bins-1 OFF, bins..2*bins-1 ON).
 Time is normalised by the first and last event of the window, as RVT does: the int64 difference

@@ -97,9 +97,9 @@ def filter_labels(
     min_diag: float = 0.0,
     max_width_fraction: float | None = None,
 ) -> np.ndarray:
-    """The label filter applied before training and evaluation (DESIGN.md §2): clip to the
-    sensor, drop zero-area boxes, boxes with a side below ``min_side`` or a diagonal below
-    ``min_diag``, and (train split) boxes wider than ``max_width_fraction * width``."""
+    """The label filter applied before training and evaluation (docs/architecture.md, "Label
+    filter"): clip to the sensor, drop zero-area boxes, boxes with a side below ``min_side`` or a
+    diagonal below ``min_diag``, and (train split) boxes wider than ``max_width_fraction * width``."""
     clipped = clip_to_sensor(labels, width, height)
     w, h = clipped["w"], clipped["h"]
     keep = (w > 0) & (h > 0)

@@ -1,7 +1,7 @@
 """Raw event dataset (``<split>/NAME_td.h5`` + ``NAME_bbox.npy``, or DAT / RAW / AEDAT4
 recordings beside their labels, e.g. Gen1's ``NAME_td.dat``) -> RVT's preprocessed layout.
 
-Follows RVT's ``scripts/genx/preprocess_dataset.py`` (facts in DESIGN.md §2):
+Follows RVT's ``scripts/genx/preprocess_dataset.py`` (docs/architecture.md, "RVT layout"):
 
 * labels are filtered first (keep only ``keep_classes`` when given, as RVT keeps Gen4's first
   three; clip to the sensor as RVT does, to ``size - 1``; drop zero-area boxes, boxes with a side

@@ -1,5 +1,6 @@
-"""RVT's preprocessed dataset layout (DESIGN.md §2): writing one sequence and reading sequences
-and splits, including ones made by RVT's own ``scripts/genx/preprocess_dataset.py``.
+"""RVT's preprocessed dataset layout (docs/architecture.md, "RVT layout"): writing one sequence
+and reading sequences and splits, including ones made by RVT's own
+``scripts/genx/preprocess_dataset.py``.
 
 ```
 <split>/<seq>/event_representations_v2/<repr_name>/event_representations[_ds2_nearest].h5  'data'

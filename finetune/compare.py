@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from evcmae.pretrain.reporting import MISSING, markdown_table
+
 SECTIONS = {
     "overall": ("AP", "AP50", "AP75", "AP_class_agnostic"),
     "size": ("AP_S", "AP_M", "AP_L"),
 }
 TITLES = {"overall": "Overall", "size": "By object size", "class": "Per class"}
 HEADERS = {"AP_class_agnostic": "AP class-agnostic", "AP_S": "AP small", "AP_M": "AP medium", "AP_L": "AP large"}
-MISSING = "–"
 
 
 @dataclass
@@ -115,18 +116,14 @@ def markdown(comparison: dict) -> str:
         columns = table["columns"]
         if not columns:
             continue
-        lines += [
-            "",
-            f"### {TITLES[section]}",
-            "",
-            "| run | " + " | ".join(HEADERS.get(c, c) for c in columns) + " |",
-            "|---|" + "---:|" * len(columns),
-        ]
         base_row = table["rows"][base]
-        for name, row in table["rows"].items():
-            label = f"{name} (baseline)" if name == base else name
-            cells = [_cell(row[c]["value"], base_row[c]["value"], name == base) for c in columns]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        rows = [
+            [f"{name} (baseline)" if name == base else name]
+            + [_cell(row[c]["value"], base_row[c]["value"], name == base) for c in columns]
+            for name, row in table["rows"].items()
+        ]
+        header = ["run", *(HEADERS.get(c, c) for c in columns)]
+        lines += ["", f"### {TITLES[section]}", "", markdown_table(header, rows, "lr").rstrip("\n")]
     if comparison.get("hypotheses"):
         lines += ["", "Hypotheses:"] + [f"- `{n}`: {' '.join(h.split())}" for n, h in comparison["hypotheses"].items()]
     return "\n".join(lines) + "\n"

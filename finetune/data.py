@@ -22,7 +22,7 @@ state would otherwise see the scene jump.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -31,6 +31,8 @@ from evcmae.events.preprocess import PreprocessConfig
 from evcmae.events.rvt import list_sequences
 from evcmae.events.voxelize import Voxelizer
 from evcmae.finetune.chunks import ChunkBatchSampler, ChunkDataset, Collate, sequential_keys
+from evcmae.finetune.classes import class_names
+from evcmae.finetune.evaluation import EvalConfig
 from evcmae.finetune.recordings import RawRecording, RVTRecording, select_fraction
 
 
@@ -39,7 +41,9 @@ class FinetuneDataModule(pl.LightningDataModule):
     """Raw recordings (``input="sparse"``) or their RVT preprocessed copy (``"histogram"``).
 
     With ``synth_preset`` the synthetic dataset is generated into ``root`` on first use, and for
-    the histogram input preprocessed into ``rvt_root``."""
+    the histogram input preprocessed into ``rvt_root``. ``classes`` names the class ids the labels
+    carry (after ``class_map``); ``eval`` is this data's evaluation filter
+    (``finetune.evaluation.EvalConfig``), which the module scores its predictions with."""
 
     def __init__(
         self,
@@ -66,6 +70,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         min_diag: float = 0.0,
         label_period_us: int | None = None,
         keep_classes: Sequence[int] | None = None,
+        partition_split: int = 2,
         augment: dict | None = None,
         train_split: str = "train",
         val_split: str = "val",
@@ -75,7 +80,8 @@ class FinetuneDataModule(pl.LightningDataModule):
         synth_preset: str | None = None,
         synth_seed: int = 0,
         synth_workers: int = 1,
-        **_ignored,
+        classes: str | Sequence[str] = "etram8",
+        eval: Mapping | None = None,
     ):
         super().__init__()
         if root in (None, "", "???"):
@@ -89,9 +95,19 @@ class FinetuneDataModule(pl.LightningDataModule):
         )
         self.downsample, self.seq_len, self.batch_size = int(downsample), int(seq_len), int(batch_size)
         self.sampling, self.stream_fraction, self.num_workers = sampling, stream_fraction, num_workers
+        self.class_names = class_names(classes)
         self.class_map = None if class_map is None else [int(c) for c in class_map]
+        if self.class_map is not None and max(self.class_map, default=0) >= len(self.class_names):
+            raise ValueError(
+                f"data.class_map sends labels to class {max(self.class_map)}, but data.classes "
+                f"({classes if isinstance(classes, str) else 'the list'}) has {len(self.class_names)} classes"
+            )
+        self.eval_config = EvalConfig(**dict(eval or {}))
         self.label_fraction, self.seed = float(label_fraction), int(seed)
         self.label_fraction_mode = label_fraction_mode
+        # RVT's attention partition for this sensor (partition_split_32; Gen1: 1): a property of the
+        # frame size, so the data config carries it and the detector reads it from there.
+        self.partition_split = int(partition_split)
         self.label_cfg = dict(
             min_side=min_side,
             max_width_fraction=max_width_fraction,

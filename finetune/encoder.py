@@ -87,7 +87,7 @@ class EventDetector(nn.Module):
         num_classes: int = 3,
         height: int = 180,
         width: int = 320,
-        backbone: Mapping | None = None,
+        backbone: nn.Module | Mapping | None = None,
         grid: Sequence[int] | None = None,
         output: str = "x_conv3",
         in_channels: int = 20,
@@ -104,7 +104,9 @@ class EventDetector(nn.Module):
 
             if grid is None:
                 raise ValueError("the sparse input needs the voxel grid (num_bins, H, W)")
-            self.encoder = SparseEventEncoder(SparseVoxelBackbone(**dict(backbone or {})), grid, output)
+            if not isinstance(backbone, nn.Module):  # Hydra may hand over the built backbone
+                backbone = SparseVoxelBackbone(**dict(backbone or {}))
+            self.encoder = SparseEventEncoder(backbone, grid, output)
             in_channels, patch = self.encoder.out_channels, self.encoder.patch_size
             frame_hw = (math.ceil(self.height / self.encoder.stride[1]), math.ceil(self.width / self.encoder.stride[2]))
         else:

@@ -1,4 +1,5 @@
-"""Detection evaluation under the Prophesee protocol (DESIGN.md §4), as RVT's evaluator runs it.
+"""Detection evaluation under the Prophesee protocol (docs/architecture.md, "Evaluation
+protocol"), as RVT's evaluator runs it.
 
 The protocol, as implemented by Prophesee's toolbox and by RVT (``utils/evaluation/prophesee``):
 

@@ -1,4 +1,5 @@
-"""Lightning module for fine-tuning the recurrent detector (RVT's recipe, DESIGN.md §4).
+"""Lightning module for fine-tuning the recurrent detector, RVT's recipe (docs/architecture.md,
+"Detector").
 
 Training: the backbone runs on every window of a chunk, carrying LSTM states; the head and loss
 run once, on the features of the labelled windows only (batched together). States persist across
@@ -18,7 +19,8 @@ comparison of the two differs in the starting weights only):
   ``freeze`` for the frozen-encoder protocol.
 
 Evaluation runs each recording whole in order, predicts at its label times (threshold 0.001,
-NMS 0.45, as reported metrics use) and scores with ``finetune.evaluation.evaluate`` at epoch end.
+NMS 0.45, as reported metrics use) and scores with ``finetune.evaluation.evaluate`` at epoch end,
+under the data module's evaluation filter (``data.eval``).
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from typing import Mapping
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 
 from evcmae.backbones.rvt import detach_states, reset_states
 from evcmae.events.labels import BBOX_DTYPE
-from evcmae.finetune.encoder import EventDetector
+from evcmae.events.voxelize import Voxelizer
+from evcmae.finetune.classes import class_names
 from evcmae.finetune.evaluation import (
     AP_KEYS,
     EvalConfig,
@@ -41,13 +45,22 @@ from evcmae.finetune.evaluation import (
     evaluate,
 )
 from evcmae.finetune.postprocess import postprocess
-from evcmae.finetune.transfer import encoder_param_groups
+from evcmae.finetune.transfer import encoder_param_groups, load_pretrained
 from evcmae.pretrain.checkpointing import rebuild_schedules_on_resume
 
 
 def default_lr(batch_size: int, base: float = 2e-4, base_batch: int = 8) -> float:
     """RVT's square-root scaling: 2e-4 at batch 8."""
     return base * math.sqrt(batch_size / base_batch)
+
+
+def frame_grid(width: int, height: int, voxel: Mapping | None = None) -> tuple[int, int, int]:
+    """(time bins, frame height, frame width) of a sensor under the voxel settings: the grid the
+    sparse encoder sees and the frame the boxes are in (the data module's voxelizer computes the same)."""
+    voxel = dict(voxel or {})
+    if "voxel_size" in voxel:
+        voxel["voxel_size"] = tuple(voxel["voxel_size"])
+    return Voxelizer(int(width), int(height), **voxel).spatial_shape
 
 
 def one_cycle(
@@ -69,30 +82,43 @@ def one_cycle(
 
 
 class FinetuneModule(pl.LightningModule):
+    """Hydra builds it from ``conf/finetune/model`` (see there for each argument).
+
+    ``detector`` is the ``EventDetector``'s config (``_target_`` and its arguments); the module
+    instantiates it itself, adding what follows from the data so the two cannot disagree: the class
+    count (from ``classes``) and the frame and voxel grid (from the sensor ``width``/``height`` and
+    ``voxel``, the voxelizer settings). The arguments are the checkpoint's hyperparameters, so a
+    checkpoint alone rebuilds the module; ``data`` (the data module's config) is stored, not used,
+    so evaluation and detection can rebuild the same windows, resolution and classes."""
+
     def __init__(
         self,
-        model: Mapping,
+        detector: Mapping,
         classes="etram8",
+        width: int = 640,
+        height: int = 360,
+        voxel: Mapping | None = None,
         lr: float | None = None,
         batch_size: int = 8,
         encoder_mode: str = "full",
         lr_scale: float = 0.1,
         warmup: float = 0.005,
         total_steps: int | None = None,
-        eval: Mapping | None = None,
         conf_threshold: float = 0.001,
         nms_threshold: float = 0.45,
+        pretrained: str | None = None,
+        pretrained_which: str = "teacher",
         data: Mapping | None = None,
         encoder_freeze_steps: int = 0,
         bn_recalibration_batches: int = 0,
     ):
-        """``data``: the data module's settings, stored (not used) so evaluation and detection can
-        rebuild the same windows, resolution and classes from the checkpoint alone."""
         super().__init__()
         self.save_hyperparameters()
-        self.model = EventDetector(**dict(model))
         self.classes = classes if isinstance(classes, str) else list(classes)
-        self.eval_config = EvalConfig(**dict(eval or {}))
+        grid = frame_grid(width, height, voxel)
+        self.model = instantiate(
+            dict(detector), num_classes=len(class_names(classes)), height=grid[1], width=grid[2], grid=list(grid)
+        )
         if encoder_mode == "freeze" and self.model.encoder is not None:
             self.model.encoder.freeze()
         self._states = None
@@ -151,6 +177,16 @@ class FinetuneModule(pl.LightningModule):
             for p in encoder.parameters():
                 p.grad = None  # AdamW skips parameters without a gradient: no update, no moment
 
+    def load_pretrained(self, logger=None) -> dict | None:
+        """Loads ``pretrained`` (a pretraining export or checkpoint) into the sparse encoder and
+        returns the load report; None without one. Called before fitting from scratch, never when
+        a checkpoint is loaded (its weights replace these anyway)."""
+        if not self.hparams.pretrained:
+            return None
+        if self.model.encoder is None:
+            raise ValueError("model.pretrained needs the sparse input (model=sparse)")
+        return load_pretrained(self.model.encoder, self.hparams.pretrained, self.hparams.pretrained_which, logger)
+
     # ------------------------------------------------------------------ recurrent pass
     def _run_chunk(self, batch, states):
         """Backbone over the chunk's windows; returns labelled features (batched), their
@@ -206,8 +242,8 @@ class FinetuneModule(pl.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
 
     def _finish(self, split: str, prefix: str) -> None:
-        recordings = self.trainer.datamodule.recordings(split)
-        metrics, confusion = evaluate_predictions(recordings, self._preds, self.classes, self.eval_config)
+        data = self.trainer.datamodule
+        metrics, confusion = evaluate_predictions(data.recordings(split), self._preds, self.classes, data.eval_config)
         self.last_metrics, self.last_confusion = metrics, confusion
         for key in (*AP_KEYS, "AP_class_agnostic"):
             value = metrics.get(key)

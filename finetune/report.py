@@ -1,4 +1,5 @@
-"""Writing evaluation results: a text summary, the confusion-matrix plot and metrics.json."""
+"""Writing evaluation results: a text summary, the confusion-matrix plot and metrics.json (the
+tables and figures through ``pretrain.reporting``, the project's one report writer)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from evcmae.finetune.evaluation import AP_KEYS
+from evcmae.pretrain.reporting import MISSING, new_figure, save_figure, text_table
 
 
 def _pct(value) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
+    return MISSING if value is None else f"{100 * value:.2f}"
 
 
 def protocol_line(metrics: dict) -> str:
@@ -33,29 +35,24 @@ def summary_text(metrics: dict) -> str:
         f"{c.get('gt', '?')} GT boxes, {c.get('pred', '?')} predictions evaluated "
         f"({c.get('pred_outside_label_times', '?')} predictions outside label times ignored)",
         "",
-        f"{'metric':<22}{'value':>8}",
+        text_table(
+            ["metric", "value"], [(k, _pct(metrics.get(k))) for k in (*AP_KEYS, "AP_class_agnostic")], (22, 8), "lr"
+        ),
+        "",
     ]
-    for key in (*AP_KEYS, "AP_class_agnostic"):
-        lines.append(f"{key:<22}{_pct(metrics.get(key)):>8}")
-    lines += ["", f"{'class':<22}{'AP':>8}{'GT':>8}"]
     gt_per_class = c.get("gt_per_class", {})
-    for name, value in metrics.get("AP_per_class", {}).items():
-        lines.append(f"{name:<22}{_pct(value):>8}{gt_per_class.get(name, ''):>8}")
-    lines += ["", "AP: mean over classes with GT; AP_class_agnostic: classes merged; – = no GT"]
+    classes = [(name, _pct(v), gt_per_class.get(name, "")) for name, v in metrics.get("AP_per_class", {}).items()]
+    lines += [text_table(["class", "AP", "GT"], classes, (22, 8, 8), "lr")]
+    lines += ["", f"AP: mean over classes with GT; AP_class_agnostic: classes merged; {MISSING} = no GT"]
     return "\n".join(lines) + "\n"
 
 
 def plot_confusion(path: str | Path, confusion: dict) -> None:
     """Counts in each cell, colour by share of the row, so rare classes stay readable."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     matrix = np.asarray(confusion["matrix"], dtype=np.float64)
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.6 + 0.7 * len(confusion["columns"])
-    fig = Figure(figsize=(size + 1.5, size))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, (ax,) = new_figure(1, (size + 1.5, size))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (r, col), count in np.ndenumerate(matrix):
         ax.text(
@@ -73,8 +70,7 @@ def plot_confusion(path: str | Path, confusion: dict) -> None:
     ax.set_ylabel("ground truth")
     ax.set_title(f"score ≥ {confusion['score_threshold']:g}, IoU ≥ {confusion['iou_threshold']:g}")
     fig.colorbar(image, ax=ax, label="share of row")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def write_metrics(out_dir: str | Path, metrics: dict, confusion: dict | None = None) -> Path:

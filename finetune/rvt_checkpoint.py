@@ -149,53 +149,46 @@ def target_size_hint(target: Mapping[str, torch.Tensor]) -> str:
     return SIZE_BY_EMBED.get(int(w.shape[0]), "?") if w is not None else "?"
 
 
-def dataset_settings(dataset: str) -> tuple[dict, dict]:
-    """(data settings, eval settings) of ``conf/finetune/data/<dataset>.yaml`` with no root set."""
+def dataset_settings(dataset: str, data_overrides: Mapping | None = None) -> dict:
+    """The fine-tuning config composed for ``data=<dataset> model=histogram`` (no root set), as a
+    plain dict: its ``model`` and ``data`` sections are what a ``FinetuneModule`` is built from."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import MissingConfigException
     from omegaconf import OmegaConf
 
     from evcmae.tools.pretrain import config_dir
 
     folder = config_dir("finetune")
+    overrides = [f"data={dataset}", "model=histogram", "data.root=null", "paths.output_dir=."]
+    overrides += [f"data.{k}={v}" for k, v in (data_overrides or {}).items()]
+    GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=folder, version_base="1.3"):
-            cfg = compose(config_name="finetune", overrides=[f"data={dataset}", "data.root=null"])
+            cfg = compose(config_name="finetune", overrides=overrides)
     except MissingConfigException:
         known = sorted(p.stem for p in (Path(folder) / "data").glob("*.yaml"))
         raise RVTCheckpointError(f"no data config {dataset!r}; known: {', '.join(known)}") from None
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    evalcfg = {**OmegaConf.to_container(cfg.eval, resolve=True), **(data.pop("eval", None) or {})}
-    return data, evalcfg
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def module_hparams(arch: Mapping, dataset: str, data_overrides: Mapping | None = None) -> dict:
-    """``FinetuneModule`` arguments for an RVT detector on ``dataset`` (model at data resolution)."""
-    data, evalcfg = dataset_settings(dataset)
-    data.update(data_overrides or {})
-    if int(data["num_classes"]) != int(arch["num_classes"]):
+    """``FinetuneModule`` arguments for an RVT detector on ``dataset``: the config's histogram model
+    with the checkpoint's size and input width, at the data's resolution."""
+    from evcmae.finetune.classes import class_names
+
+    cfg = dataset_settings(dataset, data_overrides)
+    data = cfg["data"]
+    classes = len(class_names(data["classes"]))
+    if classes != int(arch["num_classes"]):
         raise RVTCheckpointError(
-            f"the checkpoint has {arch['num_classes']} classes but data={dataset} has {data['num_classes']}; "
+            f"the checkpoint has {arch['num_classes']} classes but data={dataset} has {classes}; "
             "pick the dataset it was trained on (--dataset)"
         )
-    ds = int(data["downsample"])
-    model = {
-        "input": "histogram",
-        "size": arch["size"],
-        "num_classes": int(arch["num_classes"]),
-        "in_channels": int(arch["in_channels"]),
-        "height": -(-int(data["height"]) // ds),
-        "width": -(-int(data["width"]) // ds),
-        "fpn_stages": [2, 3, 4],
-        "partition_split": int(data.get("partition_split", 2)),  # RVT's partition_split_32 (Gen1: 1)
-    }
-    return {
-        "model": model,
-        "classes": data["classes"],
-        "batch_size": int(data["batch_size"]),
-        "eval": evalcfg,
-        "data": data,
-    }
+    model = {k: v for k, v in cfg["model"].items() if not k.startswith("_")}
+    model["detector"] = {**model["detector"], "size": arch["size"], "in_channels": int(arch["in_channels"])}
+    model["data"] = data
+    return model
 
 
 def load_rvt(

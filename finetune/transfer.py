@@ -1,9 +1,10 @@
 """Pretrained weights into the detector's sparse encoder, loudly.
 
-A silently partial load is the failure users report most (DESIGN.md §3), so this module refuses
-what ``pretrain.export.load_into`` would merely report: a tensor whose name matches but whose
-shape differs (the encoder was built with another config) and a load that matched nothing (wrong
-file or prefix). Everything else — missing and unexpected names — is printed and logged.
+A silently partial load is the failure users report most (docs/architecture.md, "Weight
+transfer"), so this module refuses what ``pretrain.export.load_into`` would merely report: a
+tensor whose name matches but whose shape differs (the encoder was built with another config) and
+a load that matched nothing (wrong file or prefix). Everything else — missing and unexpected
+names — is printed and logged.
 
 Sources: an export folder (or one of its ``*_backbone.pt``, or ``backbone.json``) or a pretraining
 Lightning ``.ckpt`` (keys ``teacher.backbone.*`` / ``student.backbone.*``). The encoder must be

@@ -63,7 +63,7 @@ def checkpoint_kind(ckpt: dict) -> str:
         return "weights" if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()) else "unknown"
     if any(k.startswith(("teacher.backbone.", "student.backbone.")) for k in state):
         return "pretrain"
-    if any(k.startswith("model.") for k in state) and "model" in (ckpt.get("hyper_parameters") or {}):
+    if any(k.startswith("model.") for k in state) and "detector" in (ckpt.get("hyper_parameters") or {}):
         return "finetune"
     return "unknown"
 

@@ -19,7 +19,7 @@ REQUIRED = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AP_class_agnostic", "
 def finetuned(tmp_path_factory):
     from evcmae.finetune.records import ExperimentRecord
     from evcmae.tools.demo import _compose
-    from evcmae.tools.finetune import build
+    from evcmae.tools.pretrain import build  # both apps build data, model and trainer alike
 
     out = tmp_path_factory.mktemp("ft")
     cfg = _compose(
@@ -31,6 +31,7 @@ def finetuned(tmp_path_factory):
             f"trainer.max_steps={STEPS}",
             f"trainer.val_check_interval={STEPS}",
             "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
             "data.seq_len=2",
             "optim.lr=0.002",
             "data.augment=null",
@@ -91,3 +92,45 @@ def test_detect_writes_bbox_file(finetuned):
     assert boxes.dtype == BBOX_DTYPE and len(boxes)
     assert np.all(np.diff(boxes["t"]) >= 0) and np.all(boxes["t"] % 50_000 == 0)
     assert np.all((boxes["class_confidence"] >= 0.01) & (boxes["class_confidence"] <= 1))
+
+
+@pytest.mark.slow
+def test_best_checkpoint_is_validated_as_val(tmp_path, synth_tiny):
+    """`evcmae-finetune data=tiny model=histogram` at 2 steps, in this process: the best
+    checkpoint's validation is logged as val/* (no test/*), equals the record's metrics, and the
+    run's curves are plotted beside its CSV log."""
+    import csv
+    from pathlib import Path
+
+    from evcmae.tools.demo import _compose
+    from evcmae.tools.finetune import train
+
+    run = tmp_path / "run"
+    cfg = _compose(
+        "finetune",
+        [
+            "data=tiny",
+            "model=histogram",
+            f"data.root={synth_tiny}",
+            f"data.rvt_root={tmp_path / 'rvt'}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "trainer.log_every_n_steps=1",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            "+trainer.enable_model_summary=false",
+        ],
+        run,
+    )
+    result = train(cfg)
+    with open(run / "csv" / "version_0" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    validations = [r for r in rows if r.get("val/AP")]
+    assert len(validations) == 2  # at step 2 during fit, then the best checkpoint's
+    assert not any(key.startswith("test/") for key in rows[0])
+    recorded = json.loads((Path(result["record"]) / "metrics.json").read_text())
+    assert float(validations[-1]["val/AP"]) == pytest.approx(recorded["AP"] or 0.0)
+    assert result["metrics"]["val/AP"] == pytest.approx(recorded["AP"] or 0.0)
+    assert Path(result["checkpoint"]).name == "best-step=2.ckpt"
+    assert (run / "csv" / "version_0" / "curves.png").is_file()

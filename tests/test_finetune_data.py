@@ -134,7 +134,8 @@ def _hist_batch(is_first, seed):
 
 def test_states_reset_and_detached():
     torch.manual_seed(0)
-    module = FinetuneModule({"input": "histogram", "num_classes": 2, "height": 36, "width": 64}, ["a", "b"])
+    detector = {"_target_": "evcmae.finetune.encoder.EventDetector", "input": "histogram"}
+    module = FinetuneModule(detector, ["a", "b"], width=64, height=36)
     module.training_step(_hist_batch([True, True], 0), 0)
     carried = module._states
     assert all(t.grad_fn is None for s in carried for t in s)  # detached between chunks

@@ -1,5 +1,6 @@
 """Stacked histogram: hand-computed cases, RVT's boundary behaviour, ds2 subsampling, and
-agreement with a per-event loop written from the definition in DESIGN.md §2."""
+agreement with a per-event loop written from the definition in docs/architecture.md
+("Stacked histogram")."""
 
 import numpy as np
 import pytest

@@ -12,6 +12,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "pretrain"
 COMMON = CONF.parent / "common"
 GROUPS = {
     "data": ["demo", "tiny", "study", "bench", "etram", "gen1", "gen4"],
+    "voxel": ["full", "half"],
     "backbone": ["default"],
     "masking": ["tube", "random", "block"],
     "loss": ["default"],

@@ -7,7 +7,7 @@ or the first checkpoint save.
 * ranges: masking ratio in (0, 1), loss weights >= 0 (one of them > 0), temperatures, learning
   rates and thresholds > 0, fractions in [0, 1), sizes and counts >= 1;
 * the data: each recording's stated sensor size against ``data.width`` x ``data.height``; (fine-
-  tuning) every box label's class id against ``data.num_classes`` (through ``data.class_map``);
+  tuning) every box label's class id against the classes of ``data.classes`` (through ``data.class_map``);
 * the pretrained encoder (fine-tuning): a backbone setting given explicitly (``backbone.X=...``
   on the command line, or a value other than the group default) must match the pretrained
   encoder's, whose weights need it; it is refused, not silently replaced;
@@ -132,9 +132,15 @@ def _check_class_ids(cfg: DictConfig, root: Path, splits) -> None:
     from evcmae.events.labels import as_bbox_array, load_labels
     from evcmae.events.validation import check_class_ids
 
-    if _get(cfg, "data.num_classes") is _MISSING:
+    classes = _get(cfg, "data.classes")
+    if classes in (_MISSING, None):
         return
-    num_classes = int(_number("data.num_classes", _get(cfg, "data.num_classes")))
+    from evcmae.finetune.classes import class_names
+
+    try:
+        num_classes = len(class_names(classes))
+    except (KeyError, ValueError) as exc:
+        raise ConfigError("data.classes", classes, str(exc).strip("'\"")) from None
     class_map = _get(cfg, "data.class_map")
     if class_map not in (None, _MISSING):
         bad = [c for c in class_map if not isinstance(c, int) or not 0 <= c < num_classes]
@@ -142,7 +148,7 @@ def _check_class_ids(cfg: DictConfig, root: Path, splits) -> None:
             raise ConfigError("data.class_map", class_map, f"entries must be class ids 0..{num_classes - 1}")
         limit, what = len(class_map), "len(data.class_map)"
     else:
-        limit, what = num_classes, "data.num_classes"
+        limit, what = num_classes, "the number of data.classes"
     for path, kind in _label_files(cfg, root, splits):
         if kind == "npy":
             labels = load_labels(path)
@@ -262,16 +268,24 @@ def _explicit_backbone_keys(cfg: DictConfig) -> set[str]:
 
 def _check_pretrained_backbone(cfg: DictConfig) -> None:
     pretrained = _get(cfg, "model.pretrained")
-    if not pretrained or _get(cfg, "model.input") != "sparse":
+    if not pretrained or _get(cfg, "model.detector.input") != "sparse":
         return
     if not Path(pretrained).exists():
         raise ConfigError("model.pretrained", pretrained, "no such file or folder")
+    from evcmae.finetune.rvt_checkpoint import is_detector_checkpoint
+
+    if is_detector_checkpoint(pretrained):
+        return  # a whole detector: every tensor is loaded as it is
     from evcmae.finetune.transfer import backbone_config
 
     kwargs, _ = backbone_config(pretrained, _get(cfg, "model.pretrained_which") or "teacher")
     current = _get(cfg, "backbone")
     for key in sorted(_explicit_backbone_keys(cfg)):
         mine, theirs = current.get(key), kwargs.get(key, _MISSING)
+        if isinstance(mine, list) and isinstance(theirs, list) and len(mine) > len(theirs):
+            # per-stage settings of an export cut after its last trained stage (x_conv3): the
+            # stages it has must match, the ones after the cut are never built
+            mine = mine[: len(theirs)]
         if theirs is not _MISSING and mine != theirs:
             raise ConfigError(
                 f"backbone.{key}",
@@ -288,21 +302,20 @@ def check_finetune_config(cfg: DictConfig) -> None:
     _check_ranges(
         cfg,
         [
-            ("data.num_classes", lambda v: v >= 1 and _integer(v), "a positive integer"),
             ("data.seq_len", lambda v: v >= 1 and _integer(v), "a positive integer"),
             ("data.label_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
             ("data.stream_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
             ("model.lr_scale", lambda v: v > 0, "> 0"),
             ("optim.warmup", lambda v: 0 <= v < 1, "in [0, 1)"),
-            ("conf_threshold", lambda v: 0 <= v <= 1, "in [0, 1]"),
-            ("nms_threshold", lambda v: 0 < v <= 1, "in (0, 1]"),
+            ("model.conf_threshold", lambda v: 0 <= v <= 1, "in [0, 1]"),
+            ("model.nms_threshold", lambda v: 0 < v <= 1, "in (0, 1]"),
             *_DATA_RULES,
             *_TRAINER_RULES,
         ],
     )
     _require(cfg, "optim.lr", lambda v: v > 0, "> 0 (or null: 2e-4 * sqrt(batch / 8))", optional=True)
     for key, allowed in (
-        ("model.input", ("sparse", "histogram")),
+        ("model.detector.input", ("sparse", "histogram")),
         ("model.encoder_mode", MODES),
         ("model.pretrained_which", WHICH),
         ("data.sampling", ("stream", "random", "mixed")),

@@ -79,20 +79,25 @@ def load_module(path, threads: int = 1, dataset: str | None = None):
 
 
 def load_checkpoint(path, data_overrides: dict | None = None, threads: int = 1, dataset: str | None = None):
-    """(module in eval mode, data module) rebuilt from a fine-tuning checkpoint or an RVT one."""
-    from evcmae.finetune.data import FinetuneDataModule
+    """(module in eval mode, data module) rebuilt from a fine-tuning checkpoint or an RVT one: the
+    module from its hyperparameters, the data module from the data config stored with them
+    (``data_overrides``, ``key`` or ``dotted.key`` -> value, change any of it)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     module = load_module(path, threads, dataset)
-    data = dict(module.hparams.get("data") or {})
-    data.update(data_overrides or {})
-    data.pop("_target_", None)
-    data["input"] = module.model.input
-    if data.get("root") in (None, "", "???"):
+    data = OmegaConf.create(dict(module.hparams.get("data") or {}))
+    if "_target_" not in data:
+        raise SystemExit(f"checkpoint={path}: no data config stored with it (written by an older evcmae-finetune?)")
+    for key, value in (data_overrides or {}).items():
+        OmegaConf.update(data, key, value, merge=False)
+    data.input = module.model.input
+    if data.get("root") in (None, "", "???") or str(data.get("root")).startswith("${"):
         raise SystemExit(
             f"checkpoint={path} does not say where its data is: add data.root=/path/to/the/dataset "
             f"(the folder holding train/ val/ test/; classes {module.classes})"
         )
-    return module, FinetuneDataModule(**data)
+    return module, instantiate(data)
 
 
 def set_eval_config(module, overrides: dict) -> None:
@@ -136,7 +141,7 @@ def evaluate_checkpoint(
         devices=1,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=True,  # one step per chunk of the split's recordings
         enable_model_summary=False,
     )
     trainer.test(module, datamodule=datamodule, verbose=False)

@@ -33,6 +33,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from evcmae.pretrain import reporting
 from evcmae.tools.bench import machine
 from evcmae.tools.cli import entry
 from evcmae.tools.pretrain import config_dir
@@ -138,7 +139,14 @@ def pretrain_variants(cfg: DictConfig) -> dict[str, list[str]]:
 def plan(cfg: DictConfig) -> list[Job]:
     """Every run of the study, pretraining first."""
     work, data_dir = Path(cfg.work_dir), Path(cfg.data_dir)  # as given: relative to where the study runs
-    common = [f"paths.data_dir={data_dir}", "logger=csv", "trainer.enable_progress_bar=false", *cfg.shared_overrides]
+    # Logs, not terminals: no progress bars (both apps name theirs callbacks.progress_bar).
+    common = [
+        f"paths.data_dir={data_dir}",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        *cfg.shared_overrides,
+    ]
     jobs = []
     for variant, extra in pretrain_variants(cfg).items():
         run_dir = work / "pretrain" / variant
@@ -152,7 +160,6 @@ def plan(cfg: DictConfig) -> list[Job]:
                     *cfg.pretrain_overrides,
                     f"trainer.max_steps={cfg.pretrain_steps}",
                     f"seed={cfg.pretrain_seed}",
-                    "callbacks.progress_bar=null",
                     *extra,
                     f"hydra.run.dir={run_dir}",
                 ],
@@ -185,7 +192,7 @@ def plan(cfg: DictConfig) -> list[Job]:
                 f"data.label_fraction={fraction}",
                 f"seed={seed}",
                 *pretrained,
-                "test_after_fit=false",
+                "validate_best=false",  # the study tests the best checkpoint once, itself
                 f"record.root={run_dir / 'record'}",
                 f"hydra.run.dir={run_dir}",
             ],
@@ -336,18 +343,18 @@ def pretraining_notes(jobs: list[Job]) -> str:
         "objects by k-NN on the teacher's RoI-grid pooled features (BatchNorm statistics of unmasked "
         "windows, leave-one-track-out), against always guessing the most frequent class.",
         "",
-        "| variant | " + " | ".join(LOSSES) + " | probe balanced acc | probe k-NN acc | majority acc | minutes |",
-        "|---|" + "---:|" * (len(LOSSES) + 4),
     ]
+    rows = []
     for job in jobs:
         if job.kind != "pretrain" or not job.result:
             continue
         r = job.result
-        cells = [_number(r.get(f"train/{k}")) for k in LOSSES]
+        cells = [job.condition, *(_number(r.get(f"train/{k}")) for k in LOSSES)]
         cells += [_number(r.get(k)) for k in ("probe/balanced_acc", "probe/knn_acc", "probe/majority_acc")]
         cells.append(f"{job.seconds / 60:.1f}")
-        lines.append(f"| {job.condition} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    header = ["variant", *LOSSES, "probe balanced acc", "probe k-NN acc", "majority acc", "minutes"]
+    return "\n".join(lines) + "\n" + reporting.markdown_table(header, rows, "lr")
 
 
 def probe_table(rows: list[dict]) -> str:

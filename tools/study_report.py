@@ -14,6 +14,8 @@ import warnings
 import zlib
 from pathlib import Path
 
+from evcmae.pretrain import reporting
+
 CONDITION_ORDER = (
     "scratch",
     "untrained",
@@ -183,7 +185,7 @@ def markdown_table(groups: list[dict]) -> str:
         "Δ class-agnostic",
     ]
     seeds_of = {(g.get("protocol", "finetune"), g["condition"], g["label_fraction"]): set(g["seeds"]) for g in groups}
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for g in groups:
         protocol = g.get("protocol", "finetune")
         base_seeds = seeds_of.get((protocol, BASELINES.get(protocol, BASELINE), g["label_fraction"]))
@@ -198,8 +200,8 @@ def markdown_table(groups: list[dict]) -> str:
             wins,
             _delta_cell(g["delta"].get("AP_class_agnostic"), g["delta_std"].get("AP_class_agnostic")),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return reporting.markdown_table(header, rows)
 
 
 def condition_colour(condition: str):
@@ -214,26 +216,10 @@ def condition_colour(condition: str):
     return palette[len(CONDITION_ORDER) + zlib.crc32(condition.encode()) % spare]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def plot_ap_vs_fraction(groups: list[dict], path) -> None:
-    plt = _pyplot()
     from matplotlib.ticker import NullLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax,) = reporting.new_figure(1, (7, 4.5))
     plotted = [g for g in groups if g["mean"].get("AP") is not None and g.get("protocol", "finetune") == "finetune"]
     lines = [c for c in (BASELINE, "pretrained") if any(g["condition"] == c for g in plotted)]
     ablations = sorted({g["condition"] for g in plotted} - set(lines), key=_condition_key)
@@ -283,28 +269,17 @@ def plot_ap_vs_fraction(groups: list[dict], path) -> None:
     ax.grid(alpha=0.3)
     if plotted:
         ax.legend(fontsize=8)
-    _save(plt, fig, path)
+    reporting.save_figure(fig, path)
 
 
 def read_curve(csv_path) -> dict:
-    series = {"train_loss": ([], []), "val_AP": ([], [])}
-    columns = {"train/loss": "train_loss", "val/AP": "val_AP"}
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            step = row.get("step")
-            if not step:
-                continue
-            for column, name in columns.items():
-                value = row.get(column)
-                if value:
-                    series[name][0].append(int(float(step)))
-                    series[name][1].append(float(value))
-    return {name: (steps, values) for name, (steps, values) in series.items()}
+    """The training loss and validation AP of a fine-tuning run's CSV log, as (steps, values)."""
+    series = reporting.read_csv_log(csv_path)
+    return {"train_loss": series.get("train/loss", ([], [])), "val_AP": series.get("val/AP", ([], []))}
 
 
 def plot_curves(curves: list[dict], path) -> None:
-    plt = _pyplot()
-    fig, (loss_ax, ap_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (loss_ax, ap_ax) = reporting.new_figure(2, (11, 4))
     labelled = set()
     for curve in sorted(curves, key=_row_key):
         try:
@@ -331,7 +306,7 @@ def plot_curves(curves: list[dict], path) -> None:
         ax.grid(alpha=0.3)
     if labelled:
         ap_ax.legend(fontsize=7)
-    _save(plt, fig, path)
+    reporting.save_figure(fig, path)
 
 
 def write_report(

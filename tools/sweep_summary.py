@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from evcmae.pretrain import reporting
 from evcmae.tools.cli import entry
 
 LOSS_TERMS = ("train/occupancy", "train/reconstruction", "train/voxel_nce", "train/frame_contrastive")
@@ -97,17 +98,13 @@ def markdown(rows, varying, constant, metrics) -> str:
     lines = []
     if constant:
         lines.append("Shared by all runs: " + ", ".join(f"`{k}={v}`" for k, v in constant.items()) + "\n")
-    head = ["run", *varying, *metrics]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "|".join("---" if i < 1 + len(varying) else "---:" for i in range(len(head))) + "|")
-    for r in rows:
-        cells = [
-            r["run"],
-            *(r["overrides"].get(k, "–") for k in varying),
-            *(_fmt(r["metrics"].get(m)) for m in metrics),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    cells = [
+        [r["run"], *(r["overrides"].get(k, "–") for k in varying), *(_fmt(r["metrics"].get(m)) for m in metrics)]
+        for r in rows
+    ]
+    align = "l" * (1 + len(varying)) + "r" * len(metrics)
+    lines.append(reporting.markdown_table(["run", *varying, *metrics], cells, align))
+    return "\n".join(lines)
 
 
 def write_csv(path: Path, rows, metrics) -> None:
@@ -128,11 +125,6 @@ def write_csv(path: Path, rows, metrics) -> None:
 def plot(path: Path, rows, varying, metrics) -> None:
     """Probe accuracy and the loss terms per run; against the swept value when a single numeric
     override varies (a λ sweep reads as a curve), as bars otherwise."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     numeric = len(varying) == 1 and all(_number(r["overrides"].get(varying[0])) is not None for r in rows)
     if numeric:
         x = [_number(r["overrides"][varying[0]]) for r in rows]
@@ -143,7 +135,7 @@ def plot(path: Path, rows, varying, metrics) -> None:
         xs = list(range(len(rows)))
         xlabel = "run"
     labels = [", ".join(f"{k}={rows[i]['overrides'].get(k, '–')}" for k in varying) or rows[i]["run"] for i in order]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = reporting.new_figure(2, (12, 4.5))
     series = [("probe/knn_acc", axes[0])] + [(m, axes[1]) for m in LOSS_TERMS + ("train/total",)]
     for metric, ax in series:
         if metric not in metrics:
@@ -159,9 +151,7 @@ def plot(path: Path, rows, varying, metrics) -> None:
         if not numeric:
             ax.set_xticks(xs)
             ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    reporting.save_figure(fig, path)
 
 
 @entry("evcmae-sweep-summary")

@@ -145,10 +145,9 @@ def detector_ckpt(tmp_path):
 
     from evcmae.finetune.module import FinetuneModule
 
-    data = {"root": str(tmp_path), "width": 64, "height": 48, "downsample": 1, "num_bins": 10}
-    module = FinetuneModule(
-        {"input": "histogram", "size": "tiny", "num_classes": 8, "height": 48, "width": 64}, data=data
-    )
+    data = {"_target_": "evcmae.finetune.data.FinetuneDataModule", "root": str(tmp_path), "width": 64, "height": 48}
+    detector = {"_target_": "evcmae.finetune.encoder.EventDetector", "input": "histogram", "size": "tiny"}
+    module = FinetuneModule(detector, "etram8", width=64, height=48, data=data)
     path = tmp_path / "detector.ckpt"
     torch.save(
         {

@@ -109,13 +109,14 @@ def test_class_ids_beyond_num_classes_name_file_and_id(tiny_copy, tmp_path):
     labels["class_id"][7] = 11
     save_labels(bbox, labels)
     with pytest.raises(
-        LabelFileError, match=rf"{bbox.name}: class_id \(row 7\): class id 11 has no class: data.num_classes is 8"
+        LabelFileError,
+        match=rf"{bbox.name}: class_id \(row 7\): class id 11 has no class: the number of data.classes is 8",
     ):
         check_finetune_config(finetune_cfg(tiny_copy, tmp_path))
 
 
 def test_class_map_entries_beyond_num_classes(synth_tiny, tmp_path):
-    cfg = finetune_cfg(synth_tiny, tmp_path, "data.class_map=[0,1,2,1,2,1,1,3]", "data.num_classes=3")
+    cfg = finetune_cfg(synth_tiny, tmp_path, "data.class_map=[0,1,2,1,2,1,1,3]", "data.classes=etram3")
     with pytest.raises(ConfigError, match=r"data.class_map=.*entries must be class ids 0..2"):
         check_finetune_config(cfg)
 
@@ -148,10 +149,11 @@ def test_explicit_backbone_channels_are_not_silently_replaced(synth_tiny, tmp_pa
 
 
 def test_backbone_not_given_follows_the_pretrained_encoder(synth_tiny, tmp_path, narrow_export):
-    from evcmae.tools.finetune import build
+    from evcmae.tools.finetune import pretrained_overrides, with_overrides
+    from evcmae.tools.pretrain import build
 
     cfg = finetune_cfg(synth_tiny, tmp_path, f"model.pretrained={narrow_export}", "trainer.max_steps=1")
-    _, module, _ = build(cfg)
+    _, module, _ = build(with_overrides(cfg, pretrained_overrides(cfg.model)))  # as evcmae-finetune does
     assert list(module.model.encoder.backbone.channels) == [8, 16, 24]  # the export's widths, cut at x_conv3
 
 
