@@ -75,7 +75,8 @@ def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 # float16 is spconv's mixed-precision path on CUDA (16-mixed); it has no CPU kernels worth testing.
-DTYPES = [pytest.param(None, 1e-5, id="float32"), pytest.param(torch.float16, 2e-2, id="float16-autocast")]
+# float32 agrees to ~1e-7 on the CPU; a wrong kernel is off by O(1).
+DTYPES = [pytest.param(None, 1e-4, id="float32"), pytest.param(torch.float16, 2e-2, id="float16-autocast")]
 
 
 @pytest.mark.parametrize("autocast_dtype,tolerance", DTYPES)
@@ -102,27 +103,31 @@ def test_sparse_convs_match_the_cpu_reference(device, autocast_dtype, tolerance)
         assert _relative_error(p.grad.detach().cpu().double(), p_ref.grad) < tolerance, f"gradient of {name}"
 
 
-def test_backbone_matches_the_cpu_reference(device):
-    """The whole backbone in training mode (BatchNorm on batch statistics) on the device in float32
-    against the CPU in float64: every scale's features and the first conv's weight gradient."""
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_backbone_matches_the_cpu_reference(device, mode):
+    """The whole backbone on the device in float32 against the CPU in float64: every scale's
+    features in both modes (training mode normalises by batch statistics). Gradients are compared in
+    eval mode: in training mode BatchNorm's backward subtracts near-equal terms, and float32 rounding
+    alone then moves the first conv's gradient by 2.4e-3 (measured on the CPU), which would blur a
+    kernel fault with rounding; in eval mode every gradient agrees to 6e-7."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(2)
     coords, feats = random_voxels(2, GRID, 0.05, 3, g)
-    reference = SparseVoxelBackbone().double().train()
-    model = copy.deepcopy(reference).float().to(device).train()
+    reference = SparseVoxelBackbone().double().train(mode == "train")
+    model = copy.deepcopy(reference).float().to(device)
 
-    ref_out, _ = _run(reference, feats.double(), coords, 2, "cpu")
-    out, _ = _run(model, feats.float(), coords, 2, device)
+    ref_out, ref_grad = _run(reference, feats.double(), coords, 2, "cpu")
+    out, grad = _run(model, feats.float(), coords, 2, device)
 
     for name in ref_out:
         ref_keys, ref_rows = _sorted_rows(ref_out[name])
         keys, rows = _sorted_rows(out[name])
         assert torch.equal(keys, ref_keys), name
         assert _relative_error(rows, ref_rows) < 1e-4, name
-    w_ref = reference.conv_input[0].weight.grad
-    w = model.conv_input[0].weight.grad.detach().cpu().double()
-    # float32 rounding compounds back through 17 BatchNorms: 2.4e-3 measured for float32 on the CPU.
-    assert _relative_error(w, w_ref) < 1e-2
+    if mode == "eval":
+        assert _relative_error(grad, ref_grad) < 1e-4, "input gradient"
+        for (name, p_ref), (_, p) in zip(reference.named_parameters(), model.named_parameters()):
+            assert _relative_error(p.grad.detach().cpu().double(), p_ref.grad) < 1e-4, f"gradient of {name}"
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
