@@ -29,6 +29,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -416,13 +417,18 @@ class Run:
             return None, ""
         self.say(f"[{name}] $ {' '.join(argv)}  (limit {timeout:.0f} s)")
         start = time.monotonic()
+        # A session of its own, so that a stage stopped at its limit takes its children with it
+        # (a DDP worker left running would hold the GPU through the next stages).
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, start_new_session=True
+        )
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
-            code, stdout, stderr = done.returncode, done.stdout, done.stderr
-        except subprocess.TimeoutExpired as exc:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
             code = None
-            stdout = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
-            stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
         seconds = round(time.monotonic() - start, 1)
         self.log(f"--- stdout ---\n{_tail(stdout)}\n--- stderr ---\n{_tail(stderr)}")
         self.say(f"[{name}] {'timed out' if code is None else f'exit {code}'} after {seconds} s")
@@ -441,7 +447,7 @@ def machine_info(python: str) -> dict:
     if shutil.which("nvidia-smi"):
         query = "name,driver_version,memory.total,clocks.max.sm,power.limit"
         done = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True, timeout=60
         )
         info["nvidia_smi"] = done.stdout.strip() or done.stderr.strip()
     probe = (
@@ -454,7 +460,7 @@ def machine_info(python: str) -> dict:
         " cudnn=torch.backends.cudnn.version())\n"
         "print(json.dumps(d))\n"
     )
-    done = subprocess.run([python, "-c", probe], capture_output=True, text=True)
+    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120)
     try:
         info.update(json.loads(done.stdout.strip().splitlines()[-1]))
     except (json.JSONDecodeError, IndexError):
@@ -542,7 +548,7 @@ def run_check(args) -> int:
     run.say(f"gpu_check {'dry run on the CPU' if args.dry_run else 'run'}: budget {args.budget_s:.0f} s, output {out}")
     run.result["machine"] = machine_info(python)
     if shutil.which("nvidia-smi"):
-        run.log(subprocess.run(["nvidia-smi"], capture_output=True, text=True).stdout)
+        run.log(subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=60).stdout)
     run.save()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     failures = []
