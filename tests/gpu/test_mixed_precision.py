@@ -93,6 +93,13 @@ def test_pretraining_fit_is_finite(synth_tiny, tmp_path, device, accelerator, pr
     assert trainer.global_step == steps
     assert module.nonfinite_total == 0
     _assert_trained_finitely(recorder, module, steps, PRETRAIN_TERMS)
+    # Mixed precision keeps the weights and AdamW's moments in float32, where its eps (1e-8, which
+    # float16 would round to 0) still guards the division; the half-precision copies are autocast's.
+    optimizer = trainer.optimizers[0]
+    assert all(p.dtype == torch.float32 for g in optimizer.param_groups for p in g["params"])
+    moments = [v for state in optimizer.state.values() for k, v in state.items() if k in ("exp_avg", "exp_avg_sq")]
+    assert moments and all(v.dtype == torch.float32 for v in moments)
+    assert all(g["eps"] >= 1e-8 for g in optimizer.param_groups)
     scaler = getattr(trainer.precision_plugin, "scaler", None)
     if device == "cuda" and precision == "16-mixed":
         assert scaler is not None and math.isfinite(scaler.get_scale()) and scaler.get_scale() > 0
