@@ -4,17 +4,20 @@ The dense twin has the same stages, channels, kernels, strides, padding and resi
 (submanifold convs become ordinary 3x3x3 convs), so the comparison isolates what sparsity buys
 at a given occupancy. Voxels are drawn uniformly at random: the worst case for sparse convs,
 since scattered sites dilate most under strided convs; real events cluster along edges.
-Timings are medians of forward + backward (training mode) on one thread by default.
+Timings are medians of forward + backward (training mode): on the CPU one thread by default, on
+CUDA synchronised around every run. Under float16 autocast spconv runs its fp16 kernels and the
+dense twin cuDNN's.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from evcmae.events.benchmarks import median_ms
+from evcmae.events.benchmarks import check_device, device_info, device_sync, median_ms
 
 from .sparse_resnet import SparseVoxelBackbone
 from .spconv_compat import spconv
@@ -86,56 +89,92 @@ def random_voxels(
     return coords, torch.rand(len(coords), channels, generator=generator)
 
 
-def _step(model, make_input):
+def _step(model, make_input, autocast_dtype=None):
     model.zero_grad(set_to_none=True)
-    out = model(make_input())
-    feats = [o.features for o in out.values()] if isinstance(out, dict) else out
-    sum(f.float().mean() for f in feats).backward()
+    x = make_input()
+    device = x.features.device.type if hasattr(x, "features") else x.device.type
+    precision = torch.autocast(device, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with precision:
+        out = model(x)
+        feats = [o.features for o in out.values()] if isinstance(out, dict) else out
+        loss = sum(f.float().mean() for f in feats)
+    loss.backward()
+
+
+# Per device: the grid, batch and precisions a run measures by default. On a GPU a 10x90x160 grid
+# is launch-bound and says nothing; 10x360x640 is the voxel grid of a 640x360 window.
+DEFAULTS = {
+    "cpu": {"grid": (10, 90, 160), "batch_size": 2, "precisions": ("float32",), "threads": 1},
+    "cuda": {"grid": (10, 360, 640), "batch_size": 2, "precisions": ("float32", "float16"), "threads": None},
+}
+QUICK = {"grid": (6, 24, 32), "batch_size": 1, "repeats": 2}
+AUTOCAST = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def bench_backbone(
-    grid: Sequence[int] = (10, 90, 160),
-    batch_size: int = 2,
+    grid: Sequence[int] | None = None,
+    batch_size: int | None = None,
     occupancies: Sequence[float] = (0.02, 0.05, 0.20),
     repeats: int = 5,
-    threads: int | None = 1,
+    threads: int | None = -1,
     seed: int = 0,
+    device: str = "cpu",
+    precisions: Sequence[str] | None = None,
+    quick: bool = False,
 ) -> dict:
     """Forward + backward time of ``SparseVoxelBackbone()`` and its dense twin on a
-    ``batch_size`` x ``grid`` (T, H, W) input. The dense cost does not depend on occupancy, so it
-    is measured once and shared by every row."""
+    ``batch_size`` x ``grid`` (T, H, W) input, per occupancy and precision ("float32", or
+    "float16"/"bfloat16" under autocast). The dense cost does not depend on occupancy, so it is
+    measured once per precision and shared by its rows. ``quick``: a tiny grid, to check the
+    wiring. ``threads`` -1: the device's default (1 on CPU, torch's own on CUDA)."""
+    device = check_device(device)
+    defaults = {**DEFAULTS[device], **(QUICK if quick else {})}
+    grid = tuple(grid or defaults["grid"])
+    batch_size = batch_size or defaults["batch_size"]
+    repeats = defaults.get("repeats", repeats) if quick else repeats
+    precisions = tuple(precisions or defaults["precisions"])
+    threads = defaults["threads"] if threads == -1 else threads
+    unknown = set(precisions) - set(AUTOCAST)
+    if unknown:
+        raise ValueError(f"precisions must be among {sorted(AUTOCAST)}, not {sorted(unknown)}")
+    sync = device_sync(device)
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        sparse = SparseVoxelBackbone().train()
-        dense = dense_twin(sparse).train()
+        sparse = SparseVoxelBackbone().train().to(device)
+        dense = dense_twin(sparse).train().to(device)
         T, H, W = grid
-        dense_x = torch.rand(batch_size, sparse.in_channels, T, H, W, generator=gen)
-        dense_ms = median_ms(lambda: _step(dense, lambda: dense_x), repeats)
+        dense_x = torch.rand(batch_size, sparse.in_channels, T, H, W, generator=gen).to(device)
+        inputs = [(occ, *random_voxels(batch_size, grid, occ, sparse.in_channels, gen)) for occ in occupancies]
         rows = []
-        for occ in occupancies:
-            coords, feats = random_voxels(batch_size, grid, occ, sparse.in_channels, gen)
+        for precision in precisions:
+            dtype = AUTOCAST[precision]
+            dense_ms = median_ms(lambda dtype=dtype: _step(dense, lambda: dense_x, dtype), repeats, sync=sync)
+            for occ, coords, feats in inputs:
+                coords, feats = coords.to(device), feats.to(device)
 
-            def make(feats=feats, coords=coords):
-                return spconv.SparseConvTensor(feats, coords, list(grid), batch_size)
+                def make(feats=feats, coords=coords):
+                    return spconv.SparseConvTensor(feats, coords, list(grid), batch_size)
 
-            sparse_ms = median_ms(lambda make=make: _step(sparse, make), repeats)
-            rows.append(
-                {
-                    "occupancy": occ,
-                    "voxels": len(coords),
-                    "sparse_ms": round(sparse_ms, 1),
-                    "dense_ms": round(dense_ms, 1),
-                    "speedup": round(dense_ms / sparse_ms, 2),
-                }
-            )
+                sparse_ms = median_ms(lambda make=make, dtype=dtype: _step(sparse, make, dtype), repeats, sync=sync)
+                rows.append(
+                    {
+                        "precision": precision,
+                        "occupancy": occ,
+                        "voxels": len(coords),
+                        "sparse_ms": round(sparse_ms, 2),
+                        "dense_ms": round(dense_ms, 2),
+                        "speedup": round(dense_ms / sparse_ms, 2),
+                    }
+                )
     finally:
         torch.set_num_threads(old_threads)
     return {
         "benchmark": "backbone",
+        **device_info(device),
         "grid": list(grid),
         "batch_size": batch_size,
         "threads": threads or old_threads,

@@ -1,6 +1,7 @@
 """The one place spconv is imported from: ``from backbones.spconv_compat import spconv``.
 
-Importing it fixes two faults of spconv 2.3.x on CPU; applying the fixes again is a no-op.
+Importing it fixes three faults of spconv 2.3.x (two on CPU, one under bf16 autocast); applying the fixes
+again is a no-op.
 
 1. The backward pass asks torch for the current CUDA stream, which raises "Torch not compiled with
    CUDA enabled" on a CPU-only torch. The stream is only a handle that CPU kernels ignore, so
@@ -11,6 +12,12 @@ Importing it fixes two faults of spconv 2.3.x on CPU; applying the fixes again i
    run to run, with no error. It follows torch's thread count (measured:
    correct with ``torch.set_num_threads(1)``, wrong in most runs with 2). The sparse conv and pool
    ops therefore run with one thread when their tensors are on CPU; CUDA tensors are untouched.
+3. spconv has no bfloat16 kernels: a bf16 tensor fails with ``KeyError: torch.bfloat16``, which is
+   what CPU autocast (Lightning's ``bf16-mixed``) hands it, and CUDA autocast of either dtype casts
+   its inputs to float16 (``custom_fwd(cast_inputs=torch.float16)``), so under ``bf16-mixed`` the
+   sparse convs would run in fp16 with no loss scaling. Under bf16 autocast, or given bf16 features,
+   sparse convs therefore run in float32 with autocast off; the dense layers stay in bf16. fp16
+   autocast (``16-mixed``, with its gradient scaler) keeps spconv's own fp16 path.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import spconv.pytorch as spconv
 import torch
 from spconv.pytorch import cppcore, ops
 from spconv.pytorch import hash as sp_hash
+from spconv.pytorch.conv import SparseConvolution
 
-__all__ = ["spconv", "patch_cpu_stream", "patch_cpu_threads", "to_sparse_tensor"]
+__all__ = ["spconv", "patch_bf16_autocast", "patch_cpu_stream", "patch_cpu_threads", "to_sparse_tensor"]
 
 # Modules that bound ``get_current_stream`` by name at import time: each needs its own rebinding.
 _STREAM_USERS = (cppcore, ops, sp_hash)
@@ -72,6 +80,32 @@ def patch_cpu_threads() -> None:
             setattr(ops, name, _single_threaded_on_cpu(fn))
 
 
+def _under_bf16(features: torch.Tensor) -> bool:
+    device = features.device.type
+    if features.dtype == torch.bfloat16:
+        return True
+    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+
+
+def _float32_under_bf16(forward):
+    @functools.wraps(forward)
+    def wrapper(self, input, *args, **kwargs):
+        if not _under_bf16(input.features):
+            return forward(self, input, *args, **kwargs)
+        with torch.autocast(input.features.device.type, enabled=False):
+            return forward(self, input.replace_feature(input.features.float()), *args, **kwargs)
+
+    wrapper.evcmae_float32_under_bf16 = True
+    return wrapper
+
+
+def patch_bf16_autocast() -> None:
+    """Sparse convs in float32 under bf16 autocast or on bf16 features (see the module docstring, fault 3)."""
+    conv = SparseConvolution
+    if not getattr(conv.forward, "evcmae_float32_under_bf16", False):
+        conv.forward = _float32_under_bf16(conv.forward)
+
+
 def to_sparse_tensor(voxels) -> spconv.SparseConvTensor:
     """A ``VoxelBatch`` (or anything with coords, features, spatial_shape, batch_size) as spconv input.
 
@@ -88,3 +122,4 @@ def to_sparse_tensor(voxels) -> spconv.SparseConvTensor:
 
 patch_cpu_stream()
 patch_cpu_threads()
+patch_bf16_autocast()

@@ -29,6 +29,33 @@ def median_ms(fn, repeats: int, warmup: int = 1, sync=None) -> float:
     return float(np.median(times) * 1e3)
 
 
+def check_device(device: str) -> str:
+    """``device`` as given, after checking that torch can use it (one clear line if not)."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False)")
+    return device
+
+
+def device_sync(device: str):
+    """The ``sync`` for ``median_ms``: CUDA work is asynchronous, so timings wait for it."""
+    return torch.cuda.synchronize if device == "cuda" else None
+
+
+def device_info(device: str) -> dict:
+    """What a figure was measured on, for the JSON: the GPU's name and torch's CUDA version."""
+    if device != "cuda":
+        return {"device": "cpu"}
+    return {
+        "device": "cuda",
+        "gpu": torch.cuda.get_device_name(0),
+        "torch_cuda": torch.version.cuda,
+        # float32 convolutions may run as TF32 (cuDNN's default), float32 matmuls do not by default
+        "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
+    }
+
+
 def random_events(n: int, width: int, height: int, duration_us: int, seed: int = 0) -> Events:
     rng = np.random.default_rng(seed)
     return Events(

@@ -175,11 +175,7 @@ class PretrainModule(pl.LightningModule):
         return self.student["backbone"]
 
     def setup(self, stage: str) -> None:
-        if "bf16" in str(self.trainer.precision):
-            raise ValueError(
-                f"trainer.precision={self.trainer.precision}: spconv 2.x has no bfloat16 kernels; "
-                "use 16-mixed on a GPU, or 32-true"
-            )
+        # bf16-mixed works: the sparse convs run in float32 there (backbones/spconv_compat.py)
         resolve = getattr(self.masking, "resolve", None)
         if resolve is not None:
             self.masking = resolve(self.trainer.datamodule, self.backbone, self.until)
@@ -187,7 +183,7 @@ class PretrainModule(pl.LightningModule):
     # ----------------------------------------------------------------- training
     def _section(self, name: str):
         """A named span for the trainer's profiler (``trainer.profiler=simple``), which is how
-        ``evcmae-bench backbone`` reports where a step's time goes; a no-op without a trainer."""
+        ``evcmae-bench pretrain`` reports where a step's time goes; a no-op without a trainer."""
         trainer = self._trainer
         return trainer.profiler.profile(f"[evcmae]{name}") if trainer is not None else contextlib.nullcontext()
 

@@ -246,3 +246,23 @@ def test_config_from_state_round_trips():
         "blocks": [1, 2, 1],
         "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
     }
+
+
+def test_bf16_autocast_runs_the_sparse_convs_in_float32(voxel_batch):
+    """spconv has no bf16 kernels (a bf16 tensor raised KeyError); under bf16 autocast the sparse
+    convs run in float32 (spconv_compat, fault 3), so the backbone gives the float32 result, and a
+    conv handed bf16 features computes in float32 too."""
+    torch.manual_seed(0)
+    model = SparseVoxelBackbone().eval()
+    with torch.no_grad():
+        plain = model(voxel_batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(voxel_batch)
+    for name in plain:
+        assert mixed[name].features.dtype == torch.float32
+        assert torch.equal(mixed[name].features, plain[name].features), name
+    x = to_sparse_tensor(voxel_batch)
+    conv = spconv.SubMConv3d(x.features.shape[1], 4, 3, padding=1, indice_key="bf16")
+    out = conv(x.replace_feature(x.features.bfloat16()))
+    assert out.features.dtype == torch.float32
+    torch.testing.assert_close(out.features, conv(x).features, rtol=1e-2, atol=1e-2)  # bf16-rounded inputs
