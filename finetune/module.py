@@ -227,7 +227,7 @@ class FinetuneModule(pl.LightningModule):
         decoded = self.model.forward_detect(feats)
         dets = postprocess(decoded.float(), self.hparams.conf_threshold, self.hparams.nms_threshold)
         for det, (l, b) in zip(dets, where):
-            boxes = detections_to_boxes(det, int(batch.end_times[l, b]), self.eval_config.protocol)
+            boxes = detections_to_boxes(det, int(batch.end_times[l, b]), self.trainer.datamodule.eval_config.protocol)
             self._preds.setdefault(batch.recordings[b], []).append(boxes)
 
     def validation_step(self, batch, batch_idx: int):

@@ -53,7 +53,9 @@ TOOLS = {
     "evcmae-viz": ([], r"evcmae-viz: wrote ", None),
     "evcmae-info": ([], r"events\s+84,060", None),
     "evcmae-synth": (["--out", "synth", "--preset", "tiny"], r"6 recordings", "synth/synth.json"),
-    "evcmae-preprocess": ([], r"test: 1 sequences, 19 representations", None),
+    "evcmae-preprocess": ([], r"test: 1 sequences, \d+ representations|3 recordings converted to HDF5", None),
+    "evcmae-convert-rvt": ([], r"loaded 376 of 376 tensors", None),
+    "evcmae-export": ([], r"graph of one window -> (?s:.*)max \|exported - PyTorch\|", None),
 }
 # README placeholder -> artefact (keys of the `artefacts` fixture); the longest match is replaced first
 PLACEHOLDERS = {
@@ -67,7 +69,18 @@ PLACEHOLDERS = {
     "<rvt_dir>": "rvt_dir",
     "<name>": "name",
     "data/demo": "raw_dir",  # the demo preset's folder, as evcmae-demo leaves it: the tiny preset here
+    # Coming from RVT and the public datasets: an RVT-named checkpoint (gen4's 3 classes), its
+    # conversion, and one tiny recording per split in each dataset's own layout (dataset_fixtures)
+    "<rvt.ckpt>": "rvt_ckpt",
+    "<rvt_evcmae.ckpt>": "rvt_evcmae",
+    "<gen1_h5>": "gen1_h5",
+    "<gen1>": "gen1",
+    "<gen4>": "gen4",
+    "<etram>": "etram",
 }
+# An example that names its own dataset (data=gen1, ...) keeps it: the tiny preset's arguments give
+# way to these, which keep the run small on that dataset.
+OWN_DATA = ["trainer.max_steps=2", "trainer.log_every_n_steps=1", "data.batch_size=2", "data.num_workers=0"]
 # Examples (as the README writes them) that need more, or show more, than their tool's entry says:
 # example -> (more arguments, what the output must show as well, the file to look for instead)
 SPECIAL = {
@@ -127,6 +140,8 @@ def _substitute(example: str, artefacts: dict) -> list[str]:
         assert not unknown, f"README example {example!r}: unknown placeholder {unknown}: add it to PLACEHOLDERS"
         out.append(arg)
     extra = TOOLS[tool][0] + SPECIAL.get(example, ([],))[0]
+    if any(a.startswith("data=") and a != "data=tiny" for a in args[1:]):
+        extra = [*OWN_DATA, *(["data.seq_len=2"] if tool == "evcmae-finetune" else [])]
     return out + [a.format(data=artefacts["data"]) for a in extra]
 
 
@@ -158,6 +173,28 @@ def _compose_sweep(args: list[str]):
         with initialize_config_dir(config_dir=config_dir(app), version_base="1.3"):
             configs.append(compose(app, overrides=list(point), return_hydra_config=True))
     return configs
+
+
+def _dataset_artefacts(base: Path) -> dict:
+    """Tiny Gen1 (DAT), 1 Mpx and eTraM datasets in their own layouts, Gen1's HDF5 copy, an RVT
+    checkpoint with RVT's tensor names (random weights, RVT-tiny, 3 classes) and its conversion."""
+    import torch
+    from dataset_fixtures import write_dataset
+
+    from evcmae.events.convert import convert_dataset
+    from evcmae.finetune.encoder import EventDetector
+    from evcmae.finetune.rvt_checkpoint import convert, rvt_name
+
+    out = {name: write_dataset(base / name, name) for name in ("gen1", "gen4", "etram")}
+    out["gen1_h5"] = base / "gen1_h5"
+    convert_dataset(out["gen1"], out["gen1_h5"], width=304, height=240)
+    torch.manual_seed(0)
+    model = EventDetector("histogram", "tiny", 3, 360, 640)
+    out["rvt_ckpt"] = base / "rvt.ckpt"
+    torch.save({"state_dict": {f"mdl.{rvt_name(k)}": v for k, v in model.state_dict().items()}}, out["rvt_ckpt"])
+    out["rvt_evcmae"] = base / "rvt_evcmae.ckpt"
+    convert(out["rvt_ckpt"], out["rvt_evcmae"], dataset="gen4")
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +235,9 @@ def artefacts(tmp_path_factory, synth_tiny):
         (sweep / str(job) / ".hydra").mkdir(parents=True)
         (sweep / str(job) / ".hydra" / "overrides.yaml").write_text(f"- loss.weights.voxel_nce={weight}\n")
         shutil.copy(pretrain_run / "final_metrics.json", sweep / str(job))
+    datasets = _dataset_artefacts(base)
     return {
+        **datasets,
         "data": data,
         "raw_dir": raw,
         "rvt_dir": "rvt",  # relative: a fresh folder in each example's working folder

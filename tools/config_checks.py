@@ -149,9 +149,12 @@ def _check_class_ids(cfg: DictConfig, root: Path, splits) -> None:
         limit, what = len(class_map), "len(data.class_map)"
     else:
         limit, what = num_classes, "the number of data.classes"
+    keep = _get(cfg, "data.keep_classes")
     for path, kind in _label_files(cfg, root, splits):
         if kind == "npy":
             labels = load_labels(path)
+            if isinstance(keep, list):  # ids the label filter drops (1 Mpx: 3-6) never reach the model
+                labels = labels[np.isin(labels["class_id"], keep)]
         else:
             with np.load(path, allow_pickle=False) as data:
                 labels = as_bbox_array(data["labels"], path)

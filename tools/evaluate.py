@@ -100,17 +100,18 @@ def load_checkpoint(path, data_overrides: dict | None = None, threads: int = 1, 
     return module, instantiate(data)
 
 
-def set_eval_config(module, overrides: dict) -> None:
-    """Replace the module's evaluation settings by its own with ``overrides`` applied."""
+def set_eval_config(datamodule, overrides: dict) -> None:
+    """Replace the data's evaluation settings (the protocol, the filters) by its own with
+    ``overrides`` applied."""
     from evcmae.finetune.evaluation import EvalConfig
 
     unknown = sorted(set(overrides) - set(EvalConfig.__dataclass_fields__))
     if unknown:
         raise SystemExit(f"unknown eval setting(s) {unknown}; known: {sorted(EvalConfig.__dataclass_fields__)}")
-    current = asdict(module.eval_config)
+    current = asdict(datamodule.eval_config)
     if "protocol" in overrides and "time_tol_us" not in overrides:
         current["time_tol_us"] = None  # the new protocol's own tolerance
-    module.eval_config = EvalConfig(**{**current, **overrides})
+    datamodule.eval_config = EvalConfig(**{**current, **overrides})
 
 
 def evaluate_checkpoint(
@@ -129,7 +130,7 @@ def evaluate_checkpoint(
     from evcmae.finetune.report import summary_text
 
     module, datamodule = load_checkpoint(checkpoint, data_overrides, dataset=dataset)
-    set_eval_config(module, eval_overrides or {})
+    set_eval_config(datamodule, eval_overrides or {})
     datamodule.prepare_data()
     datamodule.splits["test"] = datamodule.splits.get(split, split)
     for rec in datamodule.recordings("test"):  # ids the model has no output for: one line, not a crash
@@ -155,7 +156,7 @@ def evaluate_checkpoint(
         config={
             "checkpoint": str(checkpoint),
             "split": split,
-            "eval": asdict(module.eval_config),
+            "eval": asdict(datamodule.eval_config),
             "data": {k: v for k, v in datamodule.__dict__.items() if isinstance(v, (int, float, str))},
         },
         name=f"eval-{split}",
