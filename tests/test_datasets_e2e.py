@@ -26,7 +26,7 @@ CASES = {
 
 def finetune_two_steps(dataset, root, rvt_root, out):
     from evcmae.tools.demo import _compose
-    from evcmae.tools.finetune import run
+    from evcmae.tools.finetune import train
 
     cfg = _compose(
         "finetune",
@@ -43,11 +43,11 @@ def finetune_two_steps(dataset, root, rvt_root, out):
             "data.seq_len=2",
             "data.batch_size=1",
             "data.augment=null",
-            "test_after_fit=false",
+            "validate_best=false",
         ],
         out / "run",
     )
-    return run(cfg)["checkpoint"]
+    return train(cfg)["checkpoint"]
 
 
 @pytest.mark.slow

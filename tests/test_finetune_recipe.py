@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 def _build(out, synth_tiny, *overrides):
     from evcmae.tools.demo import _compose
-    from evcmae.tools.finetune import build
+    from evcmae.tools.pretrain import build
 
     cfg = _compose(
         "finetune",
@@ -22,7 +22,7 @@ def _build(out, synth_tiny, *overrides):
             f"paths.log_dir={out}/logs",
             "trainer.enable_progress_bar=false",
             "trainer.limit_val_batches=0",
-            "test_after_fit=false",
+            "validate_best=false",
             "data.seq_len=2",
             "data.augment=null",
             "optim.lr=0.002",

@@ -119,7 +119,7 @@ def _check_sensor(cfg: DictConfig, files: list[Path]) -> None:
 def _label_files(cfg: DictConfig, root: Path, splits) -> list[tuple[Path, str]]:
     """(file, kind) of the box labels a fine-tuning run reads: ``*_bbox.npy`` beside the raw
     recordings, or RVT's ``labels_v2/labels.npz`` for the histogram input."""
-    if _get(cfg, "model.input") == "histogram":
+    if _get(cfg, "model.detector.input") == "histogram":
         rvt = _get(cfg, "data.rvt_root")
         rvt = Path(rvt) if isinstance(rvt, str) else root.with_name(root.name + "_rvt")
         return [(p, "npz") for s in splits for p in sorted((rvt / s).glob("*/labels_v2/labels.npz"))]
@@ -334,14 +334,14 @@ def check_finetune_config(cfg: DictConfig) -> None:
     if root is not None:
         splits = [s for s in (_get(cfg, f"data.{k}_split") for k in ("train", "val", "test")) if isinstance(s, str)]
         splits = splits or ["train", "val", "test"]
-        if _get(cfg, "model.input") != "histogram":
+        if _get(cfg, "model.detector.input") != "histogram":
             _check_sensor(cfg, _recordings(root, splits))
         _check_class_ids(cfg, root, splits)
     _check_outputs(
         cfg,
         [
             ("paths.output_dir", "output folder"),
-            ("checkpoint.dirpath", "checkpoint folder"),
+            ("callbacks.checkpoint.dirpath", "checkpoint folder"),
             ("record.root", "experiment record folder"),
         ],
     )

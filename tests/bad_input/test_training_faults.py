@@ -181,7 +181,7 @@ def test_runs_of_empty_windows_are_skipped_and_counted(synth_tiny, tmp_path):
 @pytest.mark.slow
 def test_finetune_resume_with_a_larger_max_steps(synth_tiny, tmp_path):
     from evcmae.tools.demo import _compose
-    from evcmae.tools.finetune import build
+    from evcmae.tools.pretrain import build
 
     def finetune(steps, ckpt=None):
         GlobalHydra.instance().clear()
@@ -197,8 +197,8 @@ def test_finetune_resume_with_a_larger_max_steps(synth_tiny, tmp_path):
                 "+trainer.enable_model_summary=false",
                 "data.seq_len=2",
                 "data.augment=null",
-                "checkpoint.monitor=null",
-                "+checkpoint.every_n_train_steps=1",
+                "callbacks.checkpoint.monitor=null",
+                "+callbacks.checkpoint.every_n_train_steps=1",
             ],
             tmp_path / "run",
         )

@@ -108,7 +108,7 @@ def test_pretraining_fit_is_finite(synth_tiny, tmp_path, device, accelerator, pr
 def test_finetuning_steps_under_16_mixed(tmp_path, device, accelerator):
     """The detector on the sparse encoder (spconv in fp16, RVT and YOLOX under autocast)."""
     from evcmae.tools.demo import _compose
-    from evcmae.tools.finetune import build
+    from evcmae.tools.pretrain import build
 
     steps = _steps(device)
     cfg = _compose(
