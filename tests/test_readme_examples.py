@@ -55,6 +55,7 @@ TOOLS = {
     "evcmae-synth": (["--out", "synth", "--preset", "tiny"], r"6 recordings", "synth/synth.json"),
     "evcmae-preprocess": ([], r"test: 1 sequences, \d+ representations|3 recordings converted to HDF5", None),
     "evcmae-convert-rvt": ([], r"loaded 376 of 376 tensors", None),
+    "evcmae-probe": (["--max-windows", "8"], r"(?s)pretrained .*untrained .*raw_features\s+balanced accuracy", None),
     "evcmae-export": ([], r"graph of one window -> (?s:.*)max \|exported - PyTorch\|", None),
 }
 # README placeholder -> artefact (keys of the `artefacts` fixture); the longest match is replaced first
