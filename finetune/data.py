@@ -2,21 +2,9 @@
 a label time, from raw recordings (voxelized on the fly, for the sparse encoder) or from RVT's
 preprocessed layout (stacked histograms, the baseline).
 
-Windows follow preprocessing's plan (``events.preprocess.plan_windows``): label frames thinned
-to ~10 Hz, every kept label time the exact end of a window, so both inputs see the same frames.
-A raw window holds the events with ``end - window < t <= end``.
-
-Sampling (RVT's three modes), all by a batch sampler yielding ``ChunkKey`` tuples:
-
-* ``stream``: each batch slot walks its own list of recordings chunk by chunk, so LSTM states
-  carry across chunks; ``is_first`` marks a recording's first chunk (the module resets that
-  slot's state);
-* ``random``: chunks ending at a labelled window, anywhere, each starting from a zero state;
-* ``mixed``: the first ``stream_fraction`` of the slots stream, the rest are random.
-
-Augmentation (train only) is drawn once per recording pass from the key's seed, so it is the same
-for every window and box of a sequence — and of every chunk of a streamed recording, whose carried
-state would otherwise see the scene jump.
+The data module puts together the pieces: the recordings (``recordings.py``: the window plan,
+the label fraction), the chunk samplers (``chunks.py``: stream, random, mixed) and augmentation
+(``augment.py``).
 """
 
 from __future__ import annotations
