@@ -54,6 +54,8 @@ def build(cfg: DictConfig, extra_callbacks=(), check=None):
     module = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None and "_target_" in c]
     callbacks += list(extra_callbacks)
+    if cfg.trainer.get("enable_progress_bar") is False:  # no bar asked for: the loss bar goes too
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     if logger:
