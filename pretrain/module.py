@@ -197,6 +197,9 @@ class PretrainModule(pl.LightningModule):
             visible = self.masking(full.coords, full.batch_size, generator=gen)
         with self._section("student"):
             student = self.backbone(visible_part(full, visible), until=self.until)
+        # Each output reaches the objectives through its own view ("tap"): a term's gradient at the
+        # taps is where it enters the backbone, measured without running the backbone's backward.
+        student = {name: out.replace_feature(out.features.view_as(out.features)) for name, out in student.items()}
         return StepContext(
             full=full,
             visible=visible,
@@ -222,7 +225,8 @@ class PretrainModule(pl.LightningModule):
         return terms, logs
 
     def _grad_norms(self, ctx: StepContext, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """‖∂Lᵢ/∂(student outputs)‖ per term: where each term's gradient enters the backbone."""
+        """‖∂Lᵢ/∂(student outputs)‖ per term, at the outputs' taps (see ``_context``): where each
+        term's gradient enters the backbone, and no backward through the backbone itself."""
         outputs = [t.features for t in ctx.student.values() if t.features.requires_grad]
         norms = []
         for name in self.objectives:

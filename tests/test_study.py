@@ -176,6 +176,9 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
         "finetune_steps=2",
         "val_every=2",
         "seeds=[0]",
+        "seeds_full_labels=[0]",
+        "frozen.seeds=[0]",
+        "probe.max_windows=8",
         "label_fractions=[1.0]",
         "ablation.label_fraction=1.0",
         "ablation.conditions=[occupancy_only]",
@@ -186,16 +189,22 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     result = study.run(cfg, ["preset=tiny"])
     assert result["failed"] == {}
     rows = json.loads((tmp_path / "results" / "summary.json").read_text())
-    assert {(r["condition"], r["label_fraction"], r["seed"]) for r in rows} == {
-        ("scratch", 1.0, 0),
-        ("pretrained", 1.0, 0),
-        ("occupancy_only", 1.0, 0),
+    assert {(r["protocol"], r["condition"], r["label_fraction"], r["seed"]) for r in rows} == {
+        ("finetune", "scratch", 1.0, 0),
+        ("finetune", "pretrained", 1.0, 0),
+        ("finetune", "occupancy_only", 1.0, 0),
+        ("frozen", "untrained", 1.0, 0),
+        ("frozen", "pretrained", 1.0, 0),
     }
+    probe = json.loads((tmp_path / "results" / "probe.json").read_text())
+    assert [r["encoder"] for r in probe] == ["pretrained", "untrained", "raw_features", "supervised"]
+    assert all(0 <= r["balanced_accuracy"] <= 1 for r in probe)
     for row in rows:
         assert row["split"] == "test" and set(row) >= {"AP", "AP50"}
         assert row["AP"] is None or 0.0 <= row["AP"] <= 1.0
     report = (tmp_path / "results" / "README.md").read_text()
-    assert "| occupancy_only | 100 % |" in report and "## Pretraining runs" in report
+    assert "| finetune | occupancy_only | 100 % |" in report and "## Pretraining runs" in report
+    assert "| frozen | pretrained | 100 % |" in report and "## Representation probe" in report
     for name in (
         "ap_vs_label_fraction.png",
         "finetune_curves.png",
