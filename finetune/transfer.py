@@ -135,7 +135,12 @@ def load_pretrained(
             f"{sorted(state)[:5]}, encoder expects e.g. {sorted(own)[:5]}"
         )
     report["loaded_count"], report["total"] = len(report["loaded"]), len(own)
+    # every stage the detector uses, with how many of its tensors came from the file
+    stages = list(backbone.stage_modules()) if hasattr(backbone, "stage_modules") else []
+    report["stages"] = {stage: sum(k.startswith(f"{stage}.") for k in report["loaded"]) for stage in stages}
     message = f"pretrained encoder from {path} ({which}): " + lines[0]
+    if stages:
+        message += "; stages used: " + ", ".join(f"{k} ({n} tensors)" for k, n in report["stages"].items())
     echo(message)
     log.info(message)
     if logger is not None and hasattr(logger, "log_hyperparams"):

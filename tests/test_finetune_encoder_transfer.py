@@ -77,6 +77,9 @@ def test_transfer_from_export_loads_every_encoder_tensor(export_dir):
     assert report["loaded_count"] == report["total"] == len(enc.backbone.state_dict())
     assert not report["missing"] and all(k.startswith("conv4") for k in report["unexpected"])
     assert f"loaded {report['total']} of {report['total']} tensors" in messages[0]
+    # the report names every stage the encoder uses, each loaded
+    assert list(report["stages"]) == list(enc.backbone.stage_modules())
+    assert all(n > 0 for n in report["stages"].values()) and "stages used: conv_input" in messages[0]
     assert torch.equal(enc.backbone.conv_input[0].weight, teacher.conv_input[0].weight)
 
 
