@@ -217,6 +217,10 @@ class PretrainModule(pl.LightningModule):
 
     def _terms(self, ctx: StepContext) -> tuple[dict, dict]:
         terms, logs = {}, {}
+        if any(o.needs_teacher for o in self.objectives.values()):
+            ctx.teacher()  # in its own "teacher" span, not inside the first objective's
+        if any(o.needs_neighbour for o in self.objectives.values()):
+            ctx.teacher_neighbour()
         for name, objective in self.objectives.items():
             with self._section(f"loss_{name}"):
                 out = objective(ctx)

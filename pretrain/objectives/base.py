@@ -76,6 +76,10 @@ class Objective(nn.Module):
     ``after_backward`` runs once the step's backward is done (queues update there)."""
 
     scales: Sequence[str] = ()
+    # Which teacher passes the objective reads; the module runs them once, before any objective,
+    # so each objective's profiler span holds its own work only.
+    needs_teacher: bool = False
+    needs_neighbour: bool = False
 
     def __init__(self, weight: float = 1.0):
         super().__init__()

@@ -19,6 +19,8 @@ class FrameContrastiveObjective(Objective):
     The step's keys are enqueued only after backward (the loss graph reads the queue buffer) and
     gathered from every rank first, so all ranks hold the same queue."""
 
+    needs_neighbour = True
+
     def __init__(
         self,
         channels: Mapping[str, int],

@@ -16,6 +16,8 @@ class ReconstructionObjective(Objective):
     give, per scale, the hidden share of the teacher's sites and the share of those the decoder
     can reach (a student site within its kernel)."""
 
+    needs_teacher = True
+
     def __init__(
         self,
         channels: Mapping[str, int],

@@ -22,6 +22,8 @@ class VoxelNCEObjective(Objective):
     sees, the positive is its own input passed through two similar networks, which an untrained
     pair already ranks first often; at hidden sites it must be inferred from context."""
 
+    needs_teacher = True
+
     def __init__(
         self,
         channels: Mapping[str, int],
