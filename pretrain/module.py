@@ -191,10 +191,17 @@ class PretrainModule(pl.LightningModule):
         state = np.random.SeedSequence([self.seed, self.global_rank, self.current_epoch, batch_idx])
         return torch.Generator().manual_seed(int(state.generate_state(1, np.uint64)[0] >> 1))
 
-    def _context(self, batch, batch_idx: int) -> StepContext:
+    def _draw_mask(self, batch, batch_idx: int) -> tuple[torch.Generator, torch.Tensor | None]:
+        """The step's generator and the student's visible-voxel mask (None for a batch with no
+        voxels). The generator goes on to the objectives' sampling, so the mask is drawn once."""
         gen, full = self._generator(batch_idx), batch.anchor
+        if full.batch_size == 0 or len(full) == 0:
+            return gen, None
         with self._section("masking"):
-            visible = self.masking(full.coords, full.batch_size, generator=gen)
+            return gen, self.masking(full.coords, full.batch_size, generator=gen)
+
+    def _context(self, batch, gen: torch.Generator, visible: torch.Tensor) -> StepContext:
+        full = batch.anchor
         with self._section("student"):
             student = self.backbone(visible_part(full, visible), until=self.until)
         # Each output reaches the objectives through its own view ("tap"): a term's gradient at the
@@ -253,9 +260,10 @@ class PretrainModule(pl.LightningModule):
         }
 
     def training_step(self, batch, batch_idx: int):
-        if not self._batch_has_work(batch, batch_idx):
+        gen, visible = self._draw_mask(batch, batch_idx)
+        if not self._batch_has_work(batch, visible):
             return self._skip_empty_batch()
-        ctx = self._context(batch, batch_idx)
+        ctx = self._context(batch, gen, visible)
         terms, logs = self._terms(ctx)
         problem = None
         with self._section("grad_norms"):
@@ -287,15 +295,12 @@ class PretrainModule(pl.LightningModule):
         self.log("train/ema_momentum", self.ema_momentum(self.trainer.global_step + 1), batch_size=B)
         return total
 
-    def _batch_has_work(self, batch, batch_idx: int) -> bool:
+    def _batch_has_work(self, batch, visible: torch.Tensor | None) -> bool:
         """False for a batch the losses cannot use: every window empty (the collate left no sample)
-        or nothing to mask (each sample one masking unit). The mask is the one ``_terms`` draws
-        (same seed). All ranks must agree, as for non-finite losses."""
+        or nothing to mask (each sample one masking unit). All ranks must agree, as for non-finite
+        losses."""
         self.empty_windows_total += int(getattr(batch, "empty_windows", 0))
-        full = batch.anchor
-        ok = full.batch_size > 0 and len(full) > 0
-        if ok:
-            ok = not bool(self.masking(full.coords, full.batch_size, generator=self._generator(batch_idx)).all())
+        ok = visible is not None and not bool(visible.all())
         return self.trainer.strategy.reduce_boolean_decision(ok, all=True)
 
     def _skip_empty_batch(self):

@@ -47,32 +47,6 @@ def box_cells(boxes: torch.Tensor, pixels_per_cell: Sequence[int]) -> torch.Tens
     return torch.stack([y0, x0, y1, x1], 1).long()
 
 
-def pool_boxes(
-    features: torch.Tensor, coords: torch.Tensor, box_sample: torch.Tensor, cells: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean feature of the active sites inside each box, over all time bins.
-
-    features (N, C), coords (N, 4) = (batch, t, y, x) of a sparse feature map; box_sample (M,) the
-    batch entry of each box; cells (M, 4) from ``box_cells``. Returns (M, C) embeddings and (M,)
-    bool: the box covered at least one site (empty boxes get zeros and should be dropped)."""
-    coords = coords.long()
-    out = features.new_zeros(cells.shape[0], features.shape[1])
-    found = torch.zeros(cells.shape[0], dtype=torch.bool, device=features.device)
-    for b in torch.unique(box_sample).tolist():
-        boxes = torch.nonzero(box_sample == b).squeeze(1)
-        sites = torch.nonzero(coords[:, 0] == b).squeeze(1)
-        if sites.numel() == 0:
-            continue
-        y, x = coords[sites, 2], coords[sites, 3]
-        c = cells[boxes]
-        inside = (y[None] >= c[:, 0:1]) & (y[None] <= c[:, 2:3]) & (x[None] >= c[:, 1:2]) & (x[None] <= c[:, 3:4])
-        counts = inside.sum(1)
-        sums = inside.to(features.dtype) @ features[sites]
-        out[boxes] = sums / counts.clamp(min=1)[:, None].to(features.dtype)
-        found[boxes] = counts > 0
-    return out, found
-
-
 def roi_grid_pool(
     features: torch.Tensor,
     coords: torch.Tensor,
@@ -82,7 +56,7 @@ def roi_grid_pool(
     grid: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """RoI-grid embeddings: (M, grid·grid·C) means of the active sites in each sub-box, and (M,)
-    bool, the box covered at least one site. ``grid=1`` is :func:`pool_boxes`.
+    bool, the box covered at least one site. ``grid=1`` is the plain mean over the box.
 
     ``boxes`` (M, 4) x, y, w, h in sensor pixels; a site (y, x) of a map with ``pixels_per_cell``
     (py, px) is placed by its centre ((y + ½)·py, (x + ½)·px) into the sub-box it falls in (those

@@ -9,8 +9,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from config_helpers import QUIET_FIT, tiny_pretrain_config
 
 from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
 from evcmae.pretrain.ema import ema_momentum, horizon_base, initial_share
@@ -31,26 +30,15 @@ def tiny(synth_tiny):
 
 
 def make_cfg(tiny, out, *overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=pretrain_tool.config_dir("pretrain"), version_base="1.3"):
-        return compose(
-            "pretrain",
-            overrides=[
-                f"paths.root_dir={out}",
-                f"paths.output_dir={out}",
-                "data=tiny",
-                f"data.root={tiny}",
-                "torch_threads=1",
-                "trainer.max_steps=4",
-                "trainer.log_every_n_steps=1",
-                "trainer.enable_progress_bar=false",
-                "callbacks.progress_bar=null",
-                "data.val_max_windows=8",
-                "trainer.limit_val_batches=0",
-                "final_validation=false",
-                *overrides,
-            ],
-        )
+    return tiny_pretrain_config(
+        tiny,
+        out,
+        *QUIET_FIT,
+        "trainer.max_steps=4",
+        "trainer.log_every_n_steps=1",
+        "data.val_max_windows=8",
+        *overrides,
+    )
 
 
 class EmaRecorder(pl.Callback):

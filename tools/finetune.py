@@ -79,9 +79,11 @@ def train(cfg: DictConfig) -> dict:
     from evcmae.finetune.report import summary_text
 
     start = time.perf_counter()
-    check_finetune_config(cfg)  # an explicit backbone.* that contradicts model.pretrained is refused here
+    # Checked as given, before the export's settings replace backbone.* and voxel.*: an explicit
+    # value that contradicts model.pretrained is refused here, not silently replaced.
+    check_finetune_config(cfg)
     cfg = with_overrides(cfg, pretrained_overrides(cfg.model))
-    datamodule, model, trainer = build(cfg)
+    datamodule, model, trainer = build(cfg, check=False)
     if not cfg.get("ckpt_path"):  # resuming restores the weights from the checkpoint instead
         load_start(model, cfg.model, trainer.logger)
     record = None

@@ -37,7 +37,8 @@ def config_dir(app: str = "pretrain") -> str:
 def build(cfg: DictConfig, extra_callbacks=(), check=None):
     """(datamodule, module, trainer) from a composed config (pretraining's or fine-tuning's); seeds
     first, so weights are reproducible. ``check`` validates the config first; by default the rules
-    of the app the config belongs to (a fine-tuning config has no ``loss``)."""
+    of the app the config belongs to (a fine-tuning config has no ``loss``); ``False`` when the
+    caller has checked it already."""
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
@@ -46,7 +47,8 @@ def build(cfg: DictConfig, extra_callbacks=(), check=None):
         from evcmae.tools.config_checks import check_finetune_config
 
         check = check_pretrain_config if "loss" in cfg else check_finetune_config
-    check(cfg)  # before any work: a bad value is one line, not a crash later
+    if check is not False:
+        check(cfg)  # before any work: a bad value is one line, not a crash later
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from config_helpers import tiny_pretrain_config
 from hydra.core.global_hydra import GlobalHydra
 
 from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
@@ -19,19 +19,7 @@ from evcmae.tools.config_checks import check_finetune_config, check_pretrain_con
 torch.set_num_threads(1)
 
 
-def pretrain_cfg(root, out, *overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=pretrain_tool.config_dir("pretrain"), version_base="1.3"):
-        return compose(
-            "pretrain",
-            overrides=[
-                f"paths.root_dir={out}",
-                f"paths.output_dir={out}",
-                "data=tiny",
-                f"data.root={root}",
-                *overrides,
-            ],
-        )
+pretrain_cfg = tiny_pretrain_config
 
 
 def finetune_cfg(root, out, *overrides):

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
+from config_helpers import QUIET_FIT, tiny_pretrain_config
 from hydra.core.global_hydra import GlobalHydra
 
 from evcmae.events.errors import CheckpointError
@@ -103,24 +103,7 @@ def test_sequential_and_one_cycle_states_load_after_rebasing():
 
 # -- pretraining fits (slow) ----------------------------------------------------------------------
 def pretrain_cfg(root, out, *overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=pretrain_tool.config_dir("pretrain"), version_base="1.3"):
-        return compose(
-            "pretrain",
-            overrides=[
-                f"paths.root_dir={out}",
-                f"paths.output_dir={out}",
-                "data=tiny",
-                f"data.root={root}",
-                "torch_threads=1",
-                "trainer.enable_progress_bar=false",
-                "callbacks.progress_bar=null",
-                "trainer.limit_val_batches=0",
-                "final_validation=false",
-                "callbacks.checkpoint.every_n_train_steps=2",
-                *overrides,
-            ],
-        )
+    return tiny_pretrain_config(root, out, *QUIET_FIT, "callbacks.checkpoint.every_n_train_steps=2", *overrides)
 
 
 def fit(root, out, steps, ckpt=None, callbacks=()):

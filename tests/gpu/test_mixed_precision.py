@@ -9,8 +9,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from config_helpers import tiny_pretrain_config
 
 from evcmae.tools import pretrain as pretrain_tool
 
@@ -61,26 +60,19 @@ def _assert_trained_finitely(recorder: StepLosses, module, steps: int, terms) ->
 
 
 def _pretrain_cfg(root, out, accelerator, precision, steps):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=pretrain_tool.config_dir("pretrain"), version_base="1.3"):
-        return compose(
-            "pretrain",
-            overrides=[
-                f"paths.root_dir={out}",
-                f"paths.output_dir={out}",
-                "data=tiny",
-                f"data.root={root}",
-                f"trainer.accelerator={accelerator}",
-                "trainer.devices=1",
-                f"trainer.precision={precision}",
-                f"trainer.max_steps={steps}",
-                "trainer.log_every_n_steps=1",
-                "trainer.enable_progress_bar=false",
-                "callbacks.progress_bar=null",
-                "trainer.limit_val_batches=0",
-                "final_validation=false",
-            ],
-        )
+    return tiny_pretrain_config(
+        root,
+        out,
+        f"trainer.accelerator={accelerator}",
+        "trainer.devices=1",
+        f"trainer.precision={precision}",
+        f"trainer.max_steps={steps}",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        "trainer.limit_val_batches=0",
+        "final_validation=false",
+    )
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
