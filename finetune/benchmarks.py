@@ -15,6 +15,7 @@ machine can stand behind); on CUDA synchronised around every run.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from pathlib import Path
 from typing import Sequence
@@ -170,3 +171,148 @@ if __name__ == "__main__":
     import json
 
     print(json.dumps(bench_detector(), indent=2))
+
+
+# -- a fine-tuning step ------------------------------------------------------------------------
+# The module's spans (finetune/module.py ``_section``), summed over a step's windows by the profiler
+# per call: a step has seq_len encoder and RVT calls and one head call.
+STEP_PARTS = ("encoder", "rvt", "head_and_loss")
+STEP_DEFAULTS = {
+    "cpu": {"preset": "study", "batch_size": 2, "precision": "32-true", "threads": 1},
+    "cuda": {"preset": "bench", "batch_size": 8, "precision": "16-mixed", "threads": "null"},
+}
+
+
+def _fold_against_spconv_dense(encoder, voxels, repeats: int) -> dict:
+    """Forward + backward of densifying the encoder's output map: spconv's ``dense()`` (then a
+    reshape) against ``fold_time_into_channels``, on the same map, median ms of ``repeats``."""
+    from evcmae.finetune.encoder import fold_time_into_channels
+
+    out = encoder.backbone(voxels, until=encoder.output)[encoder.output]
+    features = out.features.detach().requires_grad_(True)
+    x = out.replace_feature(features)
+    upstream = torch.randn_like(fold_time_into_channels(x))
+
+    def spconv_dense():
+        d = x.dense()
+        return d.reshape(d.shape[0], -1, *d.shape[3:])
+
+    sync = device_sync(features.device.type)
+    ours = median_ms(lambda: torch.autograd.grad(fold_time_into_channels(x), features, upstream), repeats, 1, sync)
+    theirs = median_ms(lambda: torch.autograd.grad(spconv_dense(), features, upstream), repeats, 1, sync)
+    return {
+        "sites": int(features.shape[0]),
+        "ours_ms": round(ours, 2),
+        "spconv_dense_ms": round(theirs, 2),
+        "speedup": round(theirs / ours, 2),
+    }
+
+
+def bench_finetune_step(
+    steps: int = 6,
+    warmup: int = 2,
+    root: str | None = None,
+    device: str = "cpu",
+    preset: str | None = None,
+    batch_size: int | None = None,
+    overrides=(),
+) -> dict:
+    """Median ms per fine-tuning step of each part (encoder, RVT, head and loss: summed over the
+    step's calls; backward, optimizer; the whole batch), with the densifying comparison.
+
+    ``root``: where the synthetic preset is generated (a temporary folder by default). The
+    study's CPU scale by default: the 'study' preset, one residual block per encoder stage."""
+    import tempfile
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from evcmae.tools.pretrain import build, config_dir
+
+    device = check_device(device)
+    defaults = STEP_DEFAULTS[device]
+    preset = preset or defaults["preset"]
+    batch_size = batch_size or defaults["batch_size"]
+    root = Path(root or tempfile.mkdtemp(prefix="evcmae_bench_"))
+    profiler = "{_target_: evcmae.pretrain.benchmarks.SyncedSimpleProfiler}" if device == "cuda" else "simple"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir("finetune"), version_base="1.3"):
+        cfg = compose(
+            "finetune",
+            overrides=[
+                f"paths.root_dir={root}",
+                f"paths.output_dir={root}/run",
+                f"paths.data_dir={root}",
+                f"data={preset}",
+                f"data.batch_size={batch_size}",
+                f"torch_threads={defaults['threads']}",
+                *(["backbone.blocks=[1,1,1,1]"] if device == "cpu" else []),
+                f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+                "trainer.devices=1",
+                f"trainer.precision={defaults['precision']}",
+                f"trainer.max_steps={steps + warmup}",
+                "trainer.limit_val_batches=0",
+                "model.bn_recalibration_batches=0",
+                "~logger",
+                "~callbacks",
+                "++trainer.enable_progress_bar=false",
+                "++trainer.enable_checkpointing=false",
+                f"++trainer.profiler={profiler}",
+                *overrides,
+            ],
+        )
+    datamodule, module, trainer = build(cfg)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    fit_s = time.perf_counter() - start
+    spans = trainer.profiler.recorded_durations
+    seq_len = int(cfg.data.seq_len)
+
+    def durations(name: str) -> list[float]:
+        key = next((k for k in spans if k == name or k.endswith(name)), None)
+        return list(spans[key]) if key else []
+
+    def per_step(name: str, calls: int) -> float | None:
+        values = durations(name)[warmup * calls :]
+        sums = [sum(values[i : i + calls]) for i in range(0, len(values) - calls + 1, calls)]
+        return round(statistics.median(sums) * 1e3, 2) if sums else None
+
+    ms = {
+        "encoder": per_step("[evcmae]encoder", seq_len),
+        "rvt": per_step("[evcmae]rvt", seq_len),
+        "head_and_loss": per_step("[evcmae]head_and_loss", 1),
+        "training_step": per_step(f"Strategy]{type(trainer.strategy).__name__}.training_step", 1),
+        "backward": per_step(f"Strategy]{type(trainer.strategy).__name__}.backward", 1),
+        "batch": per_step("run_training_batch", 1),
+    }
+    if ms["batch"] and ms["training_step"] and ms["backward"]:
+        ms["optimizer_and_rest"] = round(ms["batch"] - ms["training_step"] - ms["backward"], 2)
+    dense = None
+    encoder = module.model.encoder
+    if encoder is not None:
+        batch = next(iter(datamodule.train_dataloader()))
+        voxels = next(x for x in batch.inputs if len(x)).to(module.device)
+        dense = _fold_against_spconv_dense(encoder, voxels, repeats=5)
+    return {
+        "benchmark": "finetune",
+        **device_info(device),
+        "preset": preset,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "precision": defaults["precision"],
+        "steps": steps,
+        "warmup": warmup,
+        "threads": torch.get_num_threads(),
+        "steps_per_s": round(1e3 / ms["batch"], 3) if ms["batch"] else None,
+        "fit_s": round(fit_s, 1),
+        "ms": ms,
+        "densify": dense,
+    }
+
+
+def bench_finetune(device: str = "cpu", quick: bool = False, **kwargs) -> dict:
+    """``evcmae-bench finetune``: where a fine-tuning step's time goes. ``quick``: two steps of the
+    tiny preset, to check the wiring."""
+    if quick:
+        kwargs = {"steps": 2, "warmup": 1, "preset": "tiny", **kwargs}
+    return bench_finetune_step(device=device, **kwargs)

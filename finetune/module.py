@@ -25,6 +25,7 @@ under the data module's evaluation filter (``data.eval``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Mapping
 
@@ -188,6 +189,12 @@ class FinetuneModule(pl.LightningModule):
         return load_pretrained(self.model.encoder, self.hparams.pretrained, self.hparams.pretrained_which, logger)
 
     # ------------------------------------------------------------------ recurrent pass
+    def _section(self, name: str):
+        """A named span for the trainer's profiler (``trainer.profiler=simple``): how ``evcmae-bench
+        finetune`` reports where a step's time goes; a no-op without a trainer."""
+        trainer = self._trainer
+        return trainer.profiler.profile(f"[evcmae]{name}") if trainer is not None else contextlib.nullcontext()
+
     def _run_chunk(self, batch, states):
         """Backbone over the chunk's windows; returns labelled features (batched), their
         (step, sample) indices, and the final states."""
@@ -196,7 +203,10 @@ class FinetuneModule(pl.LightningModule):
         states = reset_states(states, batch.is_first)
         picked, where = [], []
         for l, x in enumerate(batch.inputs):
-            features, states = self.model.forward_backbone(x, states)
+            with self._section("encoder"):
+                x = self.model.encode(x)
+            with self._section("rvt"):
+                features, states = self.model.detector.forward_backbone(x, states)
             idx = torch.nonzero(batch.labelled[l]).flatten()
             if len(idx):
                 idx_dev = idx.to(self.device)
@@ -213,7 +223,8 @@ class FinetuneModule(pl.LightningModule):
         if feats is None:  # no label in this chunk: nothing to learn from; keep the graph alive
             return sum(p.sum() * 0 for p in self.parameters() if p.requires_grad)
         targets = [batch.targets[l][b] for l, b in where]
-        losses = self.model.forward_detect(feats, targets)
+        with self._section("head_and_loss"):
+            losses = self.model.forward_detect(feats, targets)
         if self._trainer is not None:  # also callable on its own (tests, notebooks)
             for k, v in losses.items():
                 self.log(f"train/{k}", v.detach().float(), batch_size=len(where), prog_bar=k == "loss")

@@ -5,7 +5,7 @@ import torch
 
 from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
 from evcmae.events.voxelize import VoxelBatch
-from evcmae.finetune.encoder import EventDetector, SparseEventEncoder, patch_size_for
+from evcmae.finetune.encoder import EventDetector, SparseEventEncoder, fold_time_into_channels, patch_size_for
 from evcmae.finetune.transfer import TransferError, backbone_config, encoder_param_groups, load_pretrained
 from evcmae.pretrain.export import export_backbones
 
@@ -37,6 +37,26 @@ def test_encoder_output_and_patch_rule(output, patch, stride):
     assert enc.patch_size == patch == patch_size_for(stride)
     depth = int(output[-1])
     assert not any(k.startswith(f"backbone.conv{depth + 1}") for k in enc.state_dict())  # no dead stages
+
+
+def test_folding_time_into_channels_matches_spconv_dense():
+    """Values and gradients equal spconv's dense() (B, C, T, H, W) reshaped to (B, C·T, H, W)."""
+    from evcmae.backbones.spconv_compat import spconv
+
+    g = torch.Generator().manual_seed(0)
+    B, C, T, H, W = 2, 5, 3, 7, 9
+    flat = torch.randperm(B * T * H * W, generator=g)[:60]
+    indices = torch.stack([flat // (T * H * W), flat // (H * W) % T, flat // W % H, flat % W], 1).int()
+    features = torch.randn(60, C, generator=g, requires_grad=True)
+    x = spconv.SparseConvTensor(features, indices, [T, H, W], B)
+    upstream = torch.randn(B, C * T, H, W, generator=g)
+    ours = fold_time_into_channels(x)
+    (ours_grad,) = torch.autograd.grad(ours, features, upstream)
+    theirs = x.dense().reshape(B, C * T, H, W)
+    (theirs_grad,) = torch.autograd.grad(theirs, features, upstream)
+    assert torch.equal(ours, theirs) and torch.equal(ours_grad, theirs_grad)
+    b, t, y, xx = indices[7].tolist()
+    assert torch.equal(ours[b, 2 * T + t, y, xx], features[7, 2])  # channel c·T + t
 
 
 def test_patch_rule_rejects_strides_not_dividing_4():

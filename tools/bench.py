@@ -31,6 +31,7 @@ BENCHMARKS = {
     "pretrain": "evcmae.pretrain.benchmarks:bench_pretrain",
     "detector": "evcmae.finetune.benchmarks:bench_detector",
     "coco": "evcmae.finetune.coco_benchmark:bench_coco",
+    "finetune": "evcmae.finetune.benchmarks:bench_finetune",
 }
 # Benchmarks of CPU-only work: they take neither --device nor --quick.
 CPU_ONLY = {"voxelize", "evt3"}
