@@ -426,6 +426,7 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
         "label fraction mode": cfg.get("label_fraction_mode", "recordings"),
         "fine-tuning recipe": " ".join(cfg.get("recipe", [])) or "defaults",
         "checkpoint selection": f"best val/AP, validated every {cfg.val_every} steps",
+        "evaluation protocol": _eval_protocol(finetunes),
         "wall time (all invocations, min)": round(wall_s / 60, 1),
         "run time (sum over runs, min)": round(sum(j.seconds for j in jobs) / 60, 1),
         "jobs at once": cfg.jobs,
@@ -436,6 +437,17 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
         "# every run's command: commands.sh; every run's composed config: configs/",
     ]
     return write_report(runs, out, curves=curves, commands=commands, notes=notes, meta=meta)
+
+
+def _eval_protocol(finetunes: list[Job]) -> str | None:
+    """The evaluation protocol the runs' configs name (``data.eval.protocol``): the scores differ
+    between them, most of all for a detector trained briefly (see docs/study.md)."""
+    found = set()
+    for job in finetunes:
+        src = job.dir / ".hydra" / "config.yaml"
+        if src.is_file():
+            found.add(str(OmegaConf.select(OmegaConf.load(src), "data.eval.protocol", default=None)))
+    return ", ".join(sorted(found)) or None
 
 
 def _machine_line() -> str:
