@@ -205,6 +205,7 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     report = (tmp_path / "results" / "README.md").read_text()
     assert "| finetune | occupancy_only | 100 % |" in report and "## Pretraining runs" in report
     assert "| frozen | pretrained | 100 % |" in report and "## Representation probe" in report
+    assert "- evaluation protocol: rvt\n" in report  # every run's data.eval.protocol, the default
     for name in (
         "ap_vs_label_fraction.png",
         "finetune_curves.png",
