@@ -494,3 +494,7 @@ class PretrainModule(pl.LightningModule):
         ):
             if math.isfinite(scores[key]):
                 self.log(f"probe/{name}", scores[key], sync_dist=True)
+        if scores["balanced_accuracy_ci95"] is not None:  # resampling whole tracks (pretrain.probe)
+            low, high = scores["balanced_accuracy_ci95"]
+            self.log("probe/balanced_acc_ci_low", low, sync_dist=True)
+            self.log("probe/balanced_acc_ci_high", high, sync_dist=True)

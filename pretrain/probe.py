@@ -25,7 +25,7 @@ appearance, i.e. later in time) against the first.
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -174,27 +174,40 @@ def vote(neighbour_labels: np.ndarray, num_classes: int) -> np.ndarray:
     return pred
 
 
+class Votes(NamedTuple):
+    """k-NN votes of the boxes that got one: predicted class, true class, and group (recording and
+    track; the unit a bootstrap resamples)."""
+
+    pred: np.ndarray
+    truth: np.ndarray
+    groups: np.ndarray
+
+
 def knn_predict(embeddings, labels, k: int = 10, groups=None, mode: str = "loo") -> tuple[np.ndarray, np.ndarray]:
     """k-NN class votes of L2-normalised embeddings (cosine similarity): (predicted, labels) of the
-    boxes that got a vote.
+    boxes that got a vote (:func:`knn_votes`)."""
+    votes = knn_votes(embeddings, labels, k, groups, mode)
+    return votes.pred, votes.truth
 
-    mode "loo": every embedding is voted on by its k nearest others outside its group (``groups``
-    None: each embedding is its own group). mode "halves": the second half is voted on by the
-    first."""
+
+def knn_votes(embeddings, labels, k: int = 10, groups=None, mode: str = "loo") -> Votes:
+    """mode "loo": every embedding is voted on by its k nearest others outside its group
+    (``groups`` None: each embedding is its own group). mode "halves": the second half is voted on
+    by the first."""
     x = _normalise(np.asarray(embeddings))
     y = np.asarray(labels, dtype=np.int64)
     n = len(y)
+    g = np.arange(n) if groups is None else np.asarray(groups)
     if n < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return Votes(np.zeros(0, np.int64), np.zeros(0, np.int64), g[:0])
     num_classes = int(y.max()) + 1
     if mode == "halves":
         half = n // 2
         nearest = _search(x[:half], x[half:], k)
         neighbour_labels = np.where(nearest >= 0, y[np.maximum(nearest, 0)], -1)
-        return vote(neighbour_labels, num_classes), y[half:]
+        return Votes(vote(neighbour_labels, num_classes), y[half:], g[half:])
     if mode != "loo":
         raise ValueError(f"mode must be 'loo' or 'halves', got {mode!r}")
-    g = np.arange(n) if groups is None else np.asarray(groups)
     largest_group = int(np.unique(g, return_counts=True)[1].max())
     nearest = _search(x, x, k + largest_group)
     same = (nearest < 0) | (g[np.maximum(nearest, 0)] == g[:, None])
@@ -204,7 +217,7 @@ def knn_predict(embeddings, labels, k: int = 10, groups=None, mode: str = "loo")
     kept[np.take_along_axis(same, order, 1)] = -1
     neighbour_labels = np.where(kept >= 0, y[np.maximum(kept, 0)], -1)
     has_vote = (kept >= 0).any(1)
-    return vote(neighbour_labels, num_classes)[has_vote], y[has_vote]
+    return Votes(vote(neighbour_labels, num_classes)[has_vote], y[has_vote], g[has_vote])
 
 
 def knn_accuracy(embeddings, labels, k: int = 10, groups=None, mode: str = "loo") -> float:
@@ -216,12 +229,61 @@ def knn_accuracy(embeddings, labels, k: int = 10, groups=None, mode: str = "loo"
 def knn_scores(embeddings, labels, k: int = 10, groups=None, mode: str = "loo") -> dict:
     """:func:`classification_scores` of the k-NN votes, plus the box count and the accuracy of
     always answering the commonest class (for scale)."""
-    pred, truth = knn_predict(embeddings, labels, k, groups, mode)
-    scores = classification_scores(pred, truth)
+    return votes_scores(knn_votes(embeddings, labels, k, groups, mode), labels)
+
+
+def votes_scores(votes: Votes, labels) -> dict:
+    """:func:`classification_scores` of ``votes``, the box count of ``labels`` (every box, voted or
+    not), the majority-class accuracy, and a 95 % interval of the balanced accuracy
+    (:func:`group_bootstrap`)."""
+    scores = classification_scores(votes.pred, votes.truth)
     labels = np.asarray(labels)
     scores["boxes"] = int(len(labels))
     scores["majority_accuracy"] = float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
+    scores["balanced_accuracy_ci95"] = group_bootstrap(
+        votes.groups, lambda idx: classification_scores(votes.pred[idx], votes.truth[idx])["balanced_accuracy"]
+    )
     return scores
+
+
+def group_bootstrap(groups, statistic, resamples: int = 1000, seed: int = 0) -> list[float] | None:
+    """Percentile 95 % interval of ``statistic(index)`` over bootstrap resamples of whole groups.
+
+    Boxes of one track at successive label times are near-duplicates, so resampling boxes would
+    understate the spread; a resample draws as many groups as there are, with replacement, and
+    takes every box of each. ``statistic`` gets the box indices of a resample. None with fewer
+    than two groups."""
+    groups = np.asarray(groups)
+    ids, inverse = np.unique(groups, return_inverse=True)
+    if len(ids) < 2:
+        return None
+    members = [np.flatnonzero(inverse == i) for i in range(len(ids))]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        picked = rng.integers(len(ids), size=len(ids))
+        value = statistic(np.concatenate([members[i] for i in picked]))
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return None
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def paired_difference(a: Votes, b: Votes) -> dict | None:
+    """Balanced accuracy of ``a`` minus that of ``b`` on the same boxes, with its 95 % interval
+    (one group resample serves both, so what the two share cancels). None when the two voted on
+    different boxes (an encoder without sites under some box drops it)."""
+    same = len(a.truth) == len(b.truth) and np.array_equal(a.truth, b.truth) and np.array_equal(a.groups, b.groups)
+    if not same:
+        return None
+
+    def diff(idx):
+        bal = [classification_scores(v.pred[idx], v.truth[idx])["balanced_accuracy"] for v in (a, b)]
+        return bal[0] - bal[1]
+
+    return {"balanced_accuracy": float(diff(np.arange(len(a.truth)))), "ci95": group_bootstrap(a.groups, diff)}
 
 
 class RawFeatures(nn.Module):
@@ -267,10 +329,29 @@ def probe_encoder(
     device="cpu",
 ) -> dict:
     """The whole probe on one encoder: BatchNorm statistics re-estimated on the probe's windows
-    (``recalibrate_bn``), boxes embedded, k-NN scores (:func:`knn_scores`)."""
+    (``recalibrate_bn``), boxes embedded, k-NN scores (:func:`votes_scores`)."""
+    votes, labels = probe_votes(backbone, loader, scale, grid, k, mode, exclude_same_track, recalibrate_bn, device)
+    return votes_scores(votes, labels)
+
+
+def probe_votes(
+    backbone: nn.Module,
+    loader,
+    scale: str,
+    grid: int = 2,
+    k: int = 10,
+    mode: str = "loo",
+    exclude_same_track: bool = True,
+    recalibrate_bn: bool = True,
+    device="cpu",
+) -> tuple[Votes, np.ndarray]:
+    """:func:`probe_encoder`'s k-NN votes and every box's class, for comparing encoders box by box
+    (:func:`paired_difference`)."""
     if recalibrate_bn and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
         backbone = precise_bn(
             backbone.to(device), (b.to(device).voxels for b in loader), lambda n, v: n(v, until=scale)
         )
     emb, classes, groups = embed_boxes(backbone, loader, scale, grid, device)
-    return knn_scores(emb.numpy(), classes.numpy(), k, groups.numpy() if exclude_same_track else None, mode)
+    labels = classes.numpy()
+    # Without the group rule every box is its own group, for the vote and for the bootstrap alike.
+    return knn_votes(emb.numpy(), labels, k, groups.numpy() if exclude_same_track else None, mode), labels

@@ -173,3 +173,38 @@ def test_precise_bn_uses_the_data_not_the_running_statistics():
     hidden = net[0](torch.cat(batches)).detach()
     torch.testing.assert_close(clean[1].running_mean, hidden.mean(0), rtol=1e-5, atol=1e-5)
     assert not clean.training and net[1].running_mean.abs().sum() == 0  # the original is untouched
+
+
+def test_group_bootstrap_resamples_whole_groups():
+    from evcmae.pretrain.probe import group_bootstrap
+
+    rng = np.random.default_rng(0)
+    values = np.repeat(rng.normal(size=20), 5)  # 20 tracks, each seen at 5 label times
+    groups = np.repeat(np.arange(20), 5)
+
+    def mean(idx):
+        return float(values[idx].mean())
+
+    by_track = group_bootstrap(groups, mean)
+    by_box = group_bootstrap(np.arange(100), mean)  # as if the 100 boxes were independent
+    assert by_track[0] < values.mean() < by_track[1]
+    # Duplicates inflate the box count 5x: the honest interval is about sqrt(5) wider.
+    assert (by_track[1] - by_track[0]) > 1.8 * (by_box[1] - by_box[0])
+    assert group_bootstrap(groups, mean) == by_track  # seeded
+    assert group_bootstrap(groups, lambda idx: 0.25) == [0.25, 0.25]
+    assert group_bootstrap(np.zeros(7), mean) is None  # one group: nothing to resample
+
+
+def test_paired_difference_on_the_same_boxes():
+    from evcmae.pretrain.probe import Votes, paired_difference
+
+    truth = np.array([0, 0, 1, 1, 2, 2, 0, 1])
+    groups = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    perfect = Votes(truth.copy(), truth, groups)
+    wrong = Votes((truth + 1) % 3, truth, groups)
+    d = paired_difference(perfect, wrong)
+    assert d["balanced_accuracy"] == 1.0 and d["ci95"] == [1.0, 1.0]
+    same = paired_difference(perfect, perfect)
+    assert same["balanced_accuracy"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    fewer = Votes(truth[:-1], truth[:-1], groups[:-1])
+    assert paired_difference(perfect, fewer) is None  # not the same boxes: no pairing

@@ -47,6 +47,14 @@ def test_probe_writes_rows_for_every_encoder(export, synth_tiny, tmp_path):
         assert 0 <= row["balanced_accuracy"] <= 1 and row["boxes"] > 10
     # the same windows for every encoder
     assert len({r["boxes"] for r in rows}) == 1
+    for row in rows:
+        lo, hi = row["balanced_accuracy_ci95"]
+        assert 0 <= lo <= hi <= 1
+    for row in rows[1:]:  # each reference against the encoder under test, on the same boxes
+        diff = row["pretrained_minus_this"]
+        if diff is not None:
+            assert diff["balanced_accuracy"] == pytest.approx(rows[0]["balanced_accuracy"] - row["balanced_accuracy"])
+            assert diff["ci95"][0] <= diff["ci95"][1]
 
 
 def test_probe_reads_a_finetuning_checkpoint_encoder(export, tmp_path):

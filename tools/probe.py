@@ -8,6 +8,8 @@ pooling) and reports k-NN accuracy, balanced accuracy and macro F1 (``evcmae.pre
 ``--references`` adds the encoders it must be read against, pooled the same way: ``untrained``
 (the same architecture, freshly initialised), ``raw_features`` (the input voxels' own features)
 and, with ``--supervised CKPT``, ``supervised`` (the encoder of a detector fine-tuned on labels).
+Each balanced accuracy comes with a 95 % interval from resampling whole tracks, and each reference
+row with ``pretrained_minus_this``: the paired difference on the same boxes, with its interval.
 
     evcmae-probe outputs/runs/<run> --data-root data/study --references --json probe.json
 """
@@ -95,7 +97,7 @@ def run(args) -> list[dict]:
     import torch
 
     from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
-    from evcmae.pretrain.probe import RawFeatures, probe_encoder
+    from evcmae.pretrain.probe import RawFeatures, paired_difference, probe_votes, votes_scores
 
     torch.set_num_threads(max(1, int(args.threads)))
     source = Path(args.source)
@@ -110,19 +112,36 @@ def run(args) -> list[dict]:
         encoders["raw_features"] = (RawFeatures(), "raw")
     if args.supervised:
         encoders["supervised"] = (load_encoder(Path(args.supervised))[0], args.scale)
-    rows = []
+    rows, first = [], None
     for name, (encoder, scale) in encoders.items():
-        scores = probe_encoder(encoder, loader, scale, args.grid, args.k, recalibrate_bn=not args.no_precise_bn)
-        rows.append({"encoder": name, **scores})
-        print(
-            f"{name:<13} balanced accuracy {scores['balanced_accuracy']:.3f}  accuracy {scores['accuracy']:.3f}  "
-            f"macro F1 {scores['macro_f1']:.3f}  ({scores['boxes']} boxes)",
-            flush=True,
+        votes, labels = probe_votes(encoder, loader, scale, args.grid, args.k, recalibrate_bn=not args.no_precise_bn)
+        scores = votes_scores(votes, labels)
+        row = {"encoder": name, **scores}
+        ci = _interval(scores["balanced_accuracy_ci95"])
+        line = (
+            f"{name:<13} balanced accuracy {scores['balanced_accuracy']:.3f}{ci}  accuracy {scores['accuracy']:.3f}  "
+            f"macro F1 {scores['macro_f1']:.3f}  ({scores['boxes']} boxes)"
         )
+        if first is None:
+            first = votes
+        else:  # the references, each against the encoder under test on the same boxes
+            row["pretrained_minus_this"] = paired_difference(first, votes)
+            if row["pretrained_minus_this"] is not None:
+                d = row["pretrained_minus_this"]
+                line += f"; pretrained − {name}: {d['balanced_accuracy']:+.3f}{_interval(d['ci95'], signed=True)}"
+        rows.append(row)
+        print(line, flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return rows
+
+
+def _interval(ci, signed: bool = False) -> str:
+    if ci is None:
+        return ""
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    return " [" + fmt.format(ci[0]) + ", " + fmt.format(ci[1]) + "]"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -330,8 +330,8 @@ def latest_csv(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _number(value) -> str:
-    return "–" if value is None else f"{value:.3f}"
+def _number(value, signed: bool = False) -> str:
+    return "–" if value is None else (f"{value:+.3f}" if signed else f"{value:.3f}")
 
 
 def pretraining_notes(jobs: list[Job]) -> str:
@@ -362,13 +362,21 @@ def probe_table(rows: list[dict]) -> str:
     lines = [
         "## Representation probe (val split, k-NN on RoI-grid pooled features)",
         "",
-        "| encoder | balanced accuracy | accuracy | macro F1 | boxes |",
-        "|---|---:|---:|---:|---:|",
+        "| encoder | balanced accuracy [95 % CI] | pretrained − this [95 % CI] | accuracy | macro F1 | boxes |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        cells = [_number(r.get(k)) for k in ("balanced_accuracy", "accuracy", "macro_f1")]
+        balanced = _number(r.get("balanced_accuracy")) + _ci(r.get("balanced_accuracy_ci95"))
+        diff = r.get("pretrained_minus_this") or {}
+        paired = _number(diff.get("balanced_accuracy"), signed=True) + _ci(diff.get("ci95"), signed=True)
+        cells = [balanced, paired if diff else "–", *(_number(r.get(k)) for k in ("accuracy", "macro_f1"))]
         lines.append(f"| {r['encoder']} | " + " | ".join(cells) + f" | {r.get('boxes', '–')} |")
     return "\n".join(lines) + "\n"
+
+
+def _ci(ci, signed: bool = False) -> str:
+    """ " [lo, hi]" for a 95 % interval, empty without one."""
+    return f" [{_number(ci[0], signed)}, {_number(ci[1], signed)}]" if ci else ""
 
 
 def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float, argv: list[str]) -> dict:
@@ -401,7 +409,16 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
     ]
     probe_rows = next((j.result["rows"] for j in jobs if j.kind == "probe" and j.result), None)
     if probe_rows is not None:
-        keep = ("encoder", "balanced_accuracy", "accuracy", "macro_f1", "boxes", "majority_accuracy")
+        keep = (
+            "encoder",
+            "balanced_accuracy",
+            "balanced_accuracy_ci95",
+            "pretrained_minus_this",
+            "accuracy",
+            "macro_f1",
+            "boxes",
+            "majority_accuracy",
+        )
         probe_rows = [{k: r.get(k) for k in keep} for r in probe_rows]
         (out / "probe.json").write_text(json.dumps(probe_rows, indent=2) + "\n")
     logs = {j.name: latest_csv(j.dir) for j in finetunes}
