@@ -57,6 +57,23 @@ def test_probe_writes_rows_for_every_encoder(export, synth_tiny, tmp_path):
             assert diff["ci95"][0] <= diff["ci95"][1]
 
 
+def test_probe_compares_encoders_on_the_same_boxes(export, synth_tiny, tmp_path):
+    import shutil
+
+    from evcmae.events.errors import ConfigError
+
+    out, _ = export
+    twin = shutil.copytree(out, tmp_path / "twin")
+    args = [str(out), "--data-root", str(synth_tiny), "--max-windows", "8", "--compare", str(twin)]
+    rows = probe.run(probe.parser().parse_args(args))
+    assert [r["encoder"] for r in rows] == ["pretrained", "twin"]
+    # The same weights vote the same on every box: the paired difference is exactly zero.
+    assert rows[1]["pretrained_minus_this"] == {"balanced_accuracy": 0.0, "ci95": [0.0, 0.0]}
+    clash = shutil.copytree(out, tmp_path / "pretrained")
+    with pytest.raises(ConfigError, match="--compare"):
+        probe.run(probe.parser().parse_args([*args[:-1], str(clash)]))
+
+
 def test_probe_reads_a_finetuning_checkpoint_encoder(export, tmp_path):
     out, backbone = export
     state = {f"model.encoder.backbone.{k}": v for k, v in backbone.state_dict().items()}

@@ -8,8 +8,12 @@ pooling) and reports k-NN accuracy, balanced accuracy and macro F1 (``evcmae.pre
 ``--references`` adds the encoders it must be read against, pooled the same way: ``untrained``
 (the same architecture, freshly initialised), ``raw_features`` (the input voxels' own features)
 and, with ``--supervised CKPT``, ``supervised`` (the encoder of a detector fine-tuned on labels).
-Each balanced accuracy comes with a 95 % interval from resampling whole tracks, and each reference
-row with ``pretrained_minus_this``: the paired difference on the same boxes, with its interval.
+``--compare A B ...`` adds further encoders, each row named by its folder (pretraining variants,
+say). Each balanced accuracy comes with a 95 % interval from resampling whole tracks, and every
+row after the first with ``pretrained_minus_this``: SOURCE's balanced accuracy minus this row's,
+on the same boxes, with its interval.
+
+    evcmae-probe runs/full --data-root data/study --compare runs/no_voxel_nce runs/occupancy_only
 
     evcmae-probe outputs/runs/<run> --data-root data/study --references --json probe.json
 """
@@ -112,6 +116,12 @@ def run(args) -> list[dict]:
         encoders["raw_features"] = (RawFeatures(), "raw")
     if args.supervised:
         encoders["supervised"] = (load_encoder(Path(args.supervised))[0], args.scale)
+    for other in args.compare or ():  # e.g. pretraining variants, named by their folder
+        path = Path(other)
+        name = path.parent.name if path.is_file() else path.name
+        if name in encoders:
+            raise ConfigError("--compare", other, f"its name {name!r} is taken; give each source its own folder")
+        encoders[name] = (load_encoder(path, args.which)[0], args.scale)
     rows, first = [], None
     for name, (encoder, scale) in encoders.items():
         votes, labels = probe_votes(encoder, loader, scale, args.grid, args.k, recalibrate_bn=not args.no_precise_bn)
@@ -157,6 +167,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-box-side", type=float, default=0.0)
     p.add_argument("--references", action="store_true", help="also probe untrained and raw-feature references")
     p.add_argument("--supervised", help="a fine-tuning .ckpt whose encoder is the supervised reference")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="SOURCE",
+        help="further encoders (e.g. pretraining variants), each paired with SOURCE on the same boxes",
+    )
     p.add_argument("--no-precise-bn", action="store_true", help="keep the checkpoint's BatchNorm statistics")
     p.add_argument("--seed", type=int, default=0, help="initialisation of the untrained reference")
     p.add_argument("--threads", type=int, default=1)
