@@ -317,23 +317,6 @@ def embed_boxes(backbone: nn.Module, batches: Iterable, scale: str, grid: int = 
     return tuple(torch.cat(list(p)) for p in zip(*parts))
 
 
-def probe_encoder(
-    backbone: nn.Module,
-    loader,
-    scale: str,
-    grid: int = 2,
-    k: int = 10,
-    mode: str = "loo",
-    exclude_same_track: bool = True,
-    recalibrate_bn: bool = True,
-    device="cpu",
-) -> dict:
-    """The whole probe on one encoder: BatchNorm statistics re-estimated on the probe's windows
-    (``recalibrate_bn``), boxes embedded, k-NN scores (:func:`votes_scores`)."""
-    votes, labels = probe_votes(backbone, loader, scale, grid, k, mode, exclude_same_track, recalibrate_bn, device)
-    return votes_scores(votes, labels)
-
-
 def probe_votes(
     backbone: nn.Module,
     loader,
@@ -345,8 +328,9 @@ def probe_votes(
     recalibrate_bn: bool = True,
     device="cpu",
 ) -> tuple[Votes, np.ndarray]:
-    """:func:`probe_encoder`'s k-NN votes and every box's class, for comparing encoders box by box
-    (:func:`paired_difference`)."""
+    """The whole probe on one encoder: BatchNorm statistics re-estimated on the probe's windows
+    (``recalibrate_bn``), boxes embedded and voted on. Returns the votes and every box's class:
+    :func:`votes_scores` scores them, :func:`paired_difference` compares two encoders box by box."""
     if recalibrate_bn and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
         backbone = precise_bn(
             backbone.to(device), (b.to(device).voxels for b in loader), lambda n, v: n(v, until=scale)
