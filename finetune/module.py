@@ -25,7 +25,6 @@ under the data module's evaluation filter (``data.eval``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Mapping
 
@@ -48,6 +47,7 @@ from evcmae.finetune.evaluation import (
 from evcmae.finetune.postprocess import postprocess
 from evcmae.finetune.transfer import encoder_param_groups, load_pretrained
 from evcmae.pretrain.checkpointing import rebuild_schedules_on_resume
+from evcmae.pretrain.watch import profiler_span
 
 
 def default_lr(batch_size: int, base: float = 2e-4, base_batch: int = 8) -> float:
@@ -190,10 +190,7 @@ class FinetuneModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ recurrent pass
     def _section(self, name: str):
-        """A named span for the trainer's profiler (``trainer.profiler=simple``): how ``evcmae-bench
-        finetune`` reports where a step's time goes; a no-op without a trainer."""
-        trainer = self._trainer
-        return trainer.profiler.profile(f"[evcmae]{name}") if trainer is not None else contextlib.nullcontext()
+        return profiler_span(self, name)
 
     def _run_chunk(self, batch, states):
         """Backbone over the chunk's windows; returns labelled features (batched), their

@@ -27,7 +27,6 @@ masks as one that was never interrupted, and ranks draw different ones.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Mapping
 
@@ -44,6 +43,7 @@ from evcmae.pretrain.checkpointing import rebuild_schedules_on_resume
 from evcmae.pretrain.ema import ema_momentum, ema_update, horizon_base, initial_share, make_teacher
 from evcmae.pretrain.objectives.base import Objective, StepContext
 from evcmae.pretrain.probe import knn_scores, precise_bn, roi_grid_pool
+from evcmae.pretrain.watch import profiler_span
 
 TERMS = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")  # the standard objectives
 
@@ -182,10 +182,7 @@ class PretrainModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- training
     def _section(self, name: str):
-        """A named span for the trainer's profiler (``trainer.profiler=simple``), which is how
-        ``evcmae-bench pretrain`` reports where a step's time goes; a no-op without a trainer."""
-        trainer = self._trainer
-        return trainer.profiler.profile(f"[evcmae]{name}") if trainer is not None else contextlib.nullcontext()
+        return profiler_span(self, name)
 
     def _generator(self, batch_idx: int) -> torch.Generator:
         state = np.random.SeedSequence([self.seed, self.global_rank, self.current_epoch, batch_idx])

@@ -9,6 +9,7 @@ it without pretraining ever importing fine-tuning (see ``pretrain.reporting``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -59,3 +60,11 @@ class CurvesPlot(pl.Callback):
                 csv_path = Path(logger.experiment.metrics_file_path)
                 if csv_path.is_file():
                     self.path = plot_csv_log(csv_path, csv_path.with_name(self.filename), self.panels)
+
+
+def profiler_span(module: pl.LightningModule, name: str):
+    """A named span ``[evcmae]<name>`` for the trainer's profiler (``trainer.profiler=simple``):
+    how ``evcmae-bench pretrain`` and ``evcmae-bench finetune`` report where a step's time goes. A
+    no-op for a module without a trainer (tests, notebooks)."""
+    trainer = module._trainer
+    return trainer.profiler.profile(f"[evcmae]{name}") if trainer is not None else contextlib.nullcontext()

@@ -102,6 +102,7 @@ def run(args) -> list[dict]:
 
     from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
     from evcmae.pretrain.probe import RawFeatures, paired_difference, probe_votes, votes_scores
+    from evcmae.tools.study_report import interval_text
 
     torch.set_num_threads(max(1, int(args.threads)))
     source = Path(args.source)
@@ -127,7 +128,7 @@ def run(args) -> list[dict]:
         votes, labels = probe_votes(encoder, loader, scale, args.grid, args.k, recalibrate_bn=not args.no_precise_bn)
         scores = votes_scores(votes, labels)
         row = {"encoder": name, **scores}
-        ci = _interval(scores["balanced_accuracy_ci95"])
+        ci = interval_text(scores["balanced_accuracy_ci95"])
         line = (
             f"{name:<13} balanced accuracy {scores['balanced_accuracy']:.3f}{ci}  accuracy {scores['accuracy']:.3f}  "
             f"macro F1 {scores['macro_f1']:.3f}  ({scores['boxes']} boxes)"
@@ -138,20 +139,13 @@ def run(args) -> list[dict]:
             row["pretrained_minus_this"] = paired_difference(first, votes)
             if row["pretrained_minus_this"] is not None:
                 d = row["pretrained_minus_this"]
-                line += f"; pretrained − {name}: {d['balanced_accuracy']:+.3f}{_interval(d['ci95'], signed=True)}"
+                line += f"; pretrained − {name}: {d['balanced_accuracy']:+.3f}{interval_text(d['ci95'], signed=True)}"
         rows.append(row)
         print(line, flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return rows
-
-
-def _interval(ci, signed: bool = False) -> str:
-    if ci is None:
-        return ""
-    fmt = "{:+.3f}" if signed else "{:.3f}"
-    return " [" + fmt.format(ci[0]) + ", " + fmt.format(ci[1]) + "]"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -37,7 +37,7 @@ from evcmae.pretrain import reporting
 from evcmae.tools.bench import machine
 from evcmae.tools.cli import entry
 from evcmae.tools.pretrain import config_dir
-from evcmae.tools.study_report import markdown_table, write_report
+from evcmae.tools.study_report import interval_text, markdown_table, write_report
 
 LOSSES = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
 
@@ -366,17 +366,12 @@ def probe_table(rows: list[dict]) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        balanced = _number(r.get("balanced_accuracy")) + _ci(r.get("balanced_accuracy_ci95"))
+        balanced = _number(r.get("balanced_accuracy")) + interval_text(r.get("balanced_accuracy_ci95"))
         diff = r.get("pretrained_minus_this") or {}
-        paired = _number(diff.get("balanced_accuracy"), signed=True) + _ci(diff.get("ci95"), signed=True)
+        paired = _number(diff.get("balanced_accuracy"), signed=True) + interval_text(diff.get("ci95"), signed=True)
         cells = [balanced, paired if diff else "–", *(_number(r.get(k)) for k in ("accuracy", "macro_f1"))]
         lines.append(f"| {r['encoder']} | " + " | ".join(cells) + f" | {r.get('boxes', '–')} |")
     return "\n".join(lines) + "\n"
-
-
-def _ci(ci, signed: bool = False) -> str:
-    """ " [lo, hi]" for a 95 % interval, empty without one."""
-    return f" [{_number(ci[0], signed)}, {_number(ci[1], signed)}]" if ci else ""
 
 
 def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float, argv: list[str]) -> dict:

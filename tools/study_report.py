@@ -340,3 +340,11 @@ def write_report(
     table = out / "README.md"
     table.write_text("\n".join(parts), encoding="utf-8")
     return {"summary": summary, "table": table, "plot": plot, "curves": curves_path, "groups": groups}
+
+
+def interval_text(ci, signed: bool = False) -> str:
+    """ " [lo, hi]" for a 95 % interval (3 decimals, with signs for differences); empty without one."""
+    if not ci:
+        return ""
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    return f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
