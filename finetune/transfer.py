@@ -13,7 +13,6 @@ built from the source's own backbone config, which :func:`backbone_config` reads
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Callable
@@ -29,6 +28,7 @@ from evcmae.pretrain.export import (
     WEIGHT_FILES,
     backbone_kwargs,
     load_into,
+    read_export_config,
 )
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def export_json(path) -> dict | None:
         candidates.append(path.parent.parent)
     for folder in candidates:
         if (folder / CONFIG_FILE).is_file():
-            return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+            return read_export_config(folder / CONFIG_FILE)
     return None
 
 

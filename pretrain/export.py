@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from evcmae.events.errors import CheckpointError
 from evcmae.events.voxelize import FEATURE_NAMES
 
 STUDENT_FILE, TEACHER_FILE, CONFIG_FILE = "student_backbone.pt", "teacher_backbone.pt", "backbone.json"
@@ -96,12 +97,35 @@ def load_backbone(path, which: str = "teacher", log=print):
     """A ``SparseVoxelBackbone`` rebuilt from an export folder (or its backbone.json) with the
     ``which`` ("teacher" or "student") weights. Returns (backbone, config, load report)."""
     from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
+    from evcmae.pretrain.checkpointing import read_checkpoint
 
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    with open(folder / CONFIG_FILE, encoding="utf-8") as f:
-        config = json.load(f)
+    if which not in WEIGHT_FILES:
+        raise ValueError(f"which must be one of {sorted(WEIGHT_FILES)}, got {which!r}")
+    if not (folder / CONFIG_FILE).is_file():
+        raise CheckpointError(folder, f"no {CONFIG_FILE}: not a backbone export folder (evcmae-export writes one)")
+    config = read_export_config(folder / CONFIG_FILE)
     backbone = SparseVoxelBackbone(**backbone_kwargs(config))
-    weights = WEIGHT_FILES[which]
-    report = load_into(backbone, torch.load(folder / weights, map_location="cpu", weights_only=True), log)
+    report = load_into(backbone, read_checkpoint(folder / WEIGHT_FILES[which], weights_only=True), log)
     return backbone, config, report
+
+
+def read_export_config(path) -> dict:
+    """A ``backbone.json``; ``CheckpointError`` naming the file when it is not valid or lacks the
+    backbone's constructor arguments."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(path, "not a text file") from exc
+    missing = (
+        [k for k in BACKBONE_KEYS if k not in (config.get("backbone") or {})]
+        if isinstance(config, dict)
+        else ["backbone"]
+    )
+    if missing:
+        raise CheckpointError(path, f"lacks backbone.{', backbone.'.join(missing)}: not written by evcmae-export?")
+    return config

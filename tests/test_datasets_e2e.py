@@ -99,6 +99,9 @@ def test_detect_reads_dat_raw_and_hdf5_alike_and_draws(tmp_path):
     assert detect([*common, f"input={tmp_path / 'same.raw'}", f"output={tmp_path}/raw.npy"]) == 0
     assert detect([*common, f"input={tmp_path / 'same_td.h5'}", f"output={tmp_path}/h5.npy"]) == 0
     from_dat, from_raw, from_h5 = (load_labels(tmp_path / f"{k}.npy") for k in ("dat", "raw", "h5"))
+    # overwrite=true replaces an earlier output (the raw file's, with the same detections)
+    assert detect([*common, f"input={dat}", f"output={tmp_path}/raw.npy", "overwrite=true"]) == 0
+    np.testing.assert_array_equal(load_labels(tmp_path / "raw.npy"), from_dat)
     assert len(from_dat) > 100
     np.testing.assert_array_equal(from_raw, from_dat)
     np.testing.assert_array_equal(from_h5, from_dat)
@@ -129,3 +132,9 @@ def test_detect_refuses_unreadable_input_and_unknown_video(tmp_path, capsys):
     assert re.search(r"out\.avi.*\.gif or \.mp4", capsys.readouterr().err)
     assert detect([f"checkpoint={tmp_path / 'rvt.ckpt'}", f"input={bogus}"]) == 2
     assert re.search(r"rec\.raw.*unknown file format", capsys.readouterr().err)
+    # an existing output (here: the recording's labels) is refused before the model loads, unchanged
+    labels = tmp_path / "rec_bbox.npy"
+    labels.write_bytes(b"the only copy of the labels")
+    assert detect([f"checkpoint={tmp_path / 'absent.ckpt'}", f"input={bogus}", f"output={labels}"]) == 2
+    assert re.search(r"rec_bbox\.npy: already exists.*overwrite=true", capsys.readouterr().err)
+    assert labels.read_bytes() == b"the only copy of the labels"

@@ -206,6 +206,7 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     assert "| finetune | occupancy_only | 100 % |" in report and "## Pretraining runs" in report
     assert "| frozen | pretrained | 100 % |" in report and "## Representation probe" in report
     assert "- evaluation protocol: rvt\n" in report  # every run's data.eval.protocol, the default
+    assert "- seeds: finetune 100 %: [0]; frozen 100 %: [0]\n" in report  # as run
     for name in (
         "ap_vs_label_fraction.png",
         "finetune_curves.png",

@@ -5,7 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from evcmae.tools.study_report import METRIC_KEYS, aggregate, markdown_table, read_curve, summary_rows, write_report
+from evcmae.tools.study_report import (
+    METRIC_KEYS,
+    aggregate,
+    interval_text,
+    markdown_table,
+    read_curve,
+    signed_text,
+    summary_rows,
+    write_report,
+)
 
 SCRATCH_AP = {0: 0.20, 1: 0.24, 2: 0.21}
 PRETRAINED_AP = {0: 0.25, 1: 0.23, 2: 0.27}
@@ -245,3 +254,11 @@ def test_frozen_protocol_is_compared_with_the_untrained_encoder():
     assert frozen["wins"] == 2
     assert groups[("finetune", "pretrained")]["delta"]["AP"] == pytest.approx(0.02)  # vs scratch, not untrained
     assert groups[("frozen", "untrained")]["delta"]["AP"] is None
+
+
+def test_signed_numbers_use_one_minus_and_never_a_signed_zero():
+    assert signed_text(-0.0412, 3) == "−0.041" and signed_text(0.0412, 3) == "+0.041"
+    assert signed_text(-0.0004, 3) == "+0.000"  # rounds to zero: no "−0.000"
+    assert signed_text(-1.5) == "−1.50"
+    assert interval_text([-0.094, 0.104], signed=True) == " [−0.094, +0.104]"
+    assert interval_text([0.25, 0.31]) == " [0.250, 0.310]" and interval_text(None) == ""

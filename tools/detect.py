@@ -4,6 +4,10 @@
     evcmae-detect checkpoint=rvt-t.ckpt input=rec.raw video=rec.mp4      # an RVT checkpoint, RAW EVT3
     evcmae-detect checkpoint=... input=rec_td.dat --video rec.gif           # --key value works too
 
+Detections go to ``output=`` (default: ``<recording>_detections_bbox.npy`` beside the input). An
+existing file there is never replaced unless ``overwrite=true``: the run stops before the model
+loads, so a labels file or an earlier run's detections cannot be lost by a mistyped path.
+
 The input is any readable recording: Gen4/eTraM HDF5 (read window by window), Prophesee DAT, RAW
 EVT 2.0/3.0 or AEDAT4 (decoded once). It is cut into 50 ms windows from its first event to its
 last and run in streaming order with a progress bar, LSTM states carried throughout (one
@@ -63,6 +67,7 @@ def detect(
     height: int | None = None,
     dataset: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     import torch
     from tqdm import tqdm
@@ -76,6 +81,12 @@ def detect(
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
+    input_path = Path(input_path)
+    if output is None:
+        output = input_path.with_name((recording_stem(input_path) or input_path.stem) + "_detections_bbox.npy")
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output}: already exists; pass output=<another file> or overwrite=true")
     writer = None
     if video is not None:
         from evcmae.events.video import VideoWriter, check_video_path
@@ -84,7 +95,6 @@ def detect(
     module = load_module(checkpoint, dataset=dataset)
     model, data = module.model, dict(module.hparams.get("data") or {})
     window, ds = int(data.get("window_us", 50_000)), int(data.get("downsample", 1))
-    input_path = Path(input_path)
     with open_recording(input_path, width, height) as rec:
         if rec.width is None or rec.height is None:  # a file silent about its size: the training data's
             rec.width, rec.height = data.get("width"), data.get("height")
@@ -118,9 +128,6 @@ def detect(
         writer.close()
         print(f"evcmae: {writer.count} frames -> {writer.path}")
     result = np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
-    if output is None:
-        output = input_path.with_name((recording_stem(input_path) or input_path.stem) + "_detections_bbox.npy")
-    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_labels(output, result)
     print(f"evcmae: {len(result)} detections over {len(ends)} windows of {input_path.name} -> {output}")
@@ -168,8 +175,9 @@ def main(argv=None) -> int:
             args.get("height"),
             args.get("dataset"),
             not args.get("no_progress", False),
+            bool(args.get("overwrite", False)),
         )
-    except (EventFileError, ValueError, FileNotFoundError) as exc:
+    except (EventFileError, ValueError, FileNotFoundError, FileExistsError) as exc:
         raise SystemExit(f"evcmae-detect: {exc}") from None
     return 0
 

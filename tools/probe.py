@@ -102,7 +102,7 @@ def run(args) -> list[dict]:
 
     from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
     from evcmae.pretrain.probe import RawFeatures, paired_difference, probe_votes, votes_scores
-    from evcmae.tools.study_report import interval_text
+    from evcmae.tools.study_report import interval_text, signed_text
 
     torch.set_num_threads(max(1, int(args.threads)))
     source = Path(args.source)
@@ -139,7 +139,7 @@ def run(args) -> list[dict]:
             row["pretrained_minus_this"] = paired_difference(first, votes)
             if row["pretrained_minus_this"] is not None:
                 d = row["pretrained_minus_this"]
-                line += f"; pretrained − {name}: {d['balanced_accuracy']:+.3f}{interval_text(d['ci95'], signed=True)}"
+                line += f"; pretrained − {name}: {signed_text(d['balanced_accuracy'], 3)}{interval_text(d['ci95'], signed=True)}"
         rows.append(row)
         print(line, flush=True)
     if args.json:

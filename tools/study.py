@@ -37,7 +37,7 @@ from evcmae.pretrain import reporting
 from evcmae.tools.bench import machine
 from evcmae.tools.cli import entry
 from evcmae.tools.pretrain import config_dir
-from evcmae.tools.study_report import interval_text, markdown_table, write_report
+from evcmae.tools.study_report import interval_text, markdown_table, signed_text, write_report
 
 LOSSES = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
 
@@ -330,8 +330,16 @@ def latest_csv(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _seeds_run(finetunes: list[Job]) -> str:
+    """The seeds of each protocol and label fraction, as run (not as configured)."""
+    seeds: dict[tuple, set] = {}
+    for job in finetunes:
+        seeds.setdefault((job.protocol, float(job.label_fraction)), set()).add(job.seed)
+    return "; ".join(f"{p} {100 * f:g} %: {sorted(s)}" for (p, f), s in sorted(seeds.items())) or "none"
+
+
 def _number(value, signed: bool = False) -> str:
-    return "–" if value is None else (f"{value:+.3f}" if signed else f"{value:.3f}")
+    return "–" if value is None else (signed_text(value, 3) if signed else f"{value:.3f}")
 
 
 def pretraining_notes(jobs: list[Job]) -> str:
@@ -433,8 +441,7 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
         "pretrain_steps": cfg.pretrain_steps,
         "finetune_steps": cfg.finetune_steps,
         "finetune_lr": cfg.finetune_lr,
-        "seeds": list(cfg.seeds),
-        "seeds at 100 % labels": seeds_for(cfg, 1.0),
+        "seeds": _seeds_run(finetunes),
         "label fraction mode": cfg.get("label_fraction_mode", "recordings"),
         "fine-tuning recipe": " ".join(cfg.get("recipe", [])) or "defaults",
         "checkpoint selection": f"best val/AP, validated every {cfg.val_every} steps",

@@ -151,10 +151,15 @@ def _cell(mean, std) -> str:
     return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
-def _signed(value: float) -> str:
-    text = f"{abs(100 * value):.2f}"
+def signed_text(value: float, digits: int = 2) -> str:
+    """``value`` with an explicit sign, written with the typographic minus used across reports."""
+    text = f"{abs(value):.{digits}f}"
     # A difference that rounds to zero gets "+" so "−0.00" never appears.
-    return (MINUS if value < 0 and text != "0.00" else "+") + text
+    return (MINUS if value < 0 and text.strip("0.") else "+") + text
+
+
+def _signed(value: float) -> str:
+    return signed_text(100 * value)
 
 
 def _delta_cell(delta, std) -> str:
@@ -346,5 +351,5 @@ def interval_text(ci, signed: bool = False) -> str:
     """ " [lo, hi]" for a 95 % interval (3 decimals, with signs for differences); empty without one."""
     if not ci:
         return ""
-    fmt = "{:+.3f}" if signed else "{:.3f}"
-    return f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+    text = (lambda v: signed_text(v, 3)) if signed else "{:.3f}".format
+    return f" [{text(ci[0])}, {text(ci[1])}]"

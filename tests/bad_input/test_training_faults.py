@@ -58,6 +58,37 @@ def _scheduler_states(total):
     return opt, warmup_cosine(opt, total, round(0.05 * total))
 
 
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        ("no_config", "no backbone.json"),
+        ("config_not_json", "backbone.json: not valid JSON"),
+        ("config_without_backbone", "backbone.json: lacks backbone.in_channels"),
+        ("truncated_weights", "teacher_backbone.pt: cannot be read, truncated or corrupt"),
+    ],
+)
+def test_damaged_backbone_export_names_the_file(tmp_path, damage, problem):
+    from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
+    from evcmae.pretrain.export import CONFIG_FILE, TEACHER_FILE, export_backbones, load_backbone
+
+    net = SparseVoxelBackbone()
+    export_backbones(tmp_path, net, net)
+    load_backbone(tmp_path, log=None)  # whole, it loads
+    config, weights = tmp_path / CONFIG_FILE, tmp_path / TEACHER_FILE
+    if damage == "no_config":
+        config.unlink()
+    elif damage == "config_not_json":
+        config.write_text(config.read_text()[:40])
+    elif damage == "config_without_backbone":
+        config.write_text('{"backbone": {"channels": [16, 32, 64]}}')
+    else:
+        weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as err:
+        load_backbone(tmp_path, log=None)
+    assert problem in str(err.value) and str(tmp_path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_schedule_is_rebuilt_for_a_new_length():
     """A 3-step run (warm-up rounds to 0) resumed as a 20-step one (warm-up 1 step): the saved
     state carries the step only, and the new schedule continues from it."""
