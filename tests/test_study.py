@@ -10,7 +10,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from evcmae.events.errors import OutputFolderError
 from evcmae.tools import study
+from evcmae.tools.cli import user_error
 from evcmae.tools.pretrain import config_dir
 
 RUN_KEYS = ("hydra.run.dir=", "record.root=")
@@ -156,8 +158,9 @@ def test_run_jobs_skips_done_runs_and_propagates_failures(tmp_path):
 
     # A folder made with other settings is neither reused nor overwritten.
     other = FakeJob("f-ok", "finetune", tmp_path / "f-ok", ["optim.lr=0.1"])
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(OutputFolderError, match="f-ok: holds a run made with other settings") as err:
         study.run_jobs([other], parallel=1)
+    assert user_error(err.value) is err.value  # the command reports it as one line, no traceback
 
 
 @pytest.mark.slow

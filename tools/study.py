@@ -33,6 +33,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from evcmae.events.errors import OutputFolderError
 from evcmae.pretrain import reporting
 from evcmae.tools.bench import machine
 from evcmae.tools.cli import entry
@@ -274,11 +275,11 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, str]:
     done. Returns name -> error for the runs that failed (and those that needed them)."""
     stale = [j for j in jobs if j.recorded_overrides() not in (None, list(j.overrides))]
     if stale:  # reusing or overwriting them would mix two studies' settings
-        raise ValueError(
-            "evcmae-study: these run folders hold runs made with other settings: "
-            + ", ".join(str(j.dir) for j in stale)
-            + "; choose another work_dir (and out) "
-            "for a study with different settings, or delete the folders to rerun them"
+        more = f" (and {len(stale) - 1} more: {', '.join(str(j.dir) for j in stale[1:])})" if len(stale) > 1 else ""
+        raise OutputFolderError(
+            stale[0].dir,
+            f"holds a run made with other settings{more}; choose another work_dir (and out) for a "
+            "study with different settings, or delete the folders to rerun them",
         )
     failed: dict[str, str] = {}
     complete, pending = set(), []
