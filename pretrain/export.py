@@ -103,8 +103,6 @@ def load_backbone(path, which: str = "teacher", log=print):
     folder = path if path.is_dir() else path.parent
     if which not in WEIGHT_FILES:
         raise ValueError(f"which must be one of {sorted(WEIGHT_FILES)}, got {which!r}")
-    if not (folder / CONFIG_FILE).is_file():
-        raise CheckpointError(folder, f"no {CONFIG_FILE}: not a backbone export folder (evcmae-export writes one)")
     config = read_export_config(folder / CONFIG_FILE)
     backbone = SparseVoxelBackbone(**backbone_kwargs(config))
     report = load_into(backbone, read_checkpoint(folder / WEIGHT_FILES[which], weights_only=True), log)
@@ -112,9 +110,11 @@ def load_backbone(path, which: str = "teacher", log=print):
 
 
 def read_export_config(path) -> dict:
-    """A ``backbone.json``; ``CheckpointError`` naming the file when it is not valid or lacks the
-    backbone's constructor arguments."""
+    """A ``backbone.json``; ``CheckpointError`` naming the file when it is missing, not valid, or
+    lacks the backbone's constructor arguments."""
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path.parent, f"no {path.name}: not a backbone export folder (evcmae-export writes one)")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

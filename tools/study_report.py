@@ -155,7 +155,7 @@ def signed_text(value: float, digits: int = 2) -> str:
     """``value`` with an explicit sign, written with the typographic minus used across reports."""
     text = f"{abs(value):.{digits}f}"
     # A difference that rounds to zero gets "+" so "−0.00" never appears.
-    return (MINUS if value < 0 and text.strip("0.") else "+") + text
+    return (MINUS if value < 0 and float(text) != 0 else "+") + text
 
 
 def _signed(value: float) -> str:
