@@ -117,6 +117,58 @@ def test_every_planned_run_composes(scale):
                 assert cfg.data.label_fraction == job.label_fraction and cfg.seed == job.seed
 
 
+def test_test_evaluations_name_the_checkpoint_fine_tuning_chose(tmp_path):
+    """The evaluation commands are built after fine-tuning has run, so they test its best-val
+    checkpoint, not last.ckpt; steps whose result exists are not run again."""
+    job = study.Job("f", "finetune", tmp_path / "f", ["seed=0"], rescore=("yolox",))
+    commands = job.commands()
+    assert next(commands)[1:] == ["-m", "evcmae.tools.finetune", "seed=0"]
+    checkpoints = tmp_path / "f" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name in ("best-step=300.ckpt", "last.ckpt"):  # what fine-tuning leaves when val peaked early
+        (checkpoints / name).write_text("")
+    best = f"checkpoint={checkpoints / 'best-step=300.ckpt'}"
+    assert next(commands)[2:] == ["evcmae.tools.evaluate", best, "split=test", f"out={tmp_path / 'f' / 'eval_test'}"]
+    assert next(commands)[2:] == [
+        "evcmae.tools.evaluate",
+        best,
+        "split=test",
+        "eval.protocol=yolox",
+        f"out={tmp_path / 'f' / 'eval_test_yolox'}",
+    ]
+    assert next(commands, None) is None
+
+    # Tested under the run's protocol already: only the missing protocol runs.
+    (tmp_path / "f" / "eval_test").mkdir()
+    (tmp_path / "f" / "eval_test" / "metrics.json").write_text("{}")
+    assert not job.done()
+    assert [c[5] for c in job.commands()] == ["eval.protocol=yolox"]
+    # commands.sh shows the pattern evcmae-evaluate expands to the one best checkpoint.
+    assert "'checkpoint=" + str(checkpoints / "best-step=*.ckpt") + "'" in job.shell_lines()[1]
+
+
+def test_recorded_overrides_skip_evaluations(tmp_path):
+    """A run made outside the study and only evaluated by it is compared on its own command."""
+    job = study.Job("f", "finetune", tmp_path, ["seed=1"])
+    log = tmp_path / "study.log"
+    log.write_text("$ python -m evcmae.tools.evaluate checkpoint=x split=test\n")
+    assert job.recorded_overrides() is None
+    log.write_text("$ python -m evcmae.tools.finetune seed=2\n$ python -m evcmae.tools.evaluate checkpoint=x\n")
+    assert job.recorded_overrides() == ["seed=2"]
+
+
+def test_pretrain_dir_points_every_run_at_another_studys_pretraining():
+    cfg = study_config("work_dir=outputs/b", "pretrain_dir=outputs/a/pretrain")
+    jobs = {j.name: j for j in study.plan(cfg)}
+    assert jobs["pretrain-full"].dir == Path("outputs/a/pretrain/full")
+    assert "hydra.run.dir=outputs/a/pretrain/full" in jobs["pretrain-full"].overrides
+    assert "model.pretrained=outputs/a/pretrain/full" in jobs["finetune-pretrained-labels0.1-seed0"].overrides
+    assert jobs["finetune-pretrained-labels0.1-seed0"].dir == Path("outputs/b/finetune/pretrained-labels0.1-seed0")
+    assert jobs["probe"].overrides[0] == "outputs/a/pretrain/full"
+    default = {j.name: j for j in study.plan(study_config("work_dir=outputs/b"))}
+    assert default["pretrain-full"].dir == Path("outputs/b/pretrain/full")
+
+
 class FakeJob(study.Job):
     """A job whose 'run' is a tiny Python command writing the result file (or failing)."""
 
@@ -220,9 +272,24 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     ):
         assert (tmp_path / "results" / name).is_file(), name
     assert "model.pretrained=work/pretrain/full" in (tmp_path / "results" / "commands.sh").read_text()
-    # The evaluation used the checkpoint chosen on val, and the test split.
-    log = (tmp_path / "work" / "finetune" / "pretrained-labels1-seed0" / "study.log").read_text()
-    assert "best-step=" in log and "split=test" in log
+    # The evaluations used the checkpoint chosen on val, and the test split, under both protocols.
+    run = tmp_path / "work" / "finetune" / "pretrained-labels1-seed0"
+    evaluations = [line for line in (run / "study.log").read_text().splitlines() if "evcmae.tools.evaluate" in line]
+    assert len(evaluations) == 2 and all("checkpoints/best-step=2.ckpt split=test" in e for e in evaluations)
+    scored = json.loads((tmp_path / "results" / "eval_protocols.json").read_text())
+    assert sorted((r["eval_protocol"], r["condition"], r["protocol"]) for r in scored) == sorted(
+        (p, r["condition"], r["protocol"]) for p in ("rvt", "yolox") for r in rows
+    )
+    yolox = json.loads((run / "eval_test_yolox" / "metrics.json").read_text())
+    assert (
+        next(
+            r
+            for r in scored
+            if r["eval_protocol"] == "yolox" and r["condition"] == "pretrained" and r["protocol"] == "finetune"
+        )["AP"]
+        == yolox["AP"]
+    )
+    assert "## Test scored under eval.protocol=yolox" in report
 
     again = study.run(cfg, ["preset=tiny"])
     assert again["failed"] == {}

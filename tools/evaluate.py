@@ -1,6 +1,7 @@
 """evcmae-evaluate: Prophesee-protocol COCO metrics of a detector on a split, or of box files.
 
     evcmae-evaluate checkpoint=outputs/finetune/<run>/checkpoints/last.ckpt split=test
+    evcmae-evaluate 'checkpoint=outputs/finetune/<run>/checkpoints/best-step=*.ckpt'  # the one val chose
     evcmae-evaluate checkpoint=... split=val out=eval_val data.root=/data/etram   # other data
     evcmae-evaluate checkpoint=rvt-t.ckpt data.root=/data/gen4 split=test          # an RVT checkpoint as it is
     evcmae-evaluate checkpoint=... eval.protocol=yolox                             # YOLOX's scoring
@@ -24,6 +25,7 @@ are compared in the files' pixels: set ``eval.min_box_diag``/``eval.min_box_side
 
 from __future__ import annotations
 
+import glob
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -55,6 +57,19 @@ def _prefixed(args: dict, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in args.items() if k.startswith(prefix)}
 
 
+def resolve_checkpoint(path) -> Path:
+    """``path``, or the one file a pattern such as ``checkpoints/best-step=*.ckpt`` matches (the
+    step of the val-selected checkpoint is not known in advance); anything else is one line."""
+    path = Path(path)
+    if path.is_file() or not glob.has_magic(str(path)):
+        return path
+    found = sorted(glob.glob(str(path)))
+    if len(found) != 1:
+        what = "no file matches it" if not found else f"{len(found)} files match it ({', '.join(found)}); name one"
+        raise SystemExit(f"checkpoint={path}: {what}")
+    return Path(found[0])
+
+
 def load_module(path, threads: int = 1, dataset: str | None = None):
     """The fine-tuned module (eval mode) of an evcmae checkpoint or an RVT one."""
     import torch
@@ -65,7 +80,7 @@ def load_module(path, threads: int = 1, dataset: str | None = None):
 
     if threads:
         torch.set_num_threads(threads)
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise SystemExit(f"checkpoint={path}: no such file")
     content = read_checkpoint(path)
@@ -129,6 +144,7 @@ def evaluate_checkpoint(
     from evcmae.finetune.records import ExperimentRecord
     from evcmae.finetune.report import summary_text
 
+    checkpoint = resolve_checkpoint(checkpoint)  # the record names the file, not a pattern
     module, datamodule = load_checkpoint(checkpoint, data_overrides, dataset=dataset)
     set_eval_config(datamodule, eval_overrides or {})
     datamodule.prepare_data()

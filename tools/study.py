@@ -38,7 +38,7 @@ from evcmae.pretrain import reporting
 from evcmae.tools.bench import machine
 from evcmae.tools.cli import entry
 from evcmae.tools.pretrain import config_dir
-from evcmae.tools.study_report import interval_text, markdown_table, signed_text, write_report
+from evcmae.tools.study_report import aggregate, interval_text, markdown_table, signed_text, summary_rows, write_report
 
 LOSSES = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
 
@@ -59,36 +59,54 @@ class Job:
     protocol: str = "finetune"  # finetune | frozen (encoder frozen, the rest trained) | probe
     after: tuple = ()  # further runs that must be done first (the probe's supervised reference)
     evaluate_args: list = field(default_factory=list)  # for evcmae-evaluate, e.g. accelerator=gpu
+    rescore: tuple = ()  # further evaluation protocols (eval.protocol) the test split is scored under
     result: dict = field(default_factory=dict)
+    rescored: dict = field(default_factory=dict)  # protocol -> test metrics under it
     seconds: float = 0.0
 
     @property
     def dependencies(self) -> tuple:
         return tuple(n for n in (self.needs, *self.after) if n)
 
-    def _steps(self, checkpoint) -> list[tuple[str, list[str]]]:
-        """(tool, arguments) of each step: the run, and for fine-tuning the test evaluation."""
-        steps = [(self.kind, list(self.overrides))]
-        if self.kind == "finetune":
-            steps.append(
-                (
-                    "evaluate",
-                    [f"checkpoint={checkpoint}", "split=test", f"out={self.dir / 'eval_test'}", *self.evaluate_args],
-                )
-            )
+    def rescore_dir(self, protocol: str) -> Path:
+        return self.dir / f"eval_test_{protocol}"
+
+    def _steps(self, checkpoint) -> list[tuple[str, list[str], Path | None]]:
+        """(tool, arguments, result file) of each step: the run, and for fine-tuning the test
+        evaluation, then one per protocol in ``rescore``. A step with a result file is skipped when
+        the file exists; fine-tuning's is the test result, since it comes right after."""
+        if self.kind != "finetune":
+            return [(self.kind, list(self.overrides), None)]
+        test = self.dir / "eval_test"
+        steps = [
+            (self.kind, list(self.overrides), test / "metrics.json"),
+            (
+                "evaluate",
+                [f"checkpoint={checkpoint}", "split=test", f"out={test}", *self.evaluate_args],
+                test / "metrics.json",
+            ),
+        ]
+        for protocol in self.rescore:
+            out = self.rescore_dir(protocol)
+            args = [f"checkpoint={checkpoint}", "split=test", f"eval.protocol={protocol}", f"out={out}"]
+            steps.append(("evaluate", [*args, *self.evaluate_args], out / "metrics.json"))
         return steps
 
-    def commands(self) -> list[list[str]]:
-        return [
-            [sys.executable, "-m", f"evcmae.tools.{tool}", *args]
-            for tool, args in self._steps(best_checkpoint(self.dir))
-        ]
+    def commands(self):
+        """The commands still to run, each built when its turn comes: the test evaluations must
+        name the checkpoint fine-tuning has just chosen on val, which does not exist before."""
+        for index in range(len(self._steps(None))):
+            tool, args, result = self._steps(best_checkpoint(self.dir))[index]
+            if result is not None and result.is_file():
+                continue
+            yield [sys.executable, "-m", f"evcmae.tools.{tool}", *args]
 
     def shell_lines(self) -> list[str]:
-        """The commands as a user types them (console scripts; the checkpoint found at run time)."""
+        """The commands as a user types them (console scripts; evcmae-evaluate expands the pattern
+        to the one best checkpoint)."""
         return [
             " ".join([f"evcmae-{tool}", *map(shlex.quote, args)])
-            for tool, args in self._steps(f"{self.dir}/checkpoints/best-step=*.ckpt")
+            for tool, args, _ in self._steps(f"{self.dir}/checkpoints/best-step=*.ckpt")
         ]
 
     @property
@@ -98,20 +116,30 @@ class Job:
 
     def done(self) -> bool:
         exported = self.kind != "pretrain" or (self.dir / "teacher_backbone.pt").is_file()
-        return exported and self.result_path.is_file()
+        rescored = all((self.rescore_dir(p) / "metrics.json").is_file() for p in self.rescore)
+        return exported and rescored and self.result_path.is_file()
 
     def recorded_overrides(self) -> list | None:
-        """The overrides this run folder was last run with (the first command in its log)."""
+        """The overrides this run folder was last run with: the first command in its log that is
+        not a test evaluation (a run made outside the study can have a log of evaluations only)."""
         log = self.dir / "study.log"
         if not log.is_file():
             return None
         with open(log) as f:
-            first = f.readline()
-        return shlex.split(first[2:])[3:] if first.startswith("$ ") else None
+            for line in f:
+                words = shlex.split(line[2:]) if line.startswith("$ ") else []
+                if words and words[1:3] != ["-m", "evcmae.tools.evaluate"]:
+                    return words[3:]
+        return None
 
     def load_result(self) -> dict:
         result = json.loads(self.result_path.read_text())
         self.result = {"rows": result} if isinstance(result, list) else result
+        self.rescored = {
+            p: json.loads((self.rescore_dir(p) / "metrics.json").read_text())
+            for p in self.rescore
+            if (self.rescore_dir(p) / "metrics.json").is_file()
+        }
         return self.result
 
 
@@ -140,6 +168,7 @@ def pretrain_variants(cfg: DictConfig) -> dict[str, list[str]]:
 def plan(cfg: DictConfig) -> list[Job]:
     """Every run of the study, pretraining first."""
     work, data_dir = Path(cfg.work_dir), Path(cfg.data_dir)  # as given: relative to where the study runs
+    pretrain_root = pretrain_dir(cfg)
     # Logs, not terminals: no progress bars (both apps name theirs callbacks.progress_bar).
     common = [
         f"paths.data_dir={data_dir}",
@@ -150,7 +179,7 @@ def plan(cfg: DictConfig) -> list[Job]:
     ]
     jobs = []
     for variant, extra in pretrain_variants(cfg).items():
-        run_dir = work / "pretrain" / variant
+        run_dir = pretrain_root / variant
         jobs.append(
             Job(
                 f"pretrain-{variant}",
@@ -175,7 +204,7 @@ def plan(cfg: DictConfig) -> list[Job]:
         run_dir = work / "finetune" / tag
         source = "full" if condition == "pretrained" else condition
         fresh = condition in ("scratch", "untrained")
-        pretrained = [] if fresh else [f"model.pretrained={work / 'pretrain' / source}"]
+        pretrained = [] if fresh else [f"model.pretrained={pretrain_root / source}"]
         frozen = ["model.encoder_mode=freeze"] if protocol == "frozen" else []
         return Job(
             f"finetune-{tag}",
@@ -202,6 +231,7 @@ def plan(cfg: DictConfig) -> list[Job]:
             int(seed),
             None if fresh else f"pretrain-{source}",
             evaluate_args=list(cfg.get("evaluate_overrides", [])),
+            rescore=tuple(cfg.get("extra_eval_protocols") or ()),
             protocol=protocol,
         )
 
@@ -222,6 +252,12 @@ def plan(cfg: DictConfig) -> list[Job]:
     return jobs
 
 
+def pretrain_dir(cfg: DictConfig) -> Path:
+    """Where the pretraining runs live: ``work_dir``/pretrain, or ``pretrain_dir`` to fine-tune
+    from another study's pretraining (its runs are reused only if made with the same settings)."""
+    return Path(cfg.get("pretrain_dir") or Path(cfg.work_dir) / "pretrain")
+
+
 def seeds_for(cfg: DictConfig, fraction: float) -> list[int]:
     """Fine-tuning seeds at a label fraction: ``seeds_full_labels`` at 100 % when given (fewer
     seeds suffice where the subset is the whole set), ``seeds`` otherwise."""
@@ -238,7 +274,7 @@ def probe_job(cfg: DictConfig, work: Path, data_dir: Path, jobs: list[Job]) -> J
         (j for j in jobs if j.condition == "scratch" and j.label_fraction == 1.0 and j.protocol == "finetune"), None
     )
     args = [
-        str(work / "pretrain" / "full"),
+        str(pretrain_dir(cfg) / "full"),
         f"--data-root={data_dir / cfg.preset}",
         f"--split={cfg.probe.split}",
         f"--max-windows={cfg.probe.max_windows}",
@@ -434,6 +470,7 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
     notes = pretraining_notes(jobs)
     if probe_rows is not None:
         notes += "\n" + probe_table(probe_rows)
+    notes += rescored_results(out, runs, finetunes, _eval_protocol(finetunes))
     if failed:
         notes += "\n## Failed runs\n\n" + "\n".join(f"- {name}: {why}" for name, why in failed.items()) + "\n"
     meta = {
@@ -457,6 +494,30 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
         "# every run's command: commands.sh; every run's composed config: configs/",
     ]
     return write_report(runs, out, curves=curves, commands=commands, notes=notes, meta=meta)
+
+
+def rescored_results(out: Path, runs: list[dict], finetunes: list[Job], protocol: str | None) -> str:
+    """The same test checkpoints under every evaluation protocol: ``eval_protocols.json`` (the
+    summary rows with an ``eval_protocol`` key) and one table per further protocol, as Markdown."""
+    names = sorted({p for j in finetunes for p in j.rescored})
+    if not names:
+        return ""
+    rows = [{**r, "eval_protocol": protocol} for r in summary_rows(runs)]
+    text = ""
+    for name in names:
+        scored = [
+            {**run, "metrics": job.rescored[name]}
+            for run, job in zip(runs, finetunes, strict=True)
+            if name in job.rescored
+        ]
+        rows += [{**r, "eval_protocol": name} for r in summary_rows(scored)]
+        text += (
+            f"\n## Test scored under eval.protocol={name}\n\nThe checkpoints above, scored again "
+            f"(`eval_test_{name}/` in each run folder; all protocols in eval_protocols.json).\n\n"
+            + markdown_table(aggregate(summary_rows(scored)))
+        )
+    (out / "eval_protocols.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return text
 
 
 def _eval_protocol(finetunes: list[Job]) -> str | None:
