@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import tempfile
@@ -53,6 +54,20 @@ def read_checkpoint(path, map_location="cpu", weights_only: bool | None = False)
     if not isinstance(ckpt, dict):
         raise CheckpointError(path, f"holds a {type(ckpt).__name__}, not a checkpoint dict")
     return ckpt
+
+
+def resolve_checkpoint(path) -> Path:
+    """``path``, or the one file a pattern such as ``checkpoints/best-step=*.ckpt`` matches (the
+    step of the val-selected checkpoint is not known in advance); none or several is an error."""
+    path = Path(path)
+    if path.is_file() or not glob.has_magic(str(path)):
+        return path
+    found = sorted(glob.glob(str(path)))
+    if len(found) != 1:
+        raise CheckpointError(
+            path, "no file matches it" if not found else f"{len(found)} files match it ({', '.join(found)}); name one"
+        )
+    return Path(found[0])
 
 
 def checkpoint_kind(ckpt: dict) -> str:

@@ -49,7 +49,7 @@ def finetuned(tmp_path_factory):
     return {
         "untrained": untrained,
         "trained": trained,
-        "ckpt": trainer.checkpoint_callback.last_model_path,
+        "ckpt": next(c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path),
         "out": out,
         "data": datamodule,
         "record": record,

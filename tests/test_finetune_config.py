@@ -133,3 +133,43 @@ def test_help_lists_the_apps_own_groups(app, own, foreign):
     for line in own:
         assert line in proc.stdout
     assert foreign not in proc.stdout
+
+
+def test_last_ckpt_is_the_latest_validation_and_best_the_best(tmp_path):
+    """The configured checkpoint callbacks on a toy model whose val/AP only falls: best-step=2 is
+    the best, and last.ckpt holds the final step (what ckpt_path=last resumes), not a copy of
+    the best (Lightning's save_last on the monitored callback alone would make it one)."""
+    import pytorch_lightning as pl
+    import torch
+
+    class Falling(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, _):
+            return (self.w - batch).pow(2).mean()
+
+        def validation_step(self, batch, _):
+            self.log("val/AP", 1.0 / self.global_step)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    cfg = _compose("finetune", f"paths.output_dir={tmp_path}")
+    callbacks = [instantiate(cfg.callbacks[name]) for name in ("checkpoint", "last")]
+    loader = torch.utils.data.DataLoader(torch.ones(8, 1), batch_size=1)
+    trainer = pl.Trainer(
+        max_steps=6,
+        val_check_interval=2,  # not 1: Lightning reads that as once per epoch
+        limit_val_batches=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(Falling(), loader, loader)
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert saved == ["best-step=2.ckpt", "last.ckpt"]
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6

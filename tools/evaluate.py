@@ -25,7 +25,6 @@ are compared in the files' pixels: set ``eval.min_box_diag``/``eval.min_box_side
 
 from __future__ import annotations
 
-import glob
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -57,26 +56,13 @@ def _prefixed(args: dict, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in args.items() if k.startswith(prefix)}
 
 
-def resolve_checkpoint(path) -> Path:
-    """``path``, or the one file a pattern such as ``checkpoints/best-step=*.ckpt`` matches (the
-    step of the val-selected checkpoint is not known in advance); anything else is one line."""
-    path = Path(path)
-    if path.is_file() or not glob.has_magic(str(path)):
-        return path
-    found = sorted(glob.glob(str(path)))
-    if len(found) != 1:
-        what = "no file matches it" if not found else f"{len(found)} files match it ({', '.join(found)}); name one"
-        raise SystemExit(f"checkpoint={path}: {what}")
-    return Path(found[0])
-
-
 def load_module(path, threads: int = 1, dataset: str | None = None):
     """The fine-tuned module (eval mode) of an evcmae checkpoint or an RVT one."""
     import torch
 
     from evcmae.finetune.module import FinetuneModule
     from evcmae.finetune.rvt_checkpoint import load_rvt, rvt_state_dict
-    from evcmae.pretrain.checkpointing import read_checkpoint, require_kind
+    from evcmae.pretrain.checkpointing import read_checkpoint, require_kind, resolve_checkpoint
 
     if threads:
         torch.set_num_threads(threads)
@@ -143,6 +129,7 @@ def evaluate_checkpoint(
     from evcmae.events.validation import check_class_ids
     from evcmae.finetune.records import ExperimentRecord
     from evcmae.finetune.report import summary_text
+    from evcmae.pretrain.checkpointing import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(checkpoint)  # the record names the file, not a pattern
     module, datamodule = load_checkpoint(checkpoint, data_overrides, dataset=dataset)

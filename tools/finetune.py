@@ -92,8 +92,11 @@ def train(cfg: DictConfig) -> dict:
             cfg.record.root, hypothesis=cfg.record.hypothesis, config=cfg, name=cfg.record.name
         )
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    checkpoint = trainer.checkpoint_callback
-    best = (checkpoint.best_model_path or checkpoint.last_model_path) if checkpoint else ""
+    # The best val/AP checkpoint; without one (no validation ran), the latest last.ckpt.
+    saved = trainer.checkpoint_callbacks
+    best = next((c.best_model_path for c in saved if c.best_model_path), "") or next(
+        (c.last_model_path for c in saved if c.last_model_path), ""
+    )
     if cfg.get("validate_best"):
         trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         if record is not None:

@@ -101,6 +101,7 @@ def run(args) -> list[dict]:
     import torch
 
     from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
+    from evcmae.pretrain.checkpointing import resolve_checkpoint
     from evcmae.pretrain.probe import RawFeatures, paired_difference, probe_votes, votes_scores
     from evcmae.tools.study_report import interval_text, signed_text
 
@@ -116,7 +117,7 @@ def run(args) -> list[dict]:
         encoders["untrained"] = (fresh, args.scale)
         encoders["raw_features"] = (RawFeatures(), "raw")
     if args.supervised:
-        encoders["supervised"] = (load_encoder(Path(args.supervised))[0], args.scale)
+        encoders["supervised"] = (load_encoder(resolve_checkpoint(args.supervised))[0], args.scale)
     for other in args.compare or ():  # e.g. pretraining variants, named by their folder
         path = Path(other)
         name = path.parent.name if path.is_file() else path.name

@@ -283,7 +283,7 @@ def probe_job(cfg: DictConfig, work: Path, data_dir: Path, jobs: list[Job]) -> J
     ]
     after = ()
     if supervised is not None:
-        args.append(f"--supervised={supervised.dir / 'checkpoints' / 'last.ckpt'}")
+        args.append(f"--supervised={supervised.dir / 'checkpoints' / 'best-step=*.ckpt'}")  # the val-chosen one
         after = (supervised.name,)
     return Job(
         "probe", "probe", run_dir, args, condition="pretrained", needs="pretrain-full", protocol="probe", after=after

@@ -189,14 +189,15 @@ def test_detect_refuses_nan_in_one_line(tmp_path, detector_ckpt, capsys, field):
 def test_checkpoint_pattern_needs_exactly_one_match(tmp_path, capsys):
     """evcmae-evaluate takes the pattern commands.sh prints (``best-step=*.ckpt``): one match is
     the checkpoint, none or several are one line naming the pattern."""
+    from evcmae.pretrain.checkpointing import resolve_checkpoint
     from evcmae.tools import evaluate
 
     pattern = tmp_path / "best-step=*.ckpt"
     assert evaluate.main([f"checkpoint={pattern}"]) == 2
-    assert capsys.readouterr().err == f"evcmae-evaluate: error: checkpoint={pattern}: no file matches it\n"
+    assert capsys.readouterr().err == f"evcmae-evaluate: error: {pattern}: no file matches it\n"
     (tmp_path / "best-step=300.ckpt").write_text("")
-    assert evaluate.resolve_checkpoint(pattern) == tmp_path / "best-step=300.ckpt"
-    assert evaluate.resolve_checkpoint(tmp_path / "last.ckpt") == tmp_path / "last.ckpt"  # no pattern: as given
+    assert resolve_checkpoint(pattern) == tmp_path / "best-step=300.ckpt"
+    assert resolve_checkpoint(tmp_path / "last.ckpt") == tmp_path / "last.ckpt"  # no pattern: as given
     (tmp_path / "best-step=450.ckpt").write_text("")
     assert evaluate.main([f"checkpoint={pattern}"]) == 2
     assert "2 files match it" in capsys.readouterr().err
