@@ -294,3 +294,19 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     again = study.run(cfg, ["preset=tiny"])
     assert again["failed"] == {}
     assert json.loads((tmp_path / "results" / "summary.json").read_text()) == rows
+
+
+def test_a_run_resumed_for_an_evaluation_keeps_its_earlier_time(tmp_path):
+    class EvaluationOnly(study.Job):
+        def commands(self):
+            return [[sys.executable, "-m", "evcmae.tools.evaluate", "--help"]]
+
+    (tmp_path / "eval_test").mkdir()
+    (tmp_path / "eval_test" / "metrics.json").write_text('{"AP": 0.5}')
+    (tmp_path / "study_seconds.txt").write_text("1000.0\n")
+    job = study._run_job(EvaluationOnly("f", "finetune", tmp_path, []))
+    assert 1000 < job.seconds < 1100
+    assert float((tmp_path / "study_seconds.txt").read_text()) == pytest.approx(job.seconds, abs=0.1)
+    # A run made again from the start counts only itself.
+    again = study._run_job(FakeJob("f", "finetune", tmp_path, []))
+    assert again.seconds < 100
