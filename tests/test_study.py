@@ -290,6 +290,7 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
         == yolox["AP"]
     )
     assert "## Test scored under eval.protocol=yolox" in report
+    assert "| finetune | scratch | 100 % | 0 | 2 |" in report  # the runs table names the checkpoint val chose
 
     again = study.run(cfg, ["preset=tiny"])
     assert again["failed"] == {}

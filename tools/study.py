@@ -21,6 +21,7 @@ whose result exists is not run again, so an interrupted study continues where it
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -406,6 +407,40 @@ def pretraining_notes(jobs: list[Job]) -> str:
     return "\n".join(lines) + "\n" + reporting.markdown_table(header, rows, "lr")
 
 
+def runs_table(finetunes: list[Job]) -> str:
+    """Each fine-tuned run: the checkpoint val chose, its val AP and its test AP, so a report
+    shows where val and test disagree."""
+    from evcmae.tools.study_report import read_curve
+
+    rows = []
+    for job in finetunes:
+        tested = job.dir / "eval_test" / "checkpoint.txt"  # the file the test evaluation read
+        chosen = re.search(
+            r"step=(\d+)", Path(tested.read_text().strip() if tested.is_file() else best_checkpoint(job.dir)).name
+        )
+        csv = latest_csv(job.dir)
+        val = read_curve(csv)["val_AP"][1] if csv else []
+        cells = [job.protocol, job.condition, f"{100 * job.label_fraction:g} %", job.seed]
+        cells += [chosen.group(1) if chosen else "last", f"{100 * max(val):.2f}" if val else "–"]
+        cells += [
+            f"{100 * job.result[k]:.2f}" if job.result.get(k) is not None else "–" for k in ("AP", "AP_class_agnostic")
+        ]
+        cells.append(f"{job.seconds / 60:.1f}")
+        rows.append(cells)
+    header = [
+        "protocol",
+        "condition",
+        "labels",
+        "seed",
+        "chosen step",
+        "best val AP",
+        "test AP",
+        "test AP class-agnostic",
+        "minutes",
+    ]
+    return "\n## Fine-tuning runs\n\n" + reporting.markdown_table(header, rows, "llllr")
+
+
 def probe_table(rows: list[dict]) -> str:
     """The probe's rows as a table (results/probe.json holds the same numbers)."""
     lines = [
@@ -474,6 +509,7 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
     notes = pretraining_notes(jobs)
     if probe_rows is not None:
         notes += "\n" + probe_table(probe_rows)
+    notes += runs_table(finetunes)
     notes += rescored_results(out, runs, finetunes, _eval_protocol(finetunes))
     if failed:
         notes += "\n## Failed runs\n\n" + "\n".join(f"- {name}: {why}" for name, why in failed.items()) + "\n"
