@@ -39,7 +39,15 @@ from evcmae.pretrain import reporting
 from evcmae.tools.bench import machine
 from evcmae.tools.cli import entry
 from evcmae.tools.pretrain import config_dir
-from evcmae.tools.study_report import aggregate, interval_text, markdown_table, signed_text, summary_rows, write_report
+from evcmae.tools.study_report import (
+    aggregate,
+    interval_text,
+    markdown_table,
+    read_curve,
+    signed_text,
+    summary_rows,
+    write_report,
+)
 
 LOSSES = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
 
@@ -72,6 +80,9 @@ class Job:
     def rescore_dir(self, protocol: str) -> Path:
         return self.dir / f"eval_test_{protocol}"
 
+    def rescore_result(self, protocol: str) -> Path:
+        return self.rescore_dir(protocol) / "metrics.json"
+
     def _steps(self, checkpoint) -> list[tuple[str, list[str], Path | None]]:
         """(tool, arguments, result file) of each step: the run, and for fine-tuning the test
         evaluation, then one per protocol in ``rescore``. A step with a result file is skipped when
@@ -90,7 +101,7 @@ class Job:
         for protocol in self.rescore:
             out = self.rescore_dir(protocol)
             args = [f"checkpoint={checkpoint}", "split=test", f"eval.protocol={protocol}", f"out={out}"]
-            steps.append(("evaluate", [*args, *self.evaluate_args], out / "metrics.json"))
+            steps.append(("evaluate", [*args, *self.evaluate_args], self.rescore_result(protocol)))
         return steps
 
     def commands(self):
@@ -117,7 +128,7 @@ class Job:
 
     def done(self) -> bool:
         exported = self.kind != "pretrain" or (self.dir / "teacher_backbone.pt").is_file()
-        rescored = all((self.rescore_dir(p) / "metrics.json").is_file() for p in self.rescore)
+        rescored = all(self.rescore_result(p).is_file() for p in self.rescore)
         return exported and rescored and self.result_path.is_file()
 
     def recorded_overrides(self) -> list | None:
@@ -129,7 +140,7 @@ class Job:
         with open(log) as f:
             for line in f:
                 words = shlex.split(line[2:]) if line.startswith("$ ") else []
-                if words and words[1:3] != ["-m", "evcmae.tools.evaluate"]:
+                if words and not _is_evaluation(words):
                     return words[3:]
         return None
 
@@ -137,11 +148,14 @@ class Job:
         result = json.loads(self.result_path.read_text())
         self.result = {"rows": result} if isinstance(result, list) else result
         self.rescored = {
-            p: json.loads((self.rescore_dir(p) / "metrics.json").read_text())
-            for p in self.rescore
-            if (self.rescore_dir(p) / "metrics.json").is_file()
+            p: json.loads(self.rescore_result(p).read_text()) for p in self.rescore if self.rescore_result(p).is_file()
         }
         return self.result
+
+
+def _is_evaluation(command: list[str]) -> bool:
+    """Whether a logged command (python -m evcmae.tools.X ...) is a test evaluation."""
+    return command[1:3] == ["-m", "evcmae.tools.evaluate"]
 
 
 def best_checkpoint(run_dir: Path) -> Path:
@@ -296,7 +310,7 @@ def _run_job(job: Job) -> Job:
     start, reran = time.perf_counter(), False
     with open(job.dir / "study.log", "a") as log:
         for cmd in job.commands():
-            reran |= cmd[1:3] != ["-m", "evcmae.tools.evaluate"]
+            reran |= not _is_evaluation(cmd)
             log.write(f"$ {shlex.join(cmd)}\n")
             log.flush()
             code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -410,8 +424,6 @@ def pretraining_notes(jobs: list[Job]) -> str:
 def runs_table(finetunes: list[Job]) -> str:
     """Each fine-tuned run: the checkpoint val chose, its val AP and its test AP, so a report
     shows where val and test disagree."""
-    from evcmae.tools.study_report import read_curve
-
     rows = []
     for job in finetunes:
         tested = job.dir / "eval_test" / "checkpoint.txt"  # the file the test evaluation read
@@ -551,11 +563,12 @@ def rescored_results(out: Path, runs: list[dict], finetunes: list[Job], protocol
             for run, job in zip(runs, finetunes, strict=True)
             if name in job.rescored
         ]
-        rows += [{**r, "eval_protocol": name} for r in summary_rows(scored)]
+        scored_rows = summary_rows(scored)
+        rows += [{**r, "eval_protocol": name} for r in scored_rows]
         text += (
             f"\n## Test scored under eval.protocol={name}\n\nThe checkpoints above, scored again "
             f"(`eval_test_{name}/` in each run folder; all protocols in eval_protocols.json).\n\n"
-            + markdown_table(aggregate(summary_rows(scored)))
+            + markdown_table(aggregate(scored_rows))
         )
     (out / "eval_protocols.json").write_text(json.dumps(rows, indent=2) + "\n")
     return text
