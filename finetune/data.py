@@ -9,6 +9,7 @@ the label fraction), the chunk samplers (``chunks.py``: stream, random, mixed) a
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -120,7 +121,8 @@ class FinetuneDataModule(pl.LightningDataModule):
         if preset is not None:
             from evcmae.events.synth import ensure_generated
 
-            ensure_generated(self.root, preset, seed, workers)
+            if ensure_generated(self.root, preset, seed, workers) and self.rvt_root.is_dir():
+                self._remove_stale_rvt_cache()
         if self.input == "histogram" and not self.rvt_root.is_dir():
             from evcmae.events.preprocess import preprocess_dataset
 
@@ -134,6 +136,18 @@ class FinetuneDataModule(pl.LightningDataModule):
                 **self.label_cfg,
             )
             preprocess_dataset(self.root, self.rvt_root, cfg)
+
+    def _remove_stale_rvt_cache(self) -> None:
+        """The histogram cache was preprocessed from the recordings just generated again, so it is
+        made again too; a folder holding anything but split folders is not ours to remove."""
+        others = sorted(p.name for p in self.rvt_root.iterdir() if p.name not in ("train", "val", "test"))
+        if others:
+            raise SystemExit(
+                f"{self.rvt_root}: preprocessed from recordings that were just generated again, and it holds "
+                f"{others[0]!r} besides split folders; move it away so that it can be preprocessed again"
+            )
+        print(f"evcmae: removing {self.rvt_root}, preprocessed from the earlier recordings", flush=True)
+        shutil.rmtree(self.rvt_root)
 
     def recordings(self, split: str) -> list:
         """Recordings of a split (``train``/``val``/``test`` or a folder name), cached."""

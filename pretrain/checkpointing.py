@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from evcmae.events.errors import CheckpointError, OutputFolderError
 
@@ -98,14 +99,17 @@ def require_kind(path, ckpt: dict, kind: str) -> dict:
 
 
 def newest_loadable(folder, exclude=()) -> tuple[Path, dict] | None:
-    """The newest (by modification time) ``*.ckpt`` of ``folder`` that loads, with its contents."""
+    """The newest (by modification time) ``*.ckpt`` of ``folder`` that loads and can resume a run
+    (weights-only saves cannot: they hold no optimizer state), with its contents."""
     excluded = {Path(p).resolve() for p in exclude}
     candidates = [p for p in Path(folder).glob("*.ckpt") if p.resolve() not in excluded and p.is_file()]
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
-            return path, read_checkpoint(path)
+            ckpt = read_checkpoint(path)
         except CheckpointError:
             continue
+        if "optimizer_states" in ckpt:
+            return path, ckpt
     return None
 
 
@@ -148,6 +152,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 stacklevel=2,
             )
             return ckpt
+
+
+class EveryValidationCheckpoint(ModelCheckpoint):
+    """``step=N.ckpt`` at every validation, for choosing or averaging checkpoints after the run
+    (on other data, or with another rule than the best val/AP). Unmonitored like the ``last.ckpt``
+    callback, so it gets a state key of its own: Lightning refuses two callbacks that share one."""
+
+    def __init__(self, keep: bool = False, **kwargs):
+        kwargs.setdefault("filename", "{step}")
+        kwargs.setdefault("save_weights_only", True)
+        super().__init__(monitor=None, save_top_k=-1 if keep else 0, save_last=False, **kwargs)
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(every_validation=True, dirpath=str(self.dirpath))
 
 
 # Scheduler attributes every torch LR scheduler has and that mean the same in all of them.

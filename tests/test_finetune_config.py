@@ -13,6 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from evcmae.pretrain.checkpointing import newest_loadable
 from evcmae.tools.finetune import pretrained_overrides, with_overrides
 from evcmae.tools.pretrain import config_dir
 
@@ -135,10 +136,12 @@ def test_help_lists_the_apps_own_groups(app, own, foreign):
     assert foreign not in proc.stdout
 
 
-def test_last_ckpt_is_the_latest_validation_and_best_the_best(tmp_path):
+@pytest.mark.parametrize("keep", [False, True])
+def test_last_ckpt_is_the_latest_validation_and_best_the_best(tmp_path, keep):
     """The configured checkpoint callbacks on a toy model whose val/AP only falls: best-step=2 is
     the best, and last.ckpt holds the final step (what ckpt_path=last resumes), not a copy of
-    the best (Lightning's save_last on the monitored callback alone would make it one)."""
+    the best (Lightning's save_last on the monitored callback alone would make it one). With
+    callbacks.validations.keep=true every validation also leaves step=N.ckpt, weights only."""
     import pytorch_lightning as pl
     import torch
 
@@ -156,8 +159,8 @@ def test_last_ckpt_is_the_latest_validation_and_best_the_best(tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    cfg = _compose("finetune", f"paths.output_dir={tmp_path}")
-    callbacks = [instantiate(cfg.callbacks[name]) for name in ("checkpoint", "last")]
+    cfg = _compose("finetune", f"paths.output_dir={tmp_path}", f"callbacks.validations.keep={keep}")
+    callbacks = [instantiate(cfg.callbacks[name]) for name in ("checkpoint", "last", "validations")]
     loader = torch.utils.data.DataLoader(torch.ones(8, 1), batch_size=1)
     trainer = pl.Trainer(
         max_steps=6,
@@ -170,6 +173,14 @@ def test_last_ckpt_is_the_latest_validation_and_best_the_best(tmp_path):
         num_sanity_val_steps=0,
     )
     trainer.fit(Falling(), loader, loader)
-    saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert saved == ["best-step=2.ckpt", "last.ckpt"]
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    folder = tmp_path / "checkpoints"
+    saved = sorted(p.name for p in folder.iterdir())
+    every = ["step=2.ckpt", "step=4.ckpt", "step=6.ckpt"] if keep else []
+    assert saved == sorted(["best-step=2.ckpt", "last.ckpt", *every])
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 6
+    for name in every:
+        ckpt = torch.load(folder / name, weights_only=False)
+        assert ckpt["global_step"] == int(name[5:-5]) and "optimizer_states" not in ckpt
+    if keep:  # a damaged last.ckpt resumes from a checkpoint that can resume, not a weights-only one
+        (folder / "step=6.ckpt").touch()
+        assert newest_loadable(folder, exclude=[folder / "last.ckpt"])[0].name == "best-step=2.ckpt"

@@ -1,6 +1,8 @@
 """Fine-tuning data: window alignment, streaming flags and states, augmentation, label fraction,
 and the OneCycle schedule's end points."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -178,6 +180,27 @@ def test_rvt_layout_matches_raw_windows_and_class_map(tiny):
     three = FinetuneDataModule(str(tiny.root), class_map=[0, 1, 2, 1, 2, 1, 1, 2], **kw)
     ids = np.concatenate([r.gt()["class_id"] for r in three.recordings("train")])
     assert ids.max() <= 2
+
+
+def test_regenerated_recordings_replace_the_histogram_cache_made_from_them(tmp_path):
+    """The synthetic dataset generated again (here: another seed) makes the RVT-layout cache stale:
+    it is removed and preprocessed again, unless it holds something else, which is kept."""
+    kw = dict(input="histogram", width=320, height=180, downsample=1, seq_len=3, min_side=3, synth_preset="tiny")
+    root, cache = tmp_path / "tiny", tmp_path / "tiny_rvt"
+
+    def prepared(seed):
+        FinetuneDataModule(str(root), rvt_root=str(cache), synth_seed=seed, **kw).prepare_data()
+        return json.loads((root / "synth.json").read_text())["seed"]
+
+    assert prepared(1) == 1
+    (cache / "train" / "from_seed_1").touch()
+    assert prepared(0) == 0
+    assert not (cache / "train" / "from_seed_1").exists()
+    assert len(list((cache / "train").iterdir())) == 2  # tiny's two training recordings
+    (cache / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=r"tiny_rvt: .* holds 'notes.txt' besides split folders"):
+        prepared(1)
+    assert (cache / "notes.txt").read_text() == "mine"
 
 
 class _FakeRecording:

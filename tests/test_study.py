@@ -262,6 +262,7 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     assert "| frozen | pretrained | 100 % |" in report and "## Representation probe" in report
     assert "- evaluation protocol: rvt\n" in report  # every run's data.eval.protocol, the default
     assert "- seeds: finetune 100 %: [0]; frozen 100 %: [0]\n" in report  # as run
+    assert "- recordings: 2 pretrain / 2 train / 1 val / 1 test\n" in report  # tiny's synth.json
     for name in (
         "ap_vs_label_fraction.png",
         "finetune_curves.png",
@@ -295,6 +296,27 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     again = study.run(cfg, ["preset=tiny"])
     assert again["failed"] == {}
     assert json.loads((tmp_path / "results" / "summary.json").read_text()) == rows
+
+
+def test_a_work_dir_of_another_dataset_version_is_refused(tmp_path, synth_tiny):
+    """Runs made on the study preset before its val and test splits grew would otherwise be
+    reused as results on the new data: the same commands, other recordings."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tiny").symlink_to(synth_tiny, target_is_directory=True)
+    cfg = study_config("preset=tiny", f"data_dir={data}", f"work_dir={tmp_path / 'work'}")
+    dataset = study.prepare_data(cfg)
+    assert dataset["recordings"] == {"train": 2, "val": 1, "test": 1, "pretrain": 2}
+    assert study.prepare_data(cfg) == dataset  # the same data again: accepted
+    recorded = tmp_path / "work" / "dataset.json"
+    older = json.loads(recorded.read_text())
+    older["parameters"]["recordings"]["val"] = 4
+    recorded.write_text(json.dumps(older))
+    with pytest.raises(
+        OutputFolderError, match=r"work: its runs used another version of the 'tiny' dataset \(changed: recordings;"
+    ):
+        study.prepare_data(cfg)
+    assert json.loads(recorded.read_text()) == older  # kept as it was
 
 
 def test_a_run_resumed_for_an_evaluation_keeps_its_earlier_time(tmp_path):

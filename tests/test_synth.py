@@ -9,11 +9,12 @@ import pytest
 
 from evcmae.events.h5 import read_h5
 from evcmae.events.labels import BBOX_DTYPE, load_labels
-from evcmae.events.synth import EventSimulator, SensorConfig, generate, get_preset, synthesize
+from evcmae.events.synth import EventSimulator, SensorConfig, ensure_generated, generate, get_preset, synthesize
 from evcmae.events.synth.classes import CLASS_NAMES, SPECS
 from evcmae.events.synth.noise import background_activity, hot_pixels
 from evcmae.events.synth.presets import PRESETS
 from evcmae.events.synth.traffic import perspective
+from evcmae.events.synth.writer import stale_parameters
 
 SMALL = get_preset("tiny", duration_s=0.5, recordings={"train": 1, "val": 1, "test": 1, "pretrain": 1})
 EXACT = SensorConfig(contrast=0.2, contrast_sigma=0.0, refractory_us=0.0)
@@ -265,6 +266,24 @@ def test_rerun_replaces_an_earlier_output(tmp_path):
         "synth_train_000_bbox.npy",
         "synth_train_000_td.h5",
     ]
+
+
+def test_ensure_generated_regenerates_a_dataset_of_other_parameters(tmp_path, capsys):
+    """A preset that grew (the study's val and test splits went from 4 to 16) finds the older
+    dataset and generates it again; the recordings both have are byte-identical, since each one
+    depends only on (seed, split, index)."""
+    small = get_preset("tiny", duration_s=0.2, recordings={"train": 1, "val": 1})
+    grown = get_preset("tiny", duration_s=0.2, recordings={"train": 1, "val": 2})
+    assert ensure_generated(tmp_path, small, 0) is True
+    first = (tmp_path / "val" / "synth_val_000_td.h5").read_bytes()
+    assert ensure_generated(tmp_path, small, 0) is False and stale_parameters(tmp_path, small, 0) == []
+    assert stale_parameters(tmp_path, grown, 1) == ["seed", "recordings"]
+    capsys.readouterr()
+    assert ensure_generated(tmp_path, grown, 0) is True
+    assert "with other recordings; generating it again" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "val").glob("*_td.h5")) == ["synth_val_000_td.h5", "synth_val_001_td.h5"]
+    assert (tmp_path / "val" / "synth_val_000_td.h5").read_bytes() == first
+    assert json.loads((tmp_path / "synth.json").read_text())["parameters"]["recordings"]["val"] == 2
 
 
 def test_presets():

@@ -92,9 +92,10 @@ def train(cfg: DictConfig) -> dict:
             cfg.record.root, hypothesis=cfg.record.hypothesis, config=cfg, name=cfg.record.name
         )
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    # The best val/AP checkpoint; without one (no validation ran), the latest last.ckpt.
+    # The best val/AP checkpoint (a monitored callback's; an unmonitored one's "best" is merely
+    # its latest save); without one (no validation ran), the latest last.ckpt.
     saved = trainer.checkpoint_callbacks
-    best = next((c.best_model_path for c in saved if c.best_model_path), "") or next(
+    best = next((c.best_model_path for c in saved if c.monitor and c.best_model_path), "") or next(
         (c.last_model_path for c in saved if c.last_model_path), ""
     )
     if cfg.get("validate_best"):

@@ -470,7 +470,9 @@ def probe_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float, argv: list[str]) -> dict:
+def write_results(
+    cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float, argv: list[str], dataset: dict | None = None
+) -> dict:
     out = Path(cfg.out)
     configs = out / "configs"
     configs.mkdir(parents=True, exist_ok=True)
@@ -528,6 +530,7 @@ def write_results(cfg: DictConfig, jobs: list[Job], failed: dict, wall_s: float,
     meta = {
         "scale": cfg.scale_name,
         "preset": cfg.preset,
+        "recordings": _recordings_line(dataset) if dataset else "not recorded",
         "pretrain_steps": cfg.pretrain_steps,
         "finetune_steps": cfg.finetune_steps,
         "finetune_lr": cfg.finetune_lr,
@@ -590,11 +593,42 @@ def _machine_line() -> str:
     return f"{m['machine']}, {m['cpus']} CPUs, Python {m['python']}"
 
 
-def prepare_data(cfg: DictConfig) -> None:
-    """Generate the synthetic dataset once, before runs that would otherwise race to create it."""
+def prepare_data(cfg: DictConfig) -> dict:
+    """Generate the synthetic dataset once, before runs that would otherwise race to create it, and
+    return what it is (``work_dir/dataset.json``). A work_dir whose runs used another version of
+    it (the study preset's val and test splits grew from 4 to 16 recordings) is refused: its
+    results would be reused as if they came from this one."""
     from evcmae.events.synth import ensure_generated
 
-    ensure_generated(Path(cfg.data_dir).absolute() / cfg.preset, cfg.preset, 0, int(cfg.synth_workers))
+    root = Path(cfg.data_dir).absolute() / cfg.preset
+    ensure_generated(root, cfg.preset, 0, int(cfg.synth_workers))
+    synth = json.loads((root / "synth.json").read_text())
+    dataset = {
+        "preset": synth["preset"],
+        "seed": synth["seed"],
+        "recordings": {split: totals["recordings"] for split, totals in synth["totals"].items()},
+        "parameters": synth["parameters"],
+    }
+    path = Path(cfg.work_dir) / "dataset.json"
+    if path.is_file():
+        used = json.loads(path.read_text())
+        changed = sorted(
+            k for k in dataset["parameters"] if used.get("parameters", {}).get(k) != dataset["parameters"][k]
+        )
+        if used != dataset:
+            raise OutputFolderError(
+                cfg.work_dir,
+                f"its runs used another version of the '{cfg.preset}' dataset (changed: {', '.join(changed) or 'seed'}; "
+                f"see {path.name}); choose another work_dir (and out), or delete the folder to rerun",
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dataset, indent=2) + "\n")
+    return dataset
+
+
+def _recordings_line(dataset: dict) -> str:
+    counts = dataset["recordings"]
+    return " / ".join(f"{counts.get(split, 0)} {split}" for split in ("pretrain", "train", "val", "test"))
 
 
 def _add_wall_time(cfg: DictConfig, seconds: float) -> float:
@@ -608,10 +642,11 @@ def _add_wall_time(cfg: DictConfig, seconds: float) -> float:
 
 def run(cfg: DictConfig, argv: list[str] = ()) -> dict:
     start = time.perf_counter()
-    prepare_data(cfg)
+    dataset = prepare_data(cfg)
     jobs = plan(cfg)
     failed = run_jobs(jobs, int(cfg.jobs))
-    report = write_results(cfg, jobs, failed, _add_wall_time(cfg, time.perf_counter() - start), list(argv))
+    wall_s = _add_wall_time(cfg, time.perf_counter() - start)
+    report = write_results(cfg, jobs, failed, wall_s, list(argv), dataset)
     print(markdown_table(report["groups"]))
     print(f"evcmae-study: results in {Path(cfg.out).absolute()} ({(time.perf_counter() - start) / 60:.1f} min)")
     if failed:

@@ -98,13 +98,35 @@ def generate(out_dir, preset: str | Preset = "tiny", seed: int = 0, workers: int
     return {**summary, "seconds": time.perf_counter() - start}
 
 
+def stale_parameters(out_dir, preset: str | Preset, seed: int = 0) -> list[str]:
+    """The parameters (``seed``, ``recordings``, ...) in which the dataset ``out_dir/synth.json``
+    describes differs from ``preset`` at ``seed``; empty when it is that dataset."""
+    with open(Path(out_dir) / "synth.json", encoding="utf-8") as f:
+        written = json.load(f)
+    # through JSON, so that tuples and nested dataclasses compare as they were written
+    wanted = json.loads(json.dumps(asdict(get_preset(preset))))
+    stale = sorted(
+        k for k in set(wanted) | set(written.get("parameters", {})) if wanted.get(k) != written["parameters"].get(k)
+    )
+    return (["seed"] if written.get("seed") != int(seed) else []) + stale
+
+
 def ensure_generated(out_dir, preset: str | Preset, seed: int = 0, workers: int = 1) -> bool:
-    """Generate ``preset`` into ``out_dir`` unless a generated dataset is already there (its
-    ``synth.json``): the first-use step of every data module and of evcmae-study. True if it generated."""
+    """Generate ``preset`` into ``out_dir`` unless that dataset is already there (its
+    ``synth.json``): the first-use step of every data module and of evcmae-study. A dataset
+    generated with other parameters (an older preset with fewer val recordings, say) is generated
+    again: every file is a function of the preset and the seed. True if it generated."""
     out_dir = Path(out_dir)
-    if (out_dir / "synth.json").exists():
-        return False
     name = preset if isinstance(preset, str) else preset.name
-    print(f"evcmae: generating the synthetic '{name}' dataset into {out_dir} (first use)", flush=True)
+    if (out_dir / "synth.json").exists():
+        stale = stale_parameters(out_dir, preset, seed)
+        if not stale:
+            return False
+        print(
+            f"evcmae: {out_dir} holds the '{name}' dataset with other {', '.join(stale)}; generating it again",
+            flush=True,
+        )
+    else:
+        print(f"evcmae: generating the synthetic '{name}' dataset into {out_dir} (first use)", flush=True)
     generate(out_dir, preset, seed, workers=workers)
     return True
