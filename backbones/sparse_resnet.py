@@ -21,8 +21,9 @@ resolution), and the residual blocks mix along it anyway.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import torch
 from torch import nn
 
 from .spconv_compat import spconv, to_sparse_tensor
@@ -212,3 +213,17 @@ def config_from_state(state: dict) -> dict:
             strides.append([1, 1, 1])
         i += 1
     return {"in_channels": in_channels, "channels": channels, "blocks": blocks, "strides": strides}
+
+
+def stage_movement(initial: Mapping[str, torch.Tensor], backbone: SparseVoxelBackbone) -> dict[str, float]:
+    """Per stage (``conv_input``, ``conv1``, ...): ‖W − W₀‖ / ‖W₀‖ over its weights (BatchNorm
+    statistics excluded), how far training moved it from ``initial`` (a state dict of the same
+    backbone): pretraining from its initialisation, fine-tuning from the weights it started with."""
+    out = {}
+    state = backbone.state_dict()
+    for stage in backbone.stage_modules():
+        keys = [k for k in state if k.startswith(f"{stage}.") and "running_" not in k and "num_batches" not in k]
+        now = torch.cat([state[k].detach().float().reshape(-1).cpu() for k in keys])
+        then = torch.cat([initial[k].float().reshape(-1) for k in keys])
+        out[stage] = float((now - then).norm() / then.norm().clamp(min=1e-12))
+    return out

@@ -34,6 +34,7 @@ import torch
 from hydra.utils import instantiate
 
 from evcmae.backbones.rvt import detach_states, reset_states
+from evcmae.backbones.sparse_resnet import stage_movement
 from evcmae.events.labels import BBOX_DTYPE
 from evcmae.events.voxelize import Voxelizer
 from evcmae.finetune.classes import class_names
@@ -124,6 +125,7 @@ class FinetuneModule(pl.LightningModule):
             self.model.encoder.freeze()
         self._states = None
         self._eval_states = None
+        self._encoder_start: dict | None = None  # the encoder's weights at step 0, to log how far they move
         self._preds: dict[int, list] = {}
         self.last_metrics: dict | None = None
         self.last_confusion: dict | None = None
@@ -135,6 +137,18 @@ class FinetuneModule(pl.LightningModule):
     def on_train_start(self) -> None:
         if self.global_step == 0 and self.hparams.bn_recalibration_batches:
             self.recalibrate_encoder_bn(int(self.hparams.bn_recalibration_batches))
+        if self.global_step == 0 and self.model.encoder is not None:
+            state = self.model.encoder.backbone.state_dict()
+            self._encoder_start = {k: v.detach().clone().cpu() for k, v in state.items()}
+
+    def log_encoder_movement(self) -> None:
+        """``val/encoder_moved/<stage>``: ‖W − W₀‖ / ‖W₀‖ from the weights fine-tuning started
+        with (pretrained or fresh), the same measure as the pretraining export's
+        ``stage_movement``: whether fine-tuning rewrites what pretraining wrote shows in every run."""
+        if self._encoder_start is None or self.trainer.sanity_checking:
+            return
+        for stage, moved in stage_movement(self._encoder_start, self.model.encoder.backbone).items():
+            self.log(f"val/encoder_moved/{stage}", moved, batch_size=1)
 
     @torch.no_grad()
     def recalibrate_encoder_bn(self, batches: int) -> int:
@@ -260,12 +274,18 @@ class FinetuneModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._finish("val", "val")
+        self.log_encoder_movement()
 
     def on_test_epoch_end(self) -> None:
         self._finish("test", "test")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._encoder_start is not None:  # a resumed run measures from the same start
+            checkpoint["encoder_start"] = self._encoder_start
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rebuild_schedules_on_resume(checkpoint)  # OneCycle follows this run's max_steps
+        self._encoder_start = checkpoint.get("encoder_start")
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

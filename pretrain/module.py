@@ -36,6 +36,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
+from evcmae.backbones.sparse_resnet import stage_movement
 from evcmae.distributed import broadcast_buffers, gather_from_all_ranks
 from evcmae.events.voxelize import VoxelBatch
 from evcmae.losses.total import NonFiniteLossError, weighted_total
@@ -80,19 +81,6 @@ def visible_part(full: VoxelBatch, visible: torch.Tensor) -> VoxelBatch:
     """The student's input: the visible voxels only (masked ones are absent, not zeroed, so the
     sparse convs cannot tell where they were)."""
     return VoxelBatch(full.coords[visible], full.features[visible], full.spatial_shape, full.batch_size)
-
-
-def stage_movement(initial: Mapping[str, torch.Tensor], backbone: nn.Module) -> dict[str, float]:
-    """Per stage (``conv_input``, ``conv1``, ...): ‖W − W₀‖ / ‖W₀‖ over its weights (BatchNorm
-    statistics excluded), how far training moved it from its initialisation."""
-    out = {}
-    state = backbone.state_dict()
-    for stage in backbone.stage_modules():
-        keys = [k for k in state if k.startswith(f"{stage}.") and "running_" not in k and "num_batches" not in k]
-        now = torch.cat([state[k].detach().float().reshape(-1).cpu() for k in keys])
-        then = torch.cat([initial[k].float().reshape(-1) for k in keys])
-        out[stage] = float((now - then).norm() / then.norm().clamp(min=1e-12))
-    return out
 
 
 class PretrainModule(pl.LightningModule):

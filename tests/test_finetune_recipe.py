@@ -88,3 +88,30 @@ def test_encoder_waits_for_the_first_k_steps(synth_tiny, tmp_path):
     assert any(not torch.equal(snaps.head[1][k], snaps.head[0][k]) for k in snaps.head[0])
     # step 3: the encoder trains
     assert any(not torch.equal(snaps.encoder[2][k], start[k]) for k in start if "running" not in k)
+
+
+@pytest.mark.parametrize("freeze_steps", [0, 3])
+def test_validation_logs_how_far_the_encoder_moved(synth_tiny, tmp_path, freeze_steps):
+    """val/encoder_moved/<stage> is ‖W − W₀‖ / ‖W₀‖ from the weights at step 0, the pretraining
+    export's measure: computed by hand here, and exactly 0 while the encoder is held."""
+    from evcmae.backbones.sparse_resnet import stage_movement
+
+    dm, module, trainer = _build(
+        tmp_path,
+        synth_tiny,
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "trainer.limit_val_batches=1",
+        f"model.encoder_freeze_steps={freeze_steps}",
+    )
+    backbone = module.model.encoder.backbone
+    start = {k: v.clone() for k, v in backbone.state_dict().items()}
+    trainer.fit(module, datamodule=dm)
+    logged = {k.rsplit("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if "encoder_moved" in k}
+    assert sorted(logged) == sorted(backbone.stage_modules())
+    expected = stage_movement(start, backbone)
+    for stage, moved in logged.items():
+        assert moved == pytest.approx(expected[stage], rel=1e-6)
+        assert (moved == 0.0) if freeze_steps else (moved > 0.0), stage
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["encoder_start"]
+    assert all(torch.equal(saved[k], start[k]) for k in start if "running" not in k and "num_batches" not in k)
