@@ -1,5 +1,5 @@
 # Checkpoint selection on 4 against 16 val recordings (docs/study.md, "How many val recordings").
-# Run from the repository root; data/study is generated on first use (the 'study' preset, 16 val
+# Run from the repository root (the runs here went two at a time); data/study is generated on first use (the 'study' preset, 16 val
 # and 16 test recordings). Four scratch runs at 10 % labels, 900 steps, the study's fine-tuning
 # command with every validation's checkpoint kept: two labelled subsets (data.seed 2 and 3), each
 # with two detector initialisations (seed = data.seed, and seed = 10 + data.seed).
@@ -11,11 +11,15 @@ for s in 2 3; do
   d=outputs/sel/scratch-labels0.1-data$s-init1$s
   evcmae-finetune "${common[@]}" seed=1$s data.seed=$s record.root=$d/record hydra.run.dir=$d
 done
-# The first 4 val and test recordings: the split of the earlier studies.
-mkdir -p data/study_first4/val data/study_first4/test
+# The first 4 val and test recordings (the split of the earlier studies), and val recordings 5-16
+# (which score a choice made on the first 4 without reusing them): folders of links.
+mkdir -p data/study_first4/val data/study_first4/test data/study_val_last12/val
 for split in val test; do
   for i in 000 001 002 003; do
     for f in "_td.h5" "_bbox.npy"; do ln -sf "../../study/$split/synth_${split}_${i}$f" "data/study_first4/$split/"; done
   done
+done
+for i in $(seq -f "%03g" 4 15); do
+  for f in "_td.h5" "_bbox.npy"; do ln -sf "../../study/val/synth_val_${i}$f" "data/study_val_last12/val/"; done
 done
 python results/selection/score_checkpoints.py results/selection/evaluations.json outputs/sel/scratch-labels0.1-*

@@ -6,8 +6,9 @@ checkpoint each val split picks and how it scores on test.
 
     python results/selection/score_checkpoints.py results/selection/evaluations.json outputs/sel/*
 
-Run from the repository root, with ``data/study`` generated and ``data/study_first4`` holding
-links to the first 4 val and test recordings (commands.sh makes it)."""
+Run from the repository root, with ``data/study`` generated, ``data/study_first4`` holding links
+to the first 4 val and test recordings and ``data/study_val_last12`` to val recordings 5-16
+(commands.sh makes both)."""
 
 from __future__ import annotations
 
