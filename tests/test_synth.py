@@ -284,6 +284,10 @@ def test_ensure_generated_regenerates_a_dataset_of_other_parameters(tmp_path, ca
     assert sorted(p.name for p in (tmp_path / "val").glob("*_td.h5")) == ["synth_val_000_td.h5", "synth_val_001_td.h5"]
     assert (tmp_path / "val" / "synth_val_000_td.h5").read_bytes() == first
     assert json.loads((tmp_path / "synth.json").read_text())["parameters"]["recordings"]["val"] == 2
+    (tmp_path / "synth.json").write_text('{"preset": "tiny", "se')  # cut short: made again, not a traceback
+    assert stale_parameters(tmp_path, grown, 0) == ["synth.json"]
+    assert ensure_generated(tmp_path, grown, 0) is True and stale_parameters(tmp_path, grown, 0) == []
+    assert (tmp_path / "val" / "synth_val_000_td.h5").read_bytes() == first
 
 
 def test_presets():

@@ -100,14 +100,17 @@ def generate(out_dir, preset: str | Preset = "tiny", seed: int = 0, workers: int
 
 def stale_parameters(out_dir, preset: str | Preset, seed: int = 0) -> list[str]:
     """The parameters (``seed``, ``recordings``, ...) in which the dataset ``out_dir/synth.json``
-    describes differs from ``preset`` at ``seed``; empty when it is that dataset."""
-    with open(Path(out_dir) / "synth.json", encoding="utf-8") as f:
-        written = json.load(f)
+    describes differs from ``preset`` at ``seed``; empty when it is that dataset, ``["synth.json"]``
+    when the file cannot be read (a damaged description: the dataset is made again)."""
+    try:
+        with open(Path(out_dir) / "synth.json", encoding="utf-8") as f:
+            written = json.load(f)
+        params = written["parameters"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ["synth.json"]
     # through JSON, so that tuples and nested dataclasses compare as they were written
     wanted = json.loads(json.dumps(asdict(get_preset(preset))))
-    stale = sorted(
-        k for k in set(wanted) | set(written.get("parameters", {})) if wanted.get(k) != written["parameters"].get(k)
-    )
+    stale = sorted(k for k in set(wanted) | set(params) if wanted.get(k) != params.get(k))
     return (["seed"] if written.get("seed") != int(seed) else []) + stale
 
 
