@@ -317,6 +317,9 @@ def test_a_work_dir_of_another_dataset_version_is_refused(tmp_path, synth_tiny):
     ):
         study.prepare_data(cfg)
     assert json.loads(recorded.read_text()) == older  # kept as it was
+    recorded.write_text('{"preset": "ti')
+    with pytest.raises(OutputFolderError, match=r"dataset.json: cannot be read as JSON"):
+        study.prepare_data(cfg)
 
 
 def test_a_run_resumed_for_an_evaluation_keeps_its_earlier_time(tmp_path):

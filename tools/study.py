@@ -611,7 +611,12 @@ def prepare_data(cfg: DictConfig) -> dict:
     }
     path = Path(cfg.work_dir) / "dataset.json"
     if path.is_file():
-        used = json.loads(path.read_text())
+        try:
+            used = json.loads(path.read_text())
+        except ValueError:
+            raise OutputFolderError(
+                path, "cannot be read as JSON; delete it only if the runs beside it used this data"
+            ) from None
         changed = sorted(
             k for k in dataset["parameters"] if used.get("parameters", {}).get(k) != dataset["parameters"][k]
         )
