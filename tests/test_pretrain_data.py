@@ -1,11 +1,15 @@
 """Pretraining data: window pairs, per-window reads, collation, deterministic and resumable order."""
 
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
 
 from evcmae.events.h5 import H5EventFile
 from evcmae.events.labels import load_labels
+from evcmae.events.synth import get_preset
 from evcmae.pretrain.data import (
     EpochSampler,
     LabelledWindows,
@@ -147,6 +151,7 @@ def test_datamodule_generates_synthetic_data_on_first_use(tmp_path, monkeypatch)
     dm.prepare_data()
     assert calls == [(tmp_path / "d", "tiny")]
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "synth.json").write_text("{}")
+    described = {"preset": "tiny", "seed": 0, "parameters": asdict(get_preset("tiny"))}
+    (tmp_path / "d" / "synth.json").write_text(json.dumps(described))
     dm.prepare_data()
     assert len(calls) == 1  # present: not generated again
