@@ -599,6 +599,7 @@ def prepare_data(cfg: DictConfig) -> dict:
     it (the study preset's val and test splits grew from 4 to 16 recordings) is refused: its
     results would be reused as if they came from this one."""
     from evcmae.events.synth import ensure_generated
+    from evcmae.events.synth.writer import changed_parameters
 
     root = Path(cfg.data_dir).absolute() / cfg.preset
     ensure_generated(root, cfg.preset, 0, int(cfg.synth_workers))
@@ -617,10 +618,8 @@ def prepare_data(cfg: DictConfig) -> dict:
             raise OutputFolderError(
                 path, "cannot be read as JSON; delete it only if the runs beside it used this data"
             ) from None
-        changed = sorted(
-            k for k in dataset["parameters"] if used.get("parameters", {}).get(k) != dataset["parameters"][k]
-        )
         if used != dataset:
+            changed = changed_parameters(dataset["parameters"], used.get("parameters", {}))
             raise OutputFolderError(
                 cfg.work_dir,
                 f"its runs used another version of the '{cfg.preset}' dataset (changed: {', '.join(changed) or 'seed'}; "

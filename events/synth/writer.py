@@ -98,6 +98,11 @@ def generate(out_dir, preset: str | Preset = "tiny", seed: int = 0, workers: int
     return {**summary, "seconds": time.perf_counter() - start}
 
 
+def changed_parameters(wanted: dict, written: dict) -> list[str]:
+    """The keys whose values differ between two ``synth.json`` parameter sets, sorted."""
+    return sorted(k for k in set(wanted) | set(written) if wanted.get(k) != written.get(k))
+
+
 def stale_parameters(out_dir, preset: str | Preset, seed: int = 0) -> list[str]:
     """The parameters (``seed``, ``recordings``, ...) in which the dataset ``out_dir/synth.json``
     describes differs from ``preset`` at ``seed``; empty when it is that dataset, ``["synth.json"]``
@@ -110,8 +115,7 @@ def stale_parameters(out_dir, preset: str | Preset, seed: int = 0) -> list[str]:
         return ["synth.json"]
     # through JSON, so that tuples and nested dataclasses compare as they were written
     wanted = json.loads(json.dumps(asdict(get_preset(preset))))
-    stale = sorted(k for k in set(wanted) | set(params) if wanted.get(k) != params.get(k))
-    return (["seed"] if written.get("seed") != int(seed) else []) + stale
+    return (["seed"] if written.get("seed") != int(seed) else []) + changed_parameters(wanted, params)
 
 
 def ensure_generated(out_dir, preset: str | Preset, seed: int = 0, workers: int = 1) -> bool:
