@@ -169,6 +169,25 @@ def test_pretrain_dir_points_every_run_at_another_studys_pretraining():
     assert default["pretrain-full"].dir == Path("outputs/b/pretrain/full")
 
 
+def test_baseline_dir_shares_another_studys_runs_without_pretraining():
+    """A study that changes only the pretraining reuses the other study's scratch and
+    untrained-frozen runs: the same folders and the same commands, so they count as done there."""
+    cfg = study_config("work_dir=outputs/b", "baseline_dir=outputs/a", "pretrain_steps=2400")
+    jobs = {j.name: j for j in study.plan(cfg)}
+    other = {j.name: j for j in study.plan(study_config("work_dir=outputs/a"))}
+    shared = [n for n, j in jobs.items() if j.kind == "finetune" and j.condition in ("scratch", "untrained")]
+    assert len(shared) == len(cfg.seeds) + len(cfg.seeds_full_labels) + len(cfg.frozen.seeds)  # scratch, untrained
+    for name in shared:
+        assert jobs[name].dir == other[name].dir and jobs[name].dir.parts[:2] == ("outputs", "a")
+        assert jobs[name].overrides == other[name].overrides
+    for name, job in jobs.items():  # everything that starts from this study's pretraining stays here
+        if name not in shared:
+            assert job.dir.parts[:2] == ("outputs", "b"), name
+            assert job.overrides != other[name].overrides, name
+    default = {j.name: j for j in study.plan(study_config("work_dir=outputs/b"))}
+    assert default["finetune-scratch-labels0.1-seed0"].dir == Path("outputs/b/finetune/scratch-labels0.1-seed0")
+
+
 class FakeJob(study.Job):
     """A job whose 'run' is a tiny Python command writing the result file (or failing)."""
 
@@ -320,6 +339,24 @@ def test_a_work_dir_of_another_dataset_version_is_refused(tmp_path, synth_tiny):
     recorded.write_text('{"preset": "ti')
     with pytest.raises(OutputFolderError, match=r"dataset.json: cannot be read as JSON"):
         study.prepare_data(cfg)
+
+
+def test_a_baseline_dir_of_another_dataset_version_is_refused(tmp_path, synth_tiny):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tiny").symlink_to(synth_tiny, target_is_directory=True)
+    base = tmp_path / "base"
+    dataset = study.prepare_data(study_config("preset=tiny", f"data_dir={data}", f"work_dir={base}"))
+    cfg = study_config("preset=tiny", f"data_dir={data}", f"work_dir={tmp_path / 'work'}", f"baseline_dir={base}")
+    assert study.prepare_data(cfg) == dataset
+    assert json.loads((tmp_path / "work" / "dataset.json").read_text()) == dataset
+    (tmp_path / "work" / "dataset.json").unlink()
+    older = dict(dataset, seed=dataset["seed"] + 1)
+    (base / "dataset.json").write_text(json.dumps(older))
+    with pytest.raises(OutputFolderError, match=r"base: its runs used another version of the 'tiny' dataset"):
+        study.prepare_data(cfg)
+    assert not (tmp_path / "work" / "dataset.json").exists()  # nothing recorded for a refused study
+    assert json.loads((base / "dataset.json").read_text()) == older
 
 
 def test_a_run_resumed_for_an_evaluation_keeps_its_earlier_time(tmp_path):

@@ -183,7 +183,7 @@ def pretrain_variants(cfg: DictConfig) -> dict[str, list[str]]:
 def plan(cfg: DictConfig) -> list[Job]:
     """Every run of the study, pretraining first."""
     work, data_dir = Path(cfg.work_dir), Path(cfg.data_dir)  # as given: relative to where the study runs
-    pretrain_root = pretrain_dir(cfg)
+    pretrain_root, baseline_root = pretrain_dir(cfg), baseline_dir(cfg)
     # Logs, not terminals: no progress bars (both apps name theirs callbacks.progress_bar).
     common = [
         f"paths.data_dir={data_dir}",
@@ -216,9 +216,9 @@ def plan(cfg: DictConfig) -> list[Job]:
         tag = (
             f"{condition}-labels{fraction:g}-seed{seed}" if protocol == "finetune" else f"frozen-{condition}-seed{seed}"
         )
-        run_dir = work / "finetune" / tag
         source = "full" if condition == "pretrained" else condition
         fresh = condition in ("scratch", "untrained")
+        run_dir = (baseline_root if fresh else work) / "finetune" / tag
         pretrained = [] if fresh else [f"model.pretrained={pretrain_root / source}"]
         frozen = ["model.encoder_mode=freeze"] if protocol == "frozen" else []
         return Job(
@@ -271,6 +271,14 @@ def pretrain_dir(cfg: DictConfig) -> Path:
     """Where the pretraining runs live: ``work_dir``/pretrain, or ``pretrain_dir`` to fine-tune
     from another study's pretraining (its runs are reused only if made with the same settings)."""
     return Path(cfg.get("pretrain_dir") or Path(cfg.work_dir) / "pretrain")
+
+
+def baseline_dir(cfg: DictConfig) -> Path:
+    """Where the runs that start from no pretraining live (scratch, and the frozen protocol's
+    untrained encoder): ``work_dir``, or ``baseline_dir`` to share another study's. Their commands
+    do not depend on the pretraining, so a study that changes only the pretraining compares against
+    the same baseline runs instead of training them again."""
+    return Path(cfg.get("baseline_dir") or cfg.work_dir)
 
 
 def seeds_for(cfg: DictConfig, fraction: float) -> list[int]:
@@ -535,6 +543,7 @@ def write_results(
         "finetune_steps": cfg.finetune_steps,
         "finetune_lr": cfg.finetune_lr,
         "pretraining runs": str(pretrain_dir(cfg)),
+        "scratch and untrained runs": str(baseline_dir(cfg) / "finetune"),
         "seeds": _seeds_run(finetunes),
         "label fraction mode": cfg.get("label_fraction_mode", "recordings"),
         "fine-tuning recipe": " ".join(cfg.get("recipe", [])) or "defaults",
@@ -599,7 +608,6 @@ def prepare_data(cfg: DictConfig) -> dict:
     it (the study preset's val and test splits grew from 4 to 16 recordings) is refused: its
     results would be reused as if they came from this one."""
     from evcmae.events.synth import ensure_generated
-    from evcmae.events.synth.writer import changed_parameters
 
     root = Path(cfg.data_dir).absolute() / cfg.preset
     ensure_generated(root, cfg.preset, 0, int(cfg.synth_workers))
@@ -610,7 +618,20 @@ def prepare_data(cfg: DictConfig) -> dict:
         "recordings": {split: totals["recordings"] for split, totals in synth["totals"].items()},
         "parameters": synth["parameters"],
     }
-    path = Path(cfg.work_dir) / "dataset.json"
+    folders = list(dict.fromkeys([Path(cfg.work_dir), baseline_dir(cfg)]))  # baseline_dir's runs are reused too
+    for folder in folders:
+        _check_dataset(folder, dataset, cfg.preset)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+    return dataset
+
+
+def _check_dataset(folder: Path, dataset: dict, preset: str) -> None:
+    """Refuse ``folder`` if its ``dataset.json`` names another dataset than this study's."""
+    from evcmae.events.synth.writer import changed_parameters
+
+    path = folder / "dataset.json"
     if path.is_file():
         try:
             used = json.loads(path.read_text())
@@ -621,13 +642,10 @@ def prepare_data(cfg: DictConfig) -> dict:
         if used != dataset:
             changed = changed_parameters(dataset["parameters"], used.get("parameters", {}))
             raise OutputFolderError(
-                cfg.work_dir,
-                f"its runs used another version of the '{cfg.preset}' dataset (changed: {', '.join(changed) or 'seed'}; "
+                folder,
+                f"its runs used another version of the '{preset}' dataset (changed: {', '.join(changed) or 'seed'}; "
                 f"see {path.name}); choose another work_dir (and out), or delete the folder to rerun",
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dataset, indent=2) + "\n")
-    return dataset
 
 
 def _recordings_line(dataset: dict) -> str:
