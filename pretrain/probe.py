@@ -240,10 +240,18 @@ def votes_scores(votes: Votes, labels) -> dict:
     labels = np.asarray(labels)
     scores["boxes"] = int(len(labels))
     scores["majority_accuracy"] = float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
+    scores["tracks_per_class"] = tracks_per_class(votes)
     scores["balanced_accuracy_ci95"] = group_bootstrap(
         votes.groups, lambda idx: classification_scores(votes.pred[idx], votes.truth[idx])["balanced_accuracy"]
     )
     return scores
+
+
+def tracks_per_class(votes: Votes) -> dict[str, int]:
+    """How many tracks (groups) of each class were voted on, keyed by class index. A class seen in
+    one or two tracks can hardly be recognised when the query's own track is left out, so the
+    probe's level on a small split depends on this as much as on the encoder."""
+    return {str(int(c)): int(len(np.unique(votes.groups[votes.truth == c]))) for c in np.unique(votes.truth)}
 
 
 def group_bootstrap(groups, statistic, resamples: int = 1000, seed: int = 0) -> list[float] | None:

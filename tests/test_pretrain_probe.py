@@ -208,3 +208,16 @@ def test_paired_difference_on_the_same_boxes():
     assert same["balanced_accuracy"] == 0.0 and same["ci95"] == [0.0, 0.0]
     fewer = Votes(truth[:-1], truth[:-1], groups[:-1])
     assert paired_difference(perfect, fewer) is None  # not the same boxes: no pairing
+
+
+def test_tracks_per_class_counts_distinct_tracks_voted_on():
+    from evcmae.pretrain.probe import Votes, tracks_per_class, votes_scores
+
+    truth = np.array([0, 0, 0, 1, 1, 2, 0])
+    groups = np.array([7, 7, 8, 3, 3, 5, 9])  # class 0: tracks 7, 8, 9; class 1: track 3; class 2: track 5
+    votes = Votes(truth.copy(), truth, groups)
+    assert tracks_per_class(votes) == {"0": 3, "1": 1, "2": 1}
+    assert votes_scores(votes, truth)["tracks_per_class"] == {"0": 3, "1": 1, "2": 1}
+    # Only the boxes that got a vote count: drop track 8 and class 0 has two tracks left.
+    kept = groups != 8
+    assert tracks_per_class(Votes(truth[kept], truth[kept], groups[kept]))["0"] == 2

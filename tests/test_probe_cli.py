@@ -23,7 +23,7 @@ def export(synth_tiny, tmp_path_factory):
     return out, backbone
 
 
-def test_probe_writes_rows_for_every_encoder(export, synth_tiny, tmp_path):
+def test_probe_writes_rows_for_every_encoder(export, synth_tiny, tmp_path, capsys):
     out, _ = export
     rows = probe.run(
         probe.parser().parse_args(
@@ -47,6 +47,10 @@ def test_probe_writes_rows_for_every_encoder(export, synth_tiny, tmp_path):
         assert 0 <= row["balanced_accuracy"] <= 1 and row["boxes"] > 10
     # the same windows for every encoder
     assert len({r["boxes"] for r in rows}) == 1
+    tracks = rows[0]["tracks_per_class"]
+    assert tracks and all(n >= 1 for n in tracks.values()) and sum(tracks.values()) <= rows[0]["boxes"]
+    expected = ", ".join(f"{c}: {n}" for c, n in tracks.items())
+    assert f"tracks per class (class index: tracks voted on): {expected}" in capsys.readouterr().out
     for row in rows:
         lo, hi = row["balanced_accuracy_ci95"]
         assert 0 <= lo <= hi <= 1

@@ -273,12 +273,14 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     probe = json.loads((tmp_path / "results" / "probe.json").read_text())
     assert [r["encoder"] for r in probe] == ["pretrained", "untrained", "raw_features", "supervised"]
     assert all(0 <= r["balanced_accuracy"] <= 1 for r in probe)
+    assert all(r["tracks_per_class"] and min(r["tracks_per_class"].values()) >= 1 for r in probe)
     for row in rows:
         assert row["split"] == "test" and set(row) >= {"AP", "AP50"}
         assert row["AP"] is None or 0.0 <= row["AP"] <= 1.0
     report = (tmp_path / "results" / "README.md").read_text()
     assert "| finetune | occupancy_only | 100 % |" in report and "## Pretraining runs" in report
     assert "| frozen | pretrained | 100 % |" in report and "## Representation probe" in report
+    assert "Tracks per class (class index: tracks voted on): " in report
     assert "- evaluation protocol: rvt\n" in report  # every run's data.eval.protocol, the default
     assert "- seeds: finetune 100 %: [0]; frozen 100 %: [0]\n" in report  # as run
     assert "- recordings: 2 pretrain / 2 train / 1 val / 1 test\n" in report  # tiny's synth.json

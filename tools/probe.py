@@ -29,6 +29,7 @@ from evcmae.events.errors import ConfigError, EventFileError
 from evcmae.tools.cli import entry
 
 ENCODERS = ("pretrained", "untrained", "raw_features", "supervised")
+MIN_TRACKS = 3  # below this a class is hardly recognisable by leave-one-track-out k-NN (docs/study.md)
 
 
 def _voxelizer_settings(source: Path, args) -> dict:
@@ -103,7 +104,7 @@ def run(args) -> list[dict]:
     from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
     from evcmae.pretrain.checkpointing import resolve_checkpoint
     from evcmae.pretrain.probe import RawFeatures, paired_difference, probe_votes, votes_scores
-    from evcmae.tools.study_report import interval_text, signed_text
+    from evcmae.tools.study_report import interval_text, signed_text, tracks_text
 
     torch.set_num_threads(max(1, int(args.threads)))
     source = Path(args.source)
@@ -143,6 +144,15 @@ def run(args) -> list[dict]:
                 line += f"; pretrained − {name}: {signed_text(d['balanced_accuracy'], 3)}{interval_text(d['ci95'], signed=True)}"
         rows.append(row)
         print(line, flush=True)
+    tracks = rows[0]["tracks_per_class"] if rows else {}
+    print(f"tracks per class (class index: tracks voted on): {tracks_text(tracks)}", flush=True)
+    few = [c for c, n in tracks.items() if n < MIN_TRACKS]
+    if few:
+        print(
+            f"note: class {', '.join(few)} has fewer than {MIN_TRACKS} tracks; with the query's own track left out "
+            "it can hardly be recognised, so balanced accuracy on this split understates every encoder",
+            flush=True,
+        )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

@@ -46,6 +46,7 @@ from evcmae.tools.study_report import (
     read_curve,
     signed_text,
     summary_rows,
+    tracks_text,
     write_report,
 )
 
@@ -475,6 +476,9 @@ def probe_table(rows: list[dict]) -> str:
         paired = _number(diff.get("balanced_accuracy"), signed=True) + interval_text(diff.get("ci95"), signed=True)
         cells = [balanced, paired if diff else "–", *(_number(r.get(k)) for k in ("accuracy", "macro_f1"))]
         lines.append(f"| {r['encoder']} | " + " | ".join(cells) + f" | {r.get('boxes', '–')} |")
+    tracks = rows[0].get("tracks_per_class") if rows else None
+    if tracks:
+        lines += ["", f"Tracks per class (class index: tracks voted on): {tracks_text(tracks)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -519,6 +523,7 @@ def write_results(
             "macro_f1",
             "boxes",
             "majority_accuracy",
+            "tracks_per_class",
         )
         probe_rows = [{k: r.get(k) for k in keep} for r in probe_rows]
         (out / "probe.json").write_text(json.dumps(probe_rows, indent=2) + "\n")
@@ -620,14 +625,14 @@ def prepare_data(cfg: DictConfig) -> dict:
     }
     folders = list(dict.fromkeys([Path(cfg.work_dir), baseline_dir(cfg)]))  # baseline_dir's runs are reused too
     for folder in folders:
-        _check_dataset(folder, dataset, cfg.preset)
+        _check_dataset(folder, dataset)
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
     return dataset
 
 
-def _check_dataset(folder: Path, dataset: dict, preset: str) -> None:
+def _check_dataset(folder: Path, dataset: dict) -> None:
     """Refuse ``folder`` if its ``dataset.json`` names another dataset than this study's."""
     from evcmae.events.synth.writer import changed_parameters
 
@@ -643,7 +648,7 @@ def _check_dataset(folder: Path, dataset: dict, preset: str) -> None:
             changed = changed_parameters(dataset["parameters"], used.get("parameters", {}))
             raise OutputFolderError(
                 folder,
-                f"its runs used another version of the '{preset}' dataset (changed: {', '.join(changed) or 'seed'}; "
+                f"its runs used another version of the '{dataset['preset']}' dataset (changed: {', '.join(changed) or 'seed'}; "
                 f"see {path.name}); choose another work_dir (and out), or delete the folder to rerun",
             )
 

@@ -353,3 +353,8 @@ def interval_text(ci, signed: bool = False) -> str:
         return ""
     text = (lambda v: signed_text(v, 3)) if signed else "{:.3f}".format
     return f" [{text(ci[0])}, {text(ci[1])}]"
+
+
+def tracks_text(tracks: dict) -> str:
+    """The probe's tracks per class, ``{"0": 12, "3": 2}``, as ``0: 12, 3: 2``."""
+    return ", ".join(f"{c}: {n}" for c, n in tracks.items()) or "none"
