@@ -237,6 +237,19 @@ def test_write_report_without_curves(tmp_path):
     assert "finetune_curves" not in paths["table"].read_text()
 
 
+def test_hand_notes_survive_a_rewritten_report(tmp_path):
+    out = tmp_path / "r"
+    first = write_report([run("scratch", 0.1, 0, 0.2)], out)["table"].read_text()
+    assert "## Notes" not in first
+
+    (out / "notes.md").write_text("- Seed 2 was trained a session earlier.\n\n")
+    for ap in (0.2, 0.3):  # each invocation rewrites README.md and carries the notes in, once
+        readme = write_report([run("scratch", 0.1, 0, ap)], out)["table"].read_text()
+        assert readme.count("## Notes (written by hand, in notes.md)\n\n- Seed 2 was trained a session earlier.\n") == 1
+        assert readme.index("## Reproduce") < readme.index("## Notes")
+    assert (out / "notes.md").read_text() == "- Seed 2 was trained a session earlier.\n\n"
+
+
 def test_frozen_protocol_is_compared_with_the_untrained_encoder():
     runs = [run("scratch", 1.0, 0, 0.30), run("pretrained", 1.0, 0, 0.32)]
     runs += [

@@ -314,6 +314,9 @@ def plot_curves(curves: list[dict], path) -> None:
     reporting.save_figure(fig, path)
 
 
+HAND_NOTES = "notes.md"  # a person's notes on a study, kept in the report's folder across invocations
+
+
 def write_report(
     runs: list[dict], out_dir, curves: list[dict] | None = None, commands=(), notes: str = "", meta: dict | None = None
 ) -> dict:
@@ -342,6 +345,11 @@ def write_report(
     if notes:
         parts.append(notes if notes.endswith("\n") else notes + "\n")
     parts.append("## Reproduce\n\n```bash\n" + "".join(f"{c}\n" for c in commands) + "```\n")
+    hand_notes = out / HAND_NOTES
+    if hand_notes.is_file():
+        # README.md is rewritten by every invocation; what a person adds lives beside it and is carried in
+        text = hand_notes.read_text(encoding="utf-8").strip()
+        parts.append(f"## Notes (written by hand, in {HAND_NOTES})\n\n{text}\n")
     table = out / "README.md"
     table.write_text("\n".join(parts), encoding="utf-8")
     return {"summary": summary, "table": table, "plot": plot, "curves": curves_path, "groups": groups}
