@@ -375,3 +375,19 @@ def test_a_run_resumed_for_an_evaluation_keeps_its_earlier_time(tmp_path):
     # A run made again from the start counts only itself.
     again = study._run_job(FakeJob("f", "finetune", tmp_path, []))
     assert again.seconds < 100
+
+
+def test_pretraining_table_names_how_many_boxes_each_runs_probe_saw(tmp_path):
+    """The pretraining runs' own end-of-run probe sees fewer val windows than evcmae-probe, so the
+    table says how many boxes each figure rests on (a run without a probe shows a dash)."""
+    probed = study.Job("pretrain-full", "pretrain", tmp_path, [], condition="full", seconds=120.0)
+    probed.result = {"train/occupancy": 0.5, "probe/balanced_acc": 0.585, "probe/boxes": 464.0}
+    unprobed = study.Job("pretrain-x", "pretrain", tmp_path, [], condition="x", seconds=60.0)
+    unprobed.result = {"train/occupancy": 0.25}
+    table = study.pretraining_notes([probed, unprobed]).splitlines()
+    header = next(line for line in table if line.startswith("| variant"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells[-2:] == ["probe boxes", "minutes"]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in table[-2:]}
+    assert rows["full"][-2:] == ["464", "2.0"] and rows["full"][cells.index("probe balanced acc")] == "0.585"
+    assert rows["x"][-2:] == ["–", "1.0"]

@@ -412,9 +412,12 @@ def pretraining_notes(jobs: list[Job]) -> str:
     lines = [
         "## Pretraining runs",
         "",
-        "Training losses are averages over the last logged steps; the probe classifies val-split "
-        "objects by k-NN on the teacher's RoI-grid pooled features (BatchNorm statistics of unmasked "
-        "windows, leave-one-track-out), against always guessing the most frequent class.",
+        "Training losses are averages over the last logged steps. The probe here is the one each "
+        "pretraining run makes at its end, on the val windows its data config names "
+        "(`data.val_max_windows`), so it sees fewer boxes than the representation probe below: it "
+        "classifies val-split objects by k-NN on the teacher's RoI-grid pooled features (BatchNorm "
+        "statistics of unmasked windows, leave-one-track-out), against always guessing the most "
+        "frequent class.",
         "",
     ]
     rows = []
@@ -424,9 +427,10 @@ def pretraining_notes(jobs: list[Job]) -> str:
         r = job.result
         cells = [job.condition, *(_number(r.get(f"train/{k}")) for k in LOSSES)]
         cells += [_number(r.get(k)) for k in ("probe/balanced_acc", "probe/knn_acc", "probe/majority_acc")]
-        cells.append(f"{job.seconds / 60:.1f}")
+        boxes = r.get("probe/boxes")
+        cells += ["–" if boxes is None else f"{boxes:.0f}", f"{job.seconds / 60:.1f}"]
         rows.append(cells)
-    header = ["variant", *LOSSES, "probe balanced acc", "probe k-NN acc", "majority acc", "minutes"]
+    header = ["variant", *LOSSES, "probe balanced acc", "probe k-NN acc", "majority acc", "probe boxes", "minutes"]
     return "\n".join(lines) + "\n" + reporting.markdown_table(header, rows, "lr")
 
 
