@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .maxvit import MaxViTBlock, Partition
+from .maxvit import MaxViTBlock, Partition, PartitionAttention
 
 LstmState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (B, C, H, W)
 
@@ -37,6 +37,14 @@ def rvt_partition_size(height: int, width: int, split_32: int = 2, patch_size: i
     240×304 → 256×320 → (4, 5). Scaled by patch_size/4 when the stem is not stride 4."""
     total = 8 * patch_size * split_32
     return math.ceil(height / total), math.ceil(width / total)
+
+
+def patch_size_for(spatial_stride: int) -> int:
+    """RVT stem stride that puts stage 1 at stride 4 of the frame when RVT's input is already a
+    map at ``spatial_stride`` (the sparse encoder's output)."""
+    if spatial_stride < 1 or 4 % spatial_stride:
+        raise ValueError(f"the encoder's spatial stride must divide 4 (1, 2 or 4), got {spatial_stride}")
+    return 4 // spatial_stride
 
 
 class ConvDownsample(nn.Module):
@@ -140,6 +148,14 @@ class RVTBackbone(nn.Module):
         if size not in RVT_SIZES:
             raise ValueError(f"size must be one of {sorted(RVT_SIZES)}, got {size!r}")
         return cls(**{**RVT_SIZES[size], **kwargs})
+
+    def set_partition(self, partition_size: Partition) -> None:
+        """Attend in groups of ``partition_size`` from now on: no parameter depends on it, so one
+        set of weights serves frames of any size (pretraining's and the detector's)."""
+        self.partition_size = tuple(int(v) for v in partition_size)
+        for module in self.modules():
+            if isinstance(module, PartitionAttention):
+                module.partition = self.partition_size
 
     @property
     def pad_multiple(self) -> tuple[int, int]:

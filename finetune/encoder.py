@@ -19,17 +19,12 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from evcmae.backbones.rvt import LstmState, rvt_partition_size
+from evcmae.backbones.densify import fold_time_into_channels
+from evcmae.backbones.rvt import LstmState, patch_size_for, rvt_partition_size
 from evcmae.finetune.detector import Detector
 
+__all__ = ["EventDetector", "SparseEventEncoder", "fold_time_into_channels", "patch_size_for"]
 INPUTS = ("sparse", "histogram")
-
-
-def patch_size_for(spatial_stride: int) -> int:
-    """RVT stem stride that puts stage 1 at stride 4 of the frame after the encoder's stride."""
-    if spatial_stride < 1 or 4 % spatial_stride:
-        raise ValueError(f"the encoder's spatial stride must divide 4 (1, 2 or 4), got {spatial_stride}")
-    return 4 // spatial_stride
 
 
 class SparseEventEncoder(nn.Module):
@@ -72,17 +67,6 @@ class SparseEventEncoder(nn.Module):
             _, h, w = self.out_grid
             return x.features.new_zeros(x.batch_size, self.out_channels, h, w)
         return fold_time_into_channels(self.backbone(x, until=self.output)[self.output])
-
-
-def fold_time_into_channels(x) -> torch.Tensor:
-    """A sparse map (features (N, C), indices (N, 4) = batch, t, y, x) as a dense (B, C·T, H, W)
-    tensor, channel c·T + t. Written straight into that layout: spconv's ``dense()`` builds
-    (B, T, H, W, C) and permutes it, which cost 2.5x as much (forward and backward) per window."""
-    t, h, w = (int(v) for v in x.spatial_shape)
-    index = x.indices.long()
-    out = x.features.new_zeros(x.batch_size, x.features.shape[1], t, h, w)
-    out[index[:, 0], :, index[:, 1], index[:, 2], index[:, 3]] = x.features
-    return out.reshape(x.batch_size, -1, h, w)
 
 
 class EventDetector(nn.Module):

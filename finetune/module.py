@@ -46,7 +46,7 @@ from evcmae.finetune.evaluation import (
     evaluate,
 )
 from evcmae.finetune.postprocess import postprocess
-from evcmae.finetune.transfer import encoder_param_groups, load_pretrained
+from evcmae.finetune.transfer import encoder_param_groups, load_pretrained, load_pretrained_rvt
 from evcmae.pretrain.checkpointing import rebuild_schedules_on_resume
 from evcmae.pretrain.watch import profiler_span
 
@@ -110,6 +110,7 @@ class FinetuneModule(pl.LightningModule):
         nms_threshold: float = 0.45,
         pretrained: str | None = None,
         pretrained_which: str = "teacher",
+        pretrained_rvt: bool = True,
         data: Mapping | None = None,
         encoder_freeze_steps: int = 0,
         bn_recalibration_batches: int = 0,
@@ -193,14 +194,24 @@ class FinetuneModule(pl.LightningModule):
                 p.grad = None  # AdamW skips parameters without a gradient: no update, no moment
 
     def load_pretrained(self, logger=None) -> dict | None:
-        """Loads ``pretrained`` (a pretraining export or checkpoint) into the sparse encoder and
-        returns the load report; None without one. Called before fitting from scratch, never when
+        """Loads ``pretrained`` (a pretraining export or checkpoint) into the sparse encoder, and
+        the RVT stages too where pretraining trained them and ``pretrained_rvt`` is on (the report's
+        ``rvt``, None otherwise); returns the load report, None without a source. Called before fitting from scratch, never when
         a checkpoint is loaded (its weights replace these anyway)."""
         if not self.hparams.pretrained:
             return None
         if self.model.encoder is None:
             raise ValueError("model.pretrained needs the sparse input (model=sparse)")
-        return load_pretrained(self.model.encoder, self.hparams.pretrained, self.hparams.pretrained_which, logger)
+        path, which = self.hparams.pretrained, self.hparams.pretrained_which
+        report = load_pretrained(self.model.encoder, path, which, logger)
+        # pretrained RVT stages, where the run trained them (objectives/rvt_stages.py)
+        rvt = (
+            load_pretrained_rvt(self.model.detector.backbone, path, which, logger)
+            if self.hparams.get("pretrained_rvt", True)
+            else None
+        )
+        report["rvt"] = rvt
+        return report
 
     # ------------------------------------------------------------------ recurrent pass
     def _section(self, name: str):

@@ -6,6 +6,9 @@ tensor whose name matches but whose shape differs (the encoder was built with an
 a load that matched nothing (wrong file or prefix). Everything else — missing and unexpected
 names — is printed and logged.
 
+The RVT stages, when pretraining trained them (``objectives/rvt_stages.py``), load into the
+detector's RVT backbone the same way, whole or not at all (:func:`load_pretrained_rvt`).
+
 Sources: an export folder (or one of its ``*_backbone.pt``, or ``backbone.json``) or a pretraining
 Lightning ``.ckpt`` (keys ``teacher.backbone.*`` / ``student.backbone.*``). The encoder must be
 built from the source's own backbone config, which :func:`backbone_config` reads so shapes fit.
@@ -145,6 +148,63 @@ def load_pretrained(
     log.info(message)
     if logger is not None and hasattr(logger, "log_hyperparams"):
         logger.log_hyperparams({"pretrained/loaded": report["loaded_count"], "pretrained/total": report["total"]})
+    return report
+
+
+def rvt_state(path, which: str = "teacher") -> tuple[dict, Path, dict] | None:
+    """(state dict, file, record) of the RVT stages a pretraining source holds (an export whose
+    ``backbone.json`` has ``rvt``, or a pretraining ``.ckpt`` whose run trained them); None when
+    it holds none (pretrained without the ``rvt_stages`` objective)."""
+    path, which = Path(path), _which(which)
+    info = export_json(path)
+    record = (info or {}).get("rvt")
+    if path.suffix == ".ckpt":
+        state = read_checkpoint(path).get("state_dict", {})
+        twin = "teacher_rvt" if which == "teacher" else "rvt"
+        # objectives.<objective name>.<twin>.<tensor>
+        owners = sorted({k.split(".")[1] for k in state if k.startswith("objectives.") and k.split(".")[2:3] == [twin]})
+        if not owners:
+            return None
+        prefix = f"objectives.{owners[0]}.{twin}."
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, path, record or {}
+    if record is None:
+        return None
+    folder = path if path.is_dir() else path.parent
+    file = folder / record["files"][which]
+    if not file.is_file():
+        raise TransferError(f"{folder / CONFIG_FILE} lists the RVT stages in {file.name}, which is missing")
+    return read_checkpoint(file, weights_only=True), file, record
+
+
+def load_pretrained_rvt(
+    rvt: nn.Module, path, which: str = "teacher", logger=None, echo: Callable[[str], None] = print
+) -> dict | None:
+    """Load the RVT stages a pretraining run trained (``objectives/rvt_stages.py``) into the
+    detector's RVT backbone; returns the load report, None when the source has none. Names and
+    shapes must match whole: a stage pretrained for another RVT size or encoder cut is refused."""
+    found = rvt_state(path, which)
+    if found is None:
+        return None
+    state, file, _ = found
+    own = rvt.state_dict()
+    wrong = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
+    if wrong:
+        raise TransferError(
+            f"{file} ({which}): the pretrained RVT stages do not fit the detector's (another RVT size or "
+            f"encoder output?): {len(wrong)} tensors differ, e.g. {wrong[:3]}"
+        )
+    lines = []
+    report = load_into(rvt, state, log=lines.append)
+    report["loaded_count"], report["total"] = len(report["loaded"]), len(own)
+    report["stages"] = {
+        f"stages.{i}": sum(k.startswith(f"stages.{i}.") for k in report["loaded"]) for i in range(len(rvt.stages))
+    }
+    message = f"pretrained RVT stages from {file} ({which}): " + lines[0]
+    message += "; stages used: " + ", ".join(f"{k} ({n} tensors)" for k, n in report["stages"].items())
+    echo(message)
+    log.info(message)
+    if logger is not None and hasattr(logger, "log_hyperparams"):
+        logger.log_hyperparams({"pretrained/rvt_loaded": report["loaded_count"]})
     return report
 
 

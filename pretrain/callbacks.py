@@ -33,8 +33,9 @@ class BackboneExport(pl.Callback):
             pl_module.teacher["backbone"],
             voxelizer,
             {"global_step": int(trainer.global_step), **pl_module.export_record()},
+            parts=pl_module.export_parts(),
         )
-        names = ", ".join(Path(self.paths[k]).name for k in ("teacher", "student", "config"))
+        names = ", ".join(Path(v).name for v in self.paths.values())
         print(f"evcmae: exported backbone weights to {self.dirpath} ({names})")
 
 

@@ -43,16 +43,37 @@ def _plain_state(module: nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
+def part_files(name: str) -> dict[str, str]:
+    """File of each network of an exported part (``teacher_rvt.pt`` ...), by which."""
+    return {"teacher": f"teacher_{name}.pt", "student": f"student_{name}.pt"}
+
+
 def export_backbones(
-    out_dir, student: nn.Module, teacher: nn.Module, voxelizer=None, extra: dict | None = None
+    out_dir,
+    student: nn.Module,
+    teacher: nn.Module,
+    voxelizer=None,
+    extra: dict | None = None,
+    parts: dict | None = None,
 ) -> dict:
     """Write the two state dicts and ``backbone.json`` into ``out_dir``; returns the paths.
-    The teacher (EMA) weights are the ones to fine-tune from, as in BYOL/DINO practice."""
+    The teacher (EMA) weights are the ones to fine-tune from, as in BYOL/DINO practice.
+
+    ``parts``: further networks pretraining trained, name -> (student, teacher, record) (the RVT
+    stages): their state dicts go to ``teacher_<name>.pt`` / ``student_<name>.pt`` and the record,
+    with the file names, under ``<name>`` in ``backbone.json``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"student": out_dir / STUDENT_FILE, "teacher": out_dir / TEACHER_FILE, "config": out_dir / CONFIG_FILE}
     torch.save(_plain_state(student), paths["student"])
     torch.save(_plain_state(teacher), paths["teacher"])
+    described = {}
+    for name, (part_student, part_teacher, record) in (parts or {}).items():
+        files = part_files(name)
+        for which, module in (("student", part_student), ("teacher", part_teacher)):
+            paths[f"{which}_{name}"] = out_dir / files[which]
+            torch.save(_plain_state(module), paths[f"{which}_{name}"])
+        described[name] = {**record, "files": files}
     config = {
         "backbone": {"class": f"{type(student).__module__}.{type(student).__name__}", **backbone_config(student)},
         "recommended_weights": TEACHER_FILE,
@@ -63,6 +84,7 @@ def export_backbones(
         }
         config["voxelizer"]["feature_names"] = list(FEATURE_NAMES)
     config.update(extra or {})
+    config.update(described)
     with open(paths["config"], "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
         f.write("\n")

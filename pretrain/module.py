@@ -13,7 +13,10 @@ as if it had been pretrained.
 ``train/grad_norm/<term>``. With ``balance.mode=grad_norm`` (the default) a term's effective
 weight is λᵢ·ḡ/n̄ᵢ, where n̄ᵢ is the running mean of its norm and ḡ the mean of the n̄ over the
 terms: every term then sends the backbone a gradient of about λᵢ·ḡ, so the λ set the mix and no
-term drowns the others by its scale alone. ``balance.mode=none`` uses the λ as they are.
+term drowns the others by its scale alone. ``balance.mode=none`` uses the λ as they are. An
+objective with ``balanced = False`` keeps its λ either way and is left out of ḡ: one whose loss
+mostly trains its own large network (the RVT stages) would otherwise have that network's gradients
+scaled by however little of its gradient reaches the backbone.
 
 The EMA update runs right after each real optimizer step (``optimizer_step``), not in
 ``on_train_batch_end``: Lightning calls callbacks' ``on_train_batch_end`` (ModelCheckpoint's
@@ -27,6 +30,7 @@ masks as one that was never interrupted, and ranks draw different ones.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Mapping
 
@@ -77,6 +81,20 @@ def warmup_cosine(
     return LambdaLR(optimizer, factor)
 
 
+def objective_arguments(factory, backbone: nn.Module) -> dict:
+    """What the module completes an objective's factory with: the backbone's channels always, and
+    the backbone itself for an objective that declares a ``backbone`` argument (one that needs its
+    strides or output grids to size its own networks)."""
+    kwargs = {"channels": dict(backbone.out_channels)}
+    try:
+        accepts = "backbone" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a callable without a signature
+        accepts = False
+    if accepts:
+        kwargs["backbone"] = backbone
+    return kwargs
+
+
 def visible_part(full: VoxelBatch, visible: torch.Tensor) -> VoxelBatch:
     """The student's input: the visible voxels only (masked ones are absent, not zeroed, so the
     sparse convs cannot tell where they were)."""
@@ -88,8 +106,8 @@ class PretrainModule(pl.LightningModule):
 
     - ``backbone``: a ``SparseVoxelBackbone``; ``masking``: a ``MaskingConfig`` (its ``patch_size``
       may be "auto": derived from the data's boxes, :mod:`evcmae.pretrain.masking`).
-    - ``objectives``: name -> factory ``(channels=...) -> Objective`` (Hydra partials); an entry
-      that is None or has weight 0 is left out.
+    - ``objectives``: name -> factory ``(channels=...) -> Objective`` (Hydra partials; one that
+      declares ``backbone`` gets the backbone too); an entry that is None or has weight 0 is left out.
     - ``optim``: {optimizer: partial(params), warmup_fraction, warmup_start_factor, min_lr_ratio}.
     - ``ema``: {base, final, init_share (the horizon rule; None keeps ``base``), total_steps}.
     - ``balance``: {mode: grad_norm | none, momentum}.
@@ -129,7 +147,7 @@ class PretrainModule(pl.LightningModule):
         for name, factory in (objectives or {}).items():
             if factory is None:
                 continue
-            objective = factory(channels=dict(backbone.out_channels))
+            objective = factory(**objective_arguments(factory, backbone))
             if not isinstance(objective, Objective):
                 raise TypeError(f"objective {name!r} built a {type(objective).__name__}, not an Objective")
             if objective.weight > 0:
@@ -237,11 +255,14 @@ class PretrainModule(pl.LightningModule):
 
     def effective_weights(self) -> dict[str, float]:
         """λᵢ, rescaled by the running gradient norms when balancing (see the module docstring)."""
-        if self.balance_cfg["mode"] == "none" or not bool((self.grad_norm_mean > 0).all()):
+        balanced = [i for i, objective in enumerate(self.objectives.values()) if objective.balanced]
+        norms = self.grad_norm_mean[balanced]
+        if self.balance_cfg["mode"] == "none" or not balanced or not bool((norms > 0).all()):
             return dict(self.weights)
-        mean = self.grad_norm_mean.mean()
+        mean = norms.mean()
         return {
-            name: self.weights[name] * float(mean / self.grad_norm_mean[i]) for i, name in enumerate(self.objectives)
+            name: self.weights[name] * (float(mean / self.grad_norm_mean[i]) if i in balanced else 1.0)
+            for i, name in enumerate(self.objectives)
         }
 
     def training_step(self, batch, batch_idx: int):
@@ -390,6 +411,17 @@ class PretrainModule(pl.LightningModule):
             },
             "objectives": dict(self.weights),
         }
+
+    def export_parts(self) -> dict:
+        """Networks an objective pretrains beside the backbone, for the export to write:
+        name -> (student, teacher, record) (the RVT stages, ``objectives/rvt_stages.py``)."""
+        parts = {}
+        for objective in self.objectives.values():
+            for name, part in getattr(objective, "export_parts", dict)().items():
+                if name in parts:
+                    raise ValueError(f"two objectives export a network named {name!r}")
+                parts[name] = part
+        return parts
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["evcmae_nonfinite"] = {"total": self.nonfinite_total, "streak": self._nonfinite_streak}

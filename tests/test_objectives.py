@@ -1,5 +1,7 @@
 """Pretraining objectives: scored where the student could not see, no target leak, balancing."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -122,12 +124,15 @@ def test_balanced_weights_equalise_gradient_norms():
 
     module = PretrainModule.__new__(PretrainModule)
     torch.nn.Module.__init__(module)
-    module.weights = {"a": 1.0, "b": 0.5}
-    module.objectives = {"a": None, "b": None}
+    module.weights = {"a": 1.0, "b": 0.5, "own": 2.0}
+    unbalanced = SimpleNamespace(balanced=False)  # a term that trains its own network (RVT stages)
+    module.objectives = {"a": SimpleNamespace(balanced=True), "b": SimpleNamespace(balanced=True), "own": unbalanced}
     module.balance_cfg = {"mode": "grad_norm"}
-    module.register_buffer("grad_norm_mean", torch.tensor([4.0, 0.25]))
+    module.register_buffer("grad_norm_mean", torch.tensor([4.0, 0.25, 1e-6]))
     w = module.effective_weights()
-    # each term's gradient after weighting is lambda * mean norm: 1 * 2.125 and 0.5 * 2.125
+    # each balanced term's gradient after weighting is lambda * their mean norm: 1 * 2.125 and 0.5 *
+    # 2.125; the unbalanced one keeps its lambda and does not enter the mean
     assert w["a"] * 4.0 == pytest.approx(1.0 * 2.125) and w["b"] * 0.25 == pytest.approx(0.5 * 2.125)
+    assert w["own"] == 2.0
     module.balance_cfg = {"mode": "none"}
-    assert module.effective_weights() == {"a": 1.0, "b": 0.5}
+    assert module.effective_weights() == {"a": 1.0, "b": 0.5, "own": 2.0}

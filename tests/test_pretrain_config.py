@@ -19,7 +19,7 @@ GROUPS = {
     "optim": ["adamw"],
     "trainer": ["default", "ddp"],
     "logger": ["csv", "wandb", "tensorboard"],
-    "experiment": ["occupancy_only", "bench_gpu"],
+    "experiment": ["occupancy_only", "bench_gpu", "rvt_stages"],
 }
 PATHS = ["paths.root_dir=/r", "paths.output_dir=/r/out"]
 
@@ -44,7 +44,13 @@ def test_group_option_composes_and_resolves(group, option):
         overrides.append(f"data.root=/data/{option}")
     cfg = _compose(overrides)
     OmegaConf.resolve(cfg)  # every interpolation resolves
-    assert cfg.model.objectives.keys() == {"occupancy", "reconstruction", "voxel_nce", "frame_contrastive"}
+    assert cfg.model.objectives.keys() == {
+        "occupancy",
+        "reconstruction",
+        "voxel_nce",
+        "frame_contrastive",
+        "rvt_stages",
+    }
     assert {k: o.weight for k, o in cfg.model.objectives.items()} == dict(cfg.loss.weights)
 
 
@@ -55,12 +61,13 @@ def test_defaults_are_the_documented_ones():
         "reconstruction": 1.0,
         "voxel_nce": 0.6,
         "frame_contrastive": 0.3,
+        "rvt_stages": 0.0,  # off: experiment=rvt_stages
     }
     assert cfg.loss.temperature == 0.1
     objectives = cfg.loss.objectives
     assert objectives.voxel_nce.criterion.temperature == objectives.frame_contrastive.criterion.temperature == 0.1
     # every objective reads the scale the detector's encoder hands on, and scores hidden sites only
-    assert {objectives[n].scale for n in ("occupancy", "voxel_nce", "frame_contrastive")} == {"x_conv3"}
+    assert {objectives[n].scale for n in ("occupancy", "voxel_nce", "frame_contrastive", "rvt_stages")} == {"x_conv3"}
     assert objectives.reconstruction.masked_only and objectives.voxel_nce.masked_only
     assert cfg.model.probe.scale == "x_conv3" and cfg.masking.patch_size == "auto"
     assert cfg.model.ema.init_share == 1e-3 and cfg.loss.balance.mode == "grad_norm"

@@ -31,9 +31,11 @@ from evcmae.tools.pretrain import build, config_dir
 def pretrained_overrides(model: DictConfig) -> list[str]:
     """The Hydra overrides that adopt ``model.pretrained``'s settings: its backbone's constructor
     arguments (``backbone.*``) and the voxel grid it was trained on (``voxel.*``), so the weights
-    load by shape and mean what they meant in pretraining. Empty without a pretrained source."""
+    load by shape and mean what they meant in pretraining; with pretrained RVT stages, also RVT's
+    size and the encoder output under them (``model.detector.*``). Empty without a pretrained
+    source."""
     from evcmae.finetune.rvt_checkpoint import is_detector_checkpoint
-    from evcmae.finetune.transfer import backbone_config
+    from evcmae.finetune.transfer import backbone_config, export_json
 
     if not model.get("pretrained") or is_detector_checkpoint(model.pretrained):
         return []  # a whole detector (fine-tuned or RVT): its tensors are loaded as they are
@@ -41,9 +43,13 @@ def pretrained_overrides(model: DictConfig) -> list[str]:
         raise ValueError("model.pretrained needs the sparse input (model=sparse), not model=histogram")
     backbone, voxelizer = backbone_config(model.pretrained, model.pretrained_which)
     voxel = {k: v for k, v in (voxelizer or {}).items() if k in ("window_us", "num_bins", "downsample", "voxel_size")}
-    return [f"backbone.{k}={json.dumps(v)}" for k, v in backbone.items()] + [
-        f"voxel.{k}={json.dumps(v)}" for k, v in voxel.items()
-    ]
+    overrides = [f"backbone.{k}={json.dumps(v)}" for k, v in backbone.items()]
+    overrides += [f"voxel.{k}={json.dumps(v)}" for k, v in voxel.items()]
+    # Pretrained RVT stages fit the detector only at their RVT size, above the same encoder output.
+    rvt = (export_json(model.pretrained) or {}).get("rvt") if model.get("pretrained_rvt", True) else None
+    if rvt:
+        overrides += [f"model.detector.size={rvt['size']}", f"model.detector.output={rvt['source']}"]
+    return overrides
 
 
 def with_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -63,7 +69,8 @@ def with_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 
 def load_start(module, model_cfg: DictConfig, logger=None) -> None:
     """The starting weights named by ``model.pretrained``: a whole detector (a fine-tuning or RVT
-    checkpoint) loads every tensor strictly; a pretraining export or checkpoint loads the encoder."""
+    checkpoint) loads every tensor strictly; a pretraining export or checkpoint loads the encoder, and
+    the RVT stages where pretraining trained them."""
     from evcmae.finetune.rvt_checkpoint import is_detector_checkpoint, load_detector_weights
 
     if model_cfg.get("pretrained") and is_detector_checkpoint(model_cfg.pretrained):

@@ -169,13 +169,13 @@ def pretrain_variants(cfg: DictConfig) -> dict[str, list[str]]:
     """Pretraining variant -> its overrides: 'full' and each ablation the study asks for."""
     variants = {"full": []}
     for condition in cfg.ablation.conditions:
-        if condition == "occupancy_only":
-            variants[condition] = ["experiment=occupancy_only"]
+        if condition in ("occupancy_only", "rvt_stages"):  # rvt_stages: the detector's RVT pretrained too
+            variants[condition] = [f"experiment={condition}"]
         elif condition.startswith("no_") and condition[3:] in LOSSES:
             variants[condition] = [f"loss.weights.{condition[3:]}=0"]
         else:
             raise ValueError(
-                f"ablation.conditions: unknown condition {condition!r}; use occupancy_only "
+                f"ablation.conditions: unknown condition {condition!r}; use occupancy_only, rvt_stages "
                 f"or no_<loss> with <loss> one of {LOSSES}"
             )
     return variants

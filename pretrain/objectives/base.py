@@ -80,6 +80,8 @@ class Objective(nn.Module):
     # so each objective's profiler span holds its own work only.
     needs_teacher: bool = False
     needs_neighbour: bool = False
+    # Whether gradient-norm balancing rescales the term (pretrain/module.py, "Balancing").
+    balanced: bool = True
 
     def __init__(self, weight: float = 1.0):
         super().__init__()
