@@ -108,7 +108,7 @@ def test_aggregate_against_numpy():
     # A single seed: a mean but no spread, and no paired spread either.
     single = groups[("no_occupancy", 0.1)]
     assert single["n"] == 1 and single["std"]["AP"] is None
-    assert single["delta"]["AP"] == pytest.approx(0.19 - np.mean(s_ap))
+    assert single["delta"]["AP"] == pytest.approx(0.19 - s_ap[0])  # against scratch's same seed
     assert single["delta_std"]["AP"] is None
     assert single["delta"]["AP_S"] is None  # scratch has no AP_S to compare with
     assert single["wins"] == int(np.sum(0.19 > s_ap[:1])) == 0
@@ -131,9 +131,14 @@ def test_aggregate_pairs_only_shared_seeds():
         ]
     )
     pre = by_group(aggregate(rows))[("pretrained", 0.1)]
-    assert pre["delta"]["AP"] == pytest.approx(np.mean([0.35, 0.05, 0.9]) - np.mean([0.2, 0.3, 0.1]))
+    # The difference, its spread and the wins all come from seeds 1 and 2, the ones both ran: a
+    # difference of the groups' own means would set seed 7 against seed 0 (0.17 instead of 0).
+    assert pre["delta"]["AP"] == pytest.approx(np.mean([0.35 - 0.3, 0.05 - 0.1]))
     assert pre["delta_std"]["AP"] == pytest.approx(np.std([0.35 - 0.3, 0.05 - 0.1], ddof=1))
     assert pre["wins"] == 1
+    # With no seed in common the groups' means are all there is to compare.
+    apart = summary_rows([run("scratch", 0.1, 0, 0.2), run("pretrained", 0.1, 5, 0.6)])
+    assert by_group(aggregate(apart))[("pretrained", 0.1)]["delta"]["AP"] == pytest.approx(0.4)
 
 
 def test_markdown_table_cells():
@@ -157,7 +162,7 @@ def test_markdown_table_cells():
     assert pre.endswith(f"| +{delta:.2f} ± {delta_std:.2f} |")  # class-agnostic AP is AP + 0.1 here
     assert "| 3 |" in pre and "| – |" in pre  # seeds, AP_S
     ablation = rows[("no_occupancy", "10 %")]
-    assert f"| −{100 * (s_ap.mean() - 0.19):.2f} | – | 0/1 |" in ablation
+    assert f"| −{100 * (s_ap[0] - 0.19):.2f} | – | 0/1 |" in ablation  # seed 0 against scratch's seed 0
     assert "| 19.00 |" in ablation and "| 5.00 |" in ablation
     assert rows[("pretrained", "100 %")].endswith("| – | – | – |")
 

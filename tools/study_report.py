@@ -122,8 +122,6 @@ def aggregate(rows: list[dict]) -> list[dict]:
         shared = sorted(set(own) & set(base))
         base_mean = means[(protocol, baseline, fraction)]
         for key in METRIC_KEYS:
-            if group["mean"][key] is not None and base_mean[key] is not None:
-                group["delta"][key] = group["mean"][key] - base_mean[key]
             # Paired over seeds: seed-to-seed variance is shared by both conditions, so the paired
             # spread is the honest uncertainty of the difference.
             diffs = [
@@ -131,6 +129,12 @@ def aggregate(rows: list[dict]) -> list[dict]:
                 for s in shared
                 if own[s].get(key) is not None and base[s].get(key) is not None
             ]
+            # The difference is taken over the same shared seeds as its spread, interval and wins: a
+            # condition run at fewer seeds than the reference is not compared with other seeds' runs.
+            if diffs:
+                group["delta"][key] = _mean(diffs)
+            elif group["mean"][key] is not None and base_mean[key] is not None:
+                group["delta"][key] = group["mean"][key] - base_mean[key]  # no seed in common
             group["delta_std"][key] = _std(diffs)
             group["delta_ci95"][key] = ci95(diffs)
         group["wins"] = sum(
