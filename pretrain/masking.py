@@ -14,9 +14,10 @@ some bins but not others lets the student copy it from the neighbouring bins.
 hides an object whole or not at all, and the student learns to guess where objects are, not what
 they look like. The rule: the tube side is the median short side of the labelled boxes, in voxels,
 rounded down to a multiple of the spatial stride of the deepest scale the objectives read (so a
-tube covers whole cells there), and at least one such stride. At 320×180 (median pedestrian about
-5×13 px, stride 4) that is 4 px; 16 px tubes were the fixed default before. With no labelled box
-in the data root it falls back to ``FALLBACK_PATCH`` and says so.
+tube covers whole cells there), and at least one such stride. On the demo and study presets
+(320×180, all classes, stride 4) that is 8 px (each run prints it: "masking tubes of 8x8 voxels");
+16 px tubes were the fixed default before. With no labelled box in the data root it falls back to
+``FALLBACK_PATCH`` and says so.
 """
 
 from __future__ import annotations
