@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from .movement import relative_movement
 from .spconv_compat import spconv, to_sparse_tensor
 
 Triple = tuple[int, int, int]
@@ -219,11 +220,4 @@ def stage_movement(initial: Mapping[str, torch.Tensor], backbone: SparseVoxelBac
     """Per stage (``conv_input``, ``conv1``, ...): ‖W − W₀‖ / ‖W₀‖ over its weights (BatchNorm
     statistics excluded), how far training moved it from ``initial`` (a state dict of the same
     backbone): pretraining from its initialisation, fine-tuning from the weights it started with."""
-    out = {}
-    state = backbone.state_dict()
-    for stage in backbone.stage_modules():
-        keys = [k for k in state if k.startswith(f"{stage}.") and "running_" not in k and "num_batches" not in k]
-        now = torch.cat([state[k].detach().float().reshape(-1).cpu() for k in keys])
-        then = torch.cat([initial[k].float().reshape(-1) for k in keys])
-        out[stage] = float((now - then).norm() / then.norm().clamp(min=1e-12))
-    return out
+    return relative_movement(initial, backbone, backbone.stage_modules())

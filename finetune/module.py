@@ -196,8 +196,8 @@ class FinetuneModule(pl.LightningModule):
     def load_pretrained(self, logger=None) -> dict | None:
         """Loads ``pretrained`` (a pretraining export or checkpoint) into the sparse encoder, and
         the RVT stages too where pretraining trained them and ``pretrained_rvt`` is on (the report's
-        ``rvt``, None otherwise); returns the load report, None without a source. Called before fitting from scratch, never when
-        a checkpoint is loaded (its weights replace these anyway)."""
+        ``rvt``, None otherwise); returns the load report, None without a source. Called before
+        fitting from scratch, never when a checkpoint is loaded (its weights replace these anyway)."""
         if not self.hparams.pretrained:
             return None
         if self.model.encoder is None:
@@ -205,12 +205,8 @@ class FinetuneModule(pl.LightningModule):
         path, which = self.hparams.pretrained, self.hparams.pretrained_which
         report = load_pretrained(self.model.encoder, path, which, logger)
         # pretrained RVT stages, where the run trained them (objectives/rvt_stages.py)
-        rvt = (
-            load_pretrained_rvt(self.model.detector.backbone, path, which, logger)
-            if self.hparams.get("pretrained_rvt", True)
-            else None
-        )
-        report["rvt"] = rvt
+        wanted = self.hparams.pretrained_rvt
+        report["rvt"] = load_pretrained_rvt(self.model.detector.backbone, path, which, logger) if wanted else None
         return report
 
     # ------------------------------------------------------------------ recurrent pass

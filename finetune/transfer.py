@@ -137,18 +137,23 @@ def load_pretrained(
             f"{path} ({which}): no tensor matches the encoder by name; file has e.g. "
             f"{sorted(state)[:5]}, encoder expects e.g. {sorted(own)[:5]}"
         )
-    report["loaded_count"], report["total"] = len(report["loaded"]), len(own)
-    # every stage the detector uses, with how many of its tensors came from the file
     stages = list(backbone.stage_modules()) if hasattr(backbone, "stage_modules") else []
+    _announce(report, len(own), stages, f"pretrained encoder from {path} ({which}): " + lines[0], echo)
+    if logger is not None and hasattr(logger, "log_hyperparams"):
+        logger.log_hyperparams({"pretrained/loaded": report["loaded_count"], "pretrained/total": report["total"]})
+    return report
+
+
+def _announce(report: dict, total: int, stages: list[str], head: str, echo: Callable[[str], None]) -> None:
+    """Completes a load report (``loaded_count``, ``total``, and per stage the detector uses how
+    many of its tensors came from the file) and says it: ``head``, then the stages."""
+    report["loaded_count"], report["total"] = len(report["loaded"]), total
     report["stages"] = {stage: sum(k.startswith(f"{stage}.") for k in report["loaded"]) for stage in stages}
-    message = f"pretrained encoder from {path} ({which}): " + lines[0]
+    message = head
     if stages:
         message += "; stages used: " + ", ".join(f"{k} ({n} tensors)" for k, n in report["stages"].items())
     echo(message)
     log.info(message)
-    if logger is not None and hasattr(logger, "log_hyperparams"):
-        logger.log_hyperparams({"pretrained/loaded": report["loaded_count"], "pretrained/total": report["total"]})
-    return report
 
 
 def rvt_state(path, which: str = "teacher") -> tuple[dict, Path, dict] | None:
@@ -195,14 +200,8 @@ def load_pretrained_rvt(
         )
     lines = []
     report = load_into(rvt, state, log=lines.append)
-    report["loaded_count"], report["total"] = len(report["loaded"]), len(own)
-    report["stages"] = {
-        f"stages.{i}": sum(k.startswith(f"stages.{i}.") for k in report["loaded"]) for i in range(len(rvt.stages))
-    }
-    message = f"pretrained RVT stages from {file} ({which}): " + lines[0]
-    message += "; stages used: " + ", ".join(f"{k} ({n} tensors)" for k, n in report["stages"].items())
-    echo(message)
-    log.info(message)
+    stages = [f"stages.{i}" for i in range(len(rvt.stages))]
+    _announce(report, len(own), stages, f"pretrained RVT stages from {file} ({which}): " + lines[0], echo)
     if logger is not None and hasattr(logger, "log_hyperparams"):
         logger.log_hyperparams({"pretrained/rvt_loaded": report["loaded_count"]})
     return report

@@ -417,7 +417,7 @@ class PretrainModule(pl.LightningModule):
         name -> (student, teacher, record) (the RVT stages, ``objectives/rvt_stages.py``)."""
         parts = {}
         for objective in self.objectives.values():
-            for name, part in getattr(objective, "export_parts", dict)().items():
+            for name, part in objective.export_parts().items():
                 if name in parts:
                     raise ValueError(f"two objectives export a network named {name!r}")
                 parts[name] = part

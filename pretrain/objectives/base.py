@@ -92,6 +92,11 @@ class Objective(nn.Module):
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         raise NotImplementedError
 
+    def export_parts(self) -> dict:
+        """Networks the objective pretrains for the detector, to export beside the backbone:
+        name -> (student, teacher, record for ``backbone.json``); none by default."""
+        return {}
+
     def teacher_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(teacher twin, student module) pairs to update by EMA; none by default."""
         return []

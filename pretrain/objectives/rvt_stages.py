@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from evcmae.backbones.densify import fold_time_into_channels
+from evcmae.backbones.movement import relative_movement
 from evcmae.backbones.rvt import RVTBackbone, patch_size_for, rvt_partition_size
 from evcmae.losses.dense_reconstruction import masked_cell_weights, weighted_latent_mse
 from evcmae.pretrain.ema import make_teacher
@@ -36,18 +37,6 @@ def stage_predictor(dim: int, hidden: int | None = None) -> nn.Sequential:
     """3x3 conv, GELU, 1x1 conv: a prediction from the cell and its neighbours."""
     hidden = hidden or dim
     return nn.Sequential(nn.Conv2d(dim, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, dim, 1))
-
-
-def rvt_stage_movement(initial: Mapping[str, torch.Tensor], rvt: nn.Module) -> dict[str, float]:
-    """Per RVT stage (``stages.0`` ...): ‖W − W₀‖ / ‖W₀‖ over its parameters."""
-    out = {}
-    state = rvt.state_dict()
-    for i in range(len(rvt.stages)):
-        keys = [k for k in state if k.startswith(f"stages.{i}.")]
-        now = torch.cat([state[k].detach().float().reshape(-1).cpu() for k in keys])
-        then = torch.cat([initial[k].float().reshape(-1) for k in keys])
-        out[f"stages.{i}"] = float((now - then).norm() / then.norm().clamp(min=1e-12))
-    return out
 
 
 class RVTStagesObjective(Objective):
@@ -131,6 +120,7 @@ class RVTStagesObjective(Objective):
 
     def export_parts(self) -> dict:
         """What the export writes beside the backbone: name -> (student, teacher, record)."""
+        stages = [f"stages.{i}" for i in range(len(self.rvt.stages))]
         record = {
             "class": f"{RVTBackbone.__module__}.{RVTBackbone.__name__}",
             "size": self.size,
@@ -138,8 +128,8 @@ class RVTStagesObjective(Objective):
             "patch_size": self.patch_size,
             "source": self.scale,
             "movement_from_init": {
-                "teacher": rvt_stage_movement(self.initial_rvt, self.teacher_rvt),
-                "student": rvt_stage_movement(self.initial_rvt, self.rvt),
+                "teacher": relative_movement(self.initial_rvt, self.teacher_rvt, stages),
+                "student": relative_movement(self.initial_rvt, self.rvt, stages),
             },
         }
         return {"rvt": (self.rvt, self.teacher_rvt, record)}
