@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from evcmae.events.errors import OutputFolderError
-from evcmae.tools import study
+from evcmae.tools import run_config, study
 from evcmae.tools.cli import user_error
 from evcmae.tools.pretrain import config_dir
 
@@ -172,6 +172,56 @@ def test_recorded_overrides_skip_evaluations(tmp_path):
     assert job.recorded_overrides() is None
     log.write_text("$ python -m evcmae.tools.finetune seed=2\n$ python -m evcmae.tools.evaluate checkpoint=x\n")
     assert job.recorded_overrides() == ["seed=2"]
+
+
+def _record(run_dir: Path, app: str, overrides: list, **changes) -> None:
+    """A run folder as Hydra leaves it: the composed config, with ``changes`` (dotted key -> value)
+    standing for a default that has changed since."""
+    cfg = OmegaConf.create(run_config.compose_app(app, overrides))
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+
+
+def test_a_changed_default_makes_a_run_folder_stale(tmp_path):
+    """The override lists agree, but the recorded run was composed under another default: the
+    study names the setting and refuses the folder, unless that setting is declared harmless."""
+    job = study.Job("pretrain-full", "pretrain", tmp_path / "full", ["seed=0", f"hydra.run.dir={tmp_path}/full"])
+    assert job.changed_settings() == []  # nothing recorded yet
+    default = run_config.compose_app("pretrain", job.overrides)["loss"]["weights"]["voxel_nce"]
+    _record(job.dir, "pretrain", job.overrides, **{"loss.weights.voxel_nce": default + 1})
+    assert job.changed_settings() == [f"loss.weights.voxel_nce: {default + 1} -> {default}"]
+    assert job.changed_settings(("loss.weights.voxel",)) == []  # a prefix of the key
+    with pytest.raises(OutputFolderError, match=r"full: holds a run made with other settings \(loss.weights.voxel_nce"):
+        study.run_jobs([job], parallel=1)
+    # a setting only one side has (an option added since) counts too
+    fresh = study.Job("f", "finetune", tmp_path / "f", ["seed=1"])
+    _record(fresh.dir, "finetune", ["seed=1"], **{"model.new_option": 3})
+    assert fresh.changed_settings() == ["model.new_option: 3 -> (absent)"]
+
+
+def test_run_folders_may_move_but_not_change_what_they_start_from(tmp_path):
+    """Where the study put a run and which run it starts from are not settings of the run (that
+    run is compared on its own): a copied folder is still reused. Starting from nothing is."""
+    recorded = ["seed=0", "model.pretrained=outputs/a/pretrain/full", "record.root=outputs/a/finetune/p/record"]
+    moved = ["seed=0", "model.pretrained=outputs/b/pretrain/full", "record.root=outputs/b/finetune/p/record"]
+    job = study.Job("finetune-p", "finetune", tmp_path / "p", moved)
+    _record(job.dir, "finetune", recorded)
+    assert job.changed_settings() == []
+    scratch = study.Job("finetune-s", "finetune", tmp_path / "s", ["seed=0"])
+    _record(scratch.dir, "finetune", recorded)
+    assert scratch.changed_settings() == [f"model.pretrained: {run_config._ELSEWHERE} -> None"]
+
+
+def test_composing_a_runs_config_leaves_a_running_hydra_app_alone():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir("study"), version_base="1.3"):
+        composed = run_config.compose_app("pretrain", ["seed=5", "hydra.run.dir=x"])
+        assert composed["seed"] == 5 and "hydra" not in composed
+        assert compose(config_name="study").jobs >= 1  # the study's own config is still the one composed
+    with pytest.raises(ValueError, match="probe"):
+        run_config.compose_app("probe", [])
 
 
 def test_pretrain_dir_points_every_run_at_another_studys_pretraining():

@@ -15,7 +15,9 @@
    composed config (configs/) and the exact commands (commands.sh).
 
 Every run is a separate process (``jobs`` at once) in its own folder under ``work_dir``; a run
-whose result exists is not run again, so an interrupted study continues where it stopped.
+whose result exists is not run again, so an interrupted study continues where it stopped. A folder
+whose run was composed with other settings (a changed default counts: tools/run_config.py) stops
+the study before anything runs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evcmae.events.errors import OutputFolderError
 from evcmae.pretrain import reporting
+from evcmae.tools import run_config
 from evcmae.tools.bench import machine
 from evcmae.tools.cli import entry
 from evcmae.tools.pretrain import config_dir
@@ -131,6 +134,20 @@ class Job:
         exported = self.kind != "pretrain" or (self.dir / "teacher_backbone.pt").is_file()
         rescored = all(self.rescore_result(p).is_file() for p in self.rescore)
         return exported and rescored and self.result_path.is_file()
+
+    def changed_settings(self, ignore: tuple = ()) -> list[str]:
+        """How the settings this folder's run was made with differ from this job's, as
+        ``key: then -> now`` (empty: none, or nothing run here yet). Pretraining and fine-tuning
+        compare composed configs (tools/run_config.py), so a changed default counts; other runs,
+        and runs that recorded no config, compare their override lists. Settings under a prefix in
+        ``ignore`` are left out of the comparison."""
+        recorded = run_config.recorded_config(self.dir) if self.kind in run_config.APPS else None
+        if recorded is not None:
+            changes = run_config.setting_differences(run_config.compose_app(self.kind, self.overrides), recorded)
+        else:
+            old = self.recorded_overrides()
+            changes = [] if old in (None, list(self.overrides)) else [f"overrides: {old} -> {list(self.overrides)}"]
+        return [c for c in changes if not c.split(":")[0].startswith(tuple(ignore))]
 
     def recorded_overrides(self) -> list | None:
         """The overrides this run folder was last run with: the first command in its log that is
@@ -334,16 +351,20 @@ def _run_job(job: Job) -> Job:
     return job
 
 
-def run_jobs(jobs: list[Job], parallel: int) -> dict[str, str]:
+def run_jobs(jobs: list[Job], parallel: int, ignore_settings=()) -> dict[str, str]:
     """Runs what is not done yet, ``parallel`` at a time, each once the run it starts from is
-    done. Returns name -> error for the runs that failed (and those that needed them)."""
-    stale = [j for j in jobs if j.recorded_overrides() not in (None, list(j.overrides))]
-    if stale:  # reusing or overwriting them would mix two studies' settings
-        more = f" (and {len(stale) - 1} more: {', '.join(str(j.dir) for j in stale[1:])})" if len(stale) > 1 else ""
+    done. Returns name -> error for the runs that failed (and those that needed them). A folder
+    whose run was made with other settings stops the study before anything runs."""
+    changed = {j.dir: c for j in jobs if (c := j.changed_settings(tuple(ignore_settings)))}
+    if changed:  # reusing or overwriting them would mix two studies' settings
+        first, *others = changed
+        more = f"; {len(others)} more: {', '.join(map(str, others))}" if others else ""
+        shown = "; ".join(changed[first][:3]) + (f"; +{len(changed[first]) - 3}" if len(changed[first]) > 3 else "")
         raise OutputFolderError(
-            stale[0].dir,
-            f"holds a run made with other settings{more}; choose another work_dir (and out) for a "
-            "study with different settings, or delete the folders to rerun them",
+            first,
+            f"holds a run made with other settings ({shown}{more}); choose another work_dir (and out) for "
+            "a study with different settings, delete the folders to rerun them, or list in ignore_settings "
+            "the settings you know leave those runs unchanged",
         )
     failed: dict[str, str] = {}
     complete, pending = set(), []
@@ -675,7 +696,7 @@ def run(cfg: DictConfig, argv: list[str] = ()) -> dict:
     start = time.perf_counter()
     dataset = prepare_data(cfg)
     jobs = plan(cfg)
-    failed = run_jobs(jobs, int(cfg.jobs))
+    failed = run_jobs(jobs, int(cfg.jobs), cfg.get("ignore_settings") or ())
     wall_s = _add_wall_time(cfg, time.perf_counter() - start)
     report = write_results(cfg, jobs, failed, wall_s, list(argv), dataset)
     print(markdown_table(report["groups"]))

@@ -1,0 +1,77 @@
+"""Whether a run folder was made with the settings a planned run would use.
+
+Every pretraining and fine-tuning run records the config it was composed from (Hydra writes it to
+``<run>/.hydra/config.yaml``). Comparing a planned run's overrides with the recorded ones is not
+enough: a changed config default changes every run while no override changes. So the planned run's
+config is composed the way its tool composes it and compared with the recorded one, key by key.
+
+Code changes that keep the config as it was (a fixed loss, say) are not seen by this comparison.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+APPS = ("pretrain", "finetune")
+
+# Settings that say where the study put a run, or which run it starts from, not how it runs: a
+# copied or renamed folder keeps its run. The run a fine-tuning starts from is compared on its own.
+LOCATIONS = ("record.root", "model.pretrained")
+_ELSEWHERE = "<a run folder>"
+
+
+def compose_app(app: str, overrides: list[str]) -> dict:
+    """The config ``evcmae-<app>`` composes for ``overrides`` (unresolved, as Hydra records it).
+    Composed beside any Hydra app already running (the study's own), which is left as it was."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from evcmae.tools.pretrain import config_dir
+
+    if app not in APPS:
+        raise ValueError(f"no config to compose for {app!r}; apps: {', '.join(APPS)}")
+    running = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(app), version_base="1.3"):
+            cfg = compose(config_name=app, overrides=[o for o in overrides if not o.startswith("hydra.")])
+    finally:
+        GlobalHydra.instance().clear()
+        if running is not None:
+            GlobalHydra.instance().initialize(running)
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+def recorded_config(run_dir: Path) -> dict | None:
+    """The config a run folder's run was composed from, or None when it recorded none."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        flat = {}
+        for key, value in tree.items():
+            flat.update(_flat(value, f"{prefix}{key}."))
+        return flat or {prefix[:-1]: {}}
+    return {prefix[:-1]: tree}
+
+
+def _located(flat: dict) -> dict:
+    return {k: (_ELSEWHERE if k in LOCATIONS and v is not None else v) for k, v in flat.items()}
+
+
+def setting_differences(planned: dict, recorded: dict) -> list[str]:
+    """``key: recorded -> planned`` for every setting in which two composed configs differ, by
+    dotted key; a key only one of them has shows as ``(absent)`` on the other side."""
+    now, then = _located(_flat(planned)), _located(_flat(recorded))
+    missing = "(absent)"
+    return [
+        f"{key}: {then.get(key, missing)} -> {now.get(key, missing)}"
+        for key in sorted(now.keys() | then.keys())
+        if now.get(key, missing) != then.get(key, missing)
+    ]
