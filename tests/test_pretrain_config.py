@@ -19,7 +19,7 @@ GROUPS = {
     "optim": ["adamw"],
     "trainer": ["default", "ddp"],
     "logger": ["csv", "wandb", "tensorboard"],
-    "experiment": ["occupancy_only", "bench_gpu", "rvt_stages"],
+    "experiment": ["occupancy_only", "bench_gpu"],
 }
 PATHS = ["paths.root_dir=/r", "paths.output_dir=/r/out"]
 
@@ -61,7 +61,7 @@ def test_defaults_are_the_documented_ones():
         "reconstruction": 1.0,
         "voxel_nce": 0.6,
         "frame_contrastive": 0.3,
-        "rvt_stages": 0.0,  # off: experiment=rvt_stages
+        "rvt_stages": 1.0,  # the detector's RVT stages too
     }
     assert cfg.loss.temperature == 0.1
     objectives = cfg.loss.objectives
@@ -87,7 +87,7 @@ def test_experiment_overrides_groups():
 def test_model_and_data_instantiate():
     cfg = _compose([*PATHS, "data=tiny", "loss.weights.frame_contrastive=0"])
     module = instantiate(cfg.model)
-    assert set(module.objectives) == {"occupancy", "reconstruction", "voxel_nce"}  # λ = 0: not built
+    assert set(module.objectives) == {"occupancy", "reconstruction", "voxel_nce", "rvt_stages"}  # λ = 0: not built
     assert set(module.student) == {"backbone"}
     # no objective reads x_conv4, so the backbone stops at x_conv3: nothing untrained is exported
     assert module.until == "x_conv3" and not hasattr(module.backbone, "conv4")

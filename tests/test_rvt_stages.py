@@ -191,7 +191,7 @@ def test_the_partition_follows_the_frame_and_changes_no_parameter():
 
 @pytest.mark.slow
 def test_pretraining_with_rvt_stages_hands_them_to_fine_tuning(tmp_path, synth_tiny, capsys):
-    """evcmae-pretrain experiment=rvt_stages (2 steps) exports the stages; evcmae-finetune from
+    """evcmae-pretrain (2 steps; the RVT stages are on by default) exports the stages; evcmae-finetune from
     that run adopts RVT's size and loads the teacher's stages into the detector before step 0."""
     from config_helpers import QUIET_FIT, tiny_pretrain_config
 
@@ -201,7 +201,7 @@ def test_pretraining_with_rvt_stages_hands_them_to_fine_tuning(tmp_path, synth_t
     from evcmae.tools.pretrain import build
 
     run = tmp_path / "pre"
-    cfg = tiny_pretrain_config(synth_tiny, run, *QUIET_FIT, "trainer.max_steps=2", "experiment=rvt_stages")
+    cfg = tiny_pretrain_config(synth_tiny, run, *QUIET_FIT, "trainer.max_steps=2")
     metrics = pretrain_tool.run(cfg)
     assert metrics["global_step"] == 2 and metrics["train/rvt_stages"] is not None
     info = json.loads((run / "backbone.json").read_text())

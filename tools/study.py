@@ -5,8 +5,9 @@
     evcmae-study seeds=[0,1,2] jobs=1 out=results/three_seeds
     evcmae-study finetune_lr=0.001 work_dir=outputs/study_lr1e-3   # another fine-tuning rate
 
-1. pretraining once with all four losses, once per ablated loss (its λ = 0) and once with the
-   occupancy loss alone (R-MAE-style baseline, random masking), all on the unlabelled split;
+1. pretraining once with every term (the four encoder losses and the RVT stages' reconstruction),
+   once per ablated term (its λ = 0) and once with the occupancy loss alone (R-MAE-style baseline,
+   random masking), all on the unlabelled split;
 2. fine-tuning the same detector from scratch and from each pretrained teacher, with equal steps
    and hyper-parameters: scratch and full pretraining at every ``label_fractions`` entry, the
    ablations at ``ablation.label_fraction``, each for every seed; the checkpoint is chosen on the
@@ -53,7 +54,7 @@ from evcmae.tools.study_report import (
     write_report,
 )
 
-LOSSES = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
+LOSSES = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive", "rvt_stages")
 
 
 @dataclass
@@ -186,13 +187,13 @@ def pretrain_variants(cfg: DictConfig) -> dict[str, list[str]]:
     """Pretraining variant -> its overrides: 'full' and each ablation the study asks for."""
     variants = {"full": []}
     for condition in cfg.ablation.conditions:
-        if condition in ("occupancy_only", "rvt_stages"):  # rvt_stages: the detector's RVT pretrained too
+        if condition == "occupancy_only":
             variants[condition] = [f"experiment={condition}"]
         elif condition.startswith("no_") and condition[3:] in LOSSES:
             variants[condition] = [f"loss.weights.{condition[3:]}=0"]
         else:
             raise ValueError(
-                f"ablation.conditions: unknown condition {condition!r}; use occupancy_only, rvt_stages "
+                f"ablation.conditions: unknown condition {condition!r}; use occupancy_only "
                 f"or no_<loss> with <loss> one of {LOSSES}"
             )
     return variants
