@@ -199,6 +199,27 @@ def test_run_folders_may_move_but_not_change_what_they_start_from(tmp_path):
     assert scratch.changed_settings() == [f"model.pretrained: {run_config._ELSEWHERE} -> None"]
 
 
+def test_code_version_is_the_commit_and_says_when_it_is_not(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    outside = tmp_path / "installed"
+    outside.mkdir()
+    assert run_config.code_version(outside).startswith("evcmae ")  # no checkout: the package version
+    git("init", "-q")
+    (tmp_path / "f.py").write_text("a = 1\n")
+    git("add", "f.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    assert run_config.code_version(tmp_path) == head.stdout.strip()
+    (tmp_path / "f.py").write_text("a = 2\n")  # an uncommitted change to a tracked file
+    run_config.code_version.cache_clear()
+    assert run_config.code_version(tmp_path) == head.stdout.strip() + "-dirty"
+    run_config.code_version.cache_clear()
+
+
 def test_composing_a_runs_config_leaves_a_running_hydra_app_alone():
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir("study"), version_base="1.3"):
@@ -273,6 +294,13 @@ def test_run_jobs_skips_done_runs_and_propagates_failures(tmp_path):
     assert "exit status 3" in failed["p-bad"] and "p-bad" in failed["f-bad"]
     assert (tmp_path / "p-bad" / "study.log").is_file()
     assert jobs[2].result == {"AP": 0.5} and jobs[4].result == {"AP": 0.5}
+    # each run folder records the code it was made with, and the report counts them
+    assert run_config.recorded_code(tmp_path / "f-ok") == run_config.code_version()
+    made = [j.dir for j in jobs if j.result]
+    assert (
+        run_config.code_versions_line([*made, tmp_path])
+        == f"{run_config.code_version()} (3 runs), not recorded (1 run)"
+    )
 
     # Rerun: the finished runs are loaded, not run again (their commands would now fail).
     again = [job("p-ok", "pretrain", "broken"), job("f-ok", "finetune", "broken", needs="p-ok")]

@@ -5,11 +5,16 @@ Every pretraining and fine-tuning run records the config it was composed from (H
 enough: a changed config default changes every run while no override changes. So the planned run's
 config is composed the way its tool composes it and compared with the recorded one, key by key.
 
-Code changes that keep the config as it was (a fixed loss, say) are not seen by this comparison.
+Code changes that keep the config as it was (a fixed loss, say) are not seen by this comparison,
+so each run folder also records the code it was made with (``code_version.txt``: the git commit,
+``-dirty`` with uncommitted changes), and the study's report lists them.
 """
 
 from __future__ import annotations
 
+import functools
+import subprocess
+from collections import Counter
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -75,3 +80,44 @@ def setting_differences(planned: dict, recorded: dict) -> list[str]:
         for key in sorted(now.keys() | then.keys())
         if now.get(key, missing) != then.get(key, missing)
     ]
+
+
+CODE_FILE = "code_version.txt"
+
+
+@functools.cache
+def code_version(source: Path | None = None) -> str:
+    """The code a run is made with: the git commit of the checkout holding evcmae (``-dirty``
+    when tracked files have uncommitted changes), or ``evcmae <version>`` for an installed copy."""
+    import evcmae
+
+    folder = Path(source or Path(evcmae.__file__).resolve().parent)
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"evcmae {version('evcmae')}"
+        except PackageNotFoundError:
+            return "evcmae (version unknown)"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def record_code(run_dir: Path) -> None:
+    (Path(run_dir) / CODE_FILE).write_text(code_version() + "\n")
+
+
+def recorded_code(run_dir: Path) -> str | None:
+    path = Path(run_dir) / CODE_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def code_versions_line(run_dirs) -> str:
+    """Which code made the runs, most runs first: ``abc1234 (3 runs), not recorded (1 run)``."""
+    counts = Counter(recorded_code(d) or "not recorded" for d in run_dirs)
+    return ", ".join(f"{code} ({n} run{'s' if n != 1 else ''})" for code, n in counts.most_common())

@@ -337,7 +337,9 @@ def _run_job(job: Job) -> Job:
     start, reran = time.perf_counter(), False
     with open(job.dir / "study.log", "a") as log:
         for cmd in job.commands():
-            reran |= not _is_evaluation(cmd)
+            if not _is_evaluation(cmd):
+                reran = True
+                run_config.record_code(job.dir)
             log.write(f"$ {shlex.join(cmd)}\n")
             log.flush()
             code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -584,6 +586,7 @@ def write_results(
         "run time (sum over runs, min)": round(sum(j.seconds for j in jobs) / 60, 1),
         "jobs at once": cfg.jobs,
         "machine": _machine_line(),
+        "code": run_config.code_versions_line(j.dir for j in jobs if j.result),
     }
     commands = [
         " ".join(["evcmae-study", *map(shlex.quote, argv)]),
