@@ -22,7 +22,7 @@ from evcmae.events.voxelize import Voxelizer
 from evcmae.finetune.chunks import ChunkBatchSampler, ChunkDataset, Collate, sequential_keys
 from evcmae.finetune.classes import class_names
 from evcmae.finetune.evaluation import EvalConfig
-from evcmae.finetune.recordings import RawRecording, RVTRecording, select_fraction
+from evcmae.finetune.recordings import RawRecording, RVTRecording, labelled_summary, select_fraction
 
 
 # -- the data module ----------------------------------------------------------------------------
@@ -110,6 +110,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         self.min_box_side = float(min_box_side)
         self.synth = (synth_preset, synth_seed, synth_workers)
         self._recordings: dict[str, list] = {}
+        self._train_subset: dict = {}
 
     @property
     def frame_hw(self) -> tuple[int, int]:
@@ -172,9 +173,23 @@ class FinetuneDataModule(pl.LightningDataModule):
                 )
             if split == "train":
                 recs = [r for r in recs if len(r.labelled)]
+                available = len(recs)
                 recs = select_fraction(recs, self.label_fraction, self.seed, self.label_fraction_mode)
+                self._train_subset = {
+                    "label_fraction": self.label_fraction,
+                    "mode": self.label_fraction_mode,
+                    "seed": self.seed,
+                    "of_recordings": available,
+                    **labelled_summary(recs),
+                }
             self._recordings[folder] = recs
         return self._recordings[folder]
+
+    def labelled_subset(self) -> dict:
+        """The labelled training data this run's label fraction, mode and seed select: recording
+        names, label frames and boxes (seeds can draw the same recordings; this shows it)."""
+        self.recordings("train")
+        return dict(self._train_subset)
 
     def _collate(self) -> Collate:
         return Collate(self.voxelizer if self.input == "sparse" else None)

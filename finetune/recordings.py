@@ -172,6 +172,15 @@ def thin_timestamps(items: Sequence, fraction: float, seed: int = 0) -> list:
     return list(items)
 
 
+def labelled_summary(items: Sequence) -> dict:
+    """What a set of recordings holds in labels: their names, label frames and boxes."""
+    return {
+        "recordings": [str(getattr(r, "name", r)) for r in items],
+        "label_frames": int(sum(len(r._labels) for r in items)),
+        "boxes": int(sum(len(b) for r in items for b in r._labels.values())),
+    }
+
+
 def select_fraction(items: Sequence, fraction: float, seed: int = 0, mode: str = "recordings") -> list:
     """The labelled training data for a label-efficiency run: ``mode`` "recordings" keeps whole
     recordings (:func:`select_recordings`), "timestamps" keeps a fraction of every recording's

@@ -244,3 +244,30 @@ def test_timestamp_thinning_keeps_every_recording_and_a_fraction_of_its_labels()
     assert len(offsets) > 1  # offsets drawn per recording
     with pytest.raises(ValueError, match="label_fraction_mode"):
         select_fraction(recs, 0.5, mode="frames")
+
+
+def test_labelled_summary_counts_the_selected_recordings_labels():
+    from evcmae.finetune.recordings import labelled_summary
+
+    recs = [_FakeRecording("a", {1: [0, 1], 3: [2]}), _FakeRecording("b", {2: [0]})]
+    assert labelled_summary(recs) == {"recordings": ["a", "b"], "label_frames": 3, "boxes": 4}
+    thinned = select_fraction(
+        [_FakeRecording(f"r{i}", {w: [0] for w in range(10)}) for i in range(3)], 0.5, 0, "timestamps"
+    )
+    assert labelled_summary(thinned)["label_frames"] == 15  # every 2nd of 10 frames, 3 recordings
+
+
+def test_fine_tuning_records_its_labelled_subset(tiny, tmp_path):
+    """The subset file names the recordings the train split really uses, with their boxes."""
+    from evcmae.tools.finetune import write_labelled_subset
+
+    tiny.label_fraction, tiny.seed, tiny._recordings = 0.5, 1, {}
+    try:
+        subset = write_labelled_subset(tiny, tmp_path)
+        used = tiny.recordings("train")
+        assert subset == json.loads((tmp_path / "labelled_subset.json").read_text())
+        assert subset["recordings"] == [r.name for r in used] and len(used) < subset["of_recordings"]
+        assert subset["boxes"] == sum(len(r.gt()) for r in used) > 0
+        assert (subset["label_fraction"], subset["mode"], subset["seed"]) == (0.5, "recordings", 1)
+    finally:
+        tiny.label_fraction, tiny.seed, tiny._recordings = 1.0, 0, {}

@@ -471,3 +471,17 @@ def test_pretraining_table_names_how_many_boxes_each_runs_probe_saw(tmp_path):
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in table[-2:]}
     assert rows["full"][-2:] == ["464", "2.0"] and rows["full"][cells.index("probe balanced acc")] == "0.585"
     assert rows["x"][-2:] == ["–", "1.0"]
+
+
+def test_the_runs_table_names_each_runs_labelled_recordings(tmp_path):
+    two = {"recordings": ["train_004", "train_014"], "of_recordings": 20, "boxes": 565, "mode": "recordings"}
+    thinned = {"recordings": [f"r{i}" for i in range(20)], "of_recordings": 20, "boxes": 61, "mode": "timestamps"}
+    for name, subset in (("a", two), ("b", thinned)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "labelled_subset.json").write_text(json.dumps(subset))
+    assert study.labelled_text(tmp_path / "a") == "train_004, train_014 (565)"
+    assert study.labelled_text(tmp_path / "b") == "20 of 20 (61)"
+    assert study.labelled_text(tmp_path / "none") == "–"  # a run made before runs recorded it
+    job = study.Job("f", "finetune", tmp_path / "a", [], "scratch", 0.1, 0, result={"AP": 0.05})
+    row = [line for line in study.runs_table([job]).splitlines() if line.startswith("| finetune")][0]
+    assert "| train_004, train_014 (565) |" in row and "| 5.00 |" in row

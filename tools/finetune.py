@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -79,6 +80,23 @@ def load_start(module, model_cfg: DictConfig, logger=None) -> None:
         module.load_pretrained(logger)
 
 
+def write_labelled_subset(datamodule, out: Path) -> dict:
+    """Record which labelled training data the run uses (``labelled_subset.json``), and say so.
+    Before fitting: the data must exist, so it is prepared first (fit finds it done)."""
+    datamodule.prepare_data()
+    subset = datamodule.labelled_subset()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "labelled_subset.json").write_text(json.dumps(subset, indent=2) + "\n")
+    names = subset["recordings"]
+    shown = ", ".join(names[:4]) + (f", +{len(names) - 4}" if len(names) > 4 else "")
+    print(
+        f"evcmae: labelled training data ({subset['label_fraction']:g}, {subset['mode']}, seed {subset['seed']}): "
+        f"{len(names)} of {subset['of_recordings']} recordings ({shown}), {subset['boxes']} boxes in "
+        f"{subset['label_frames']} label frames"
+    )
+    return subset
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, then validate the best checkpoint into an experiment record. Returns the final
     ``metrics`` (val/*, from the best checkpoint when ``validate_best``), ``checkpoint``, ``record``."""
@@ -98,6 +116,8 @@ def train(cfg: DictConfig) -> dict:
         record = ExperimentRecord.create(
             cfg.record.root, hypothesis=cfg.record.hypothesis, config=cfg, name=cfg.record.name
         )
+    if trainer.is_global_zero:
+        write_labelled_subset(datamodule, Path(cfg.paths.output_dir))
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     # The best val/AP checkpoint (a monitored callback's; an unmonitored one's "best" is merely
     # its latest save); without one (no validation ran), the latest last.ckpt.

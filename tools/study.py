@@ -475,19 +475,33 @@ def runs_table(finetunes: list[Job]) -> str:
             f"{100 * job.result[k]:.2f}" if job.result.get(k) is not None else "–" for k in ("AP", "AP_class_agnostic")
         ]
         cells.append(f"{job.seconds / 60:.1f}")
-        rows.append(cells)
+        rows.append(cells[:4] + [labelled_text(job.dir)] + cells[4:])
     header = [
         "protocol",
         "condition",
         "labels",
         "seed",
+        "labelled recordings (boxes)",
         "chosen step",
         "best val AP",
         "test AP",
         "test AP class-agnostic",
         "minutes",
     ]
-    return "\n## Fine-tuning runs\n\n" + reporting.markdown_table(header, rows, "llllr")
+    return "\n## Fine-tuning runs\n\n" + reporting.markdown_table(header, rows, "lllllr")
+
+
+def labelled_text(run_dir: Path) -> str:
+    """The labelled training data a fine-tuning run recorded (labelled_subset.json), in a cell:
+    ``train_004, train_014 (565)``, or how many recordings when the whole set or a thinned one."""
+    path = Path(run_dir) / "labelled_subset.json"
+    if not path.is_file():
+        return "–"
+    subset = json.loads(path.read_text())
+    names = subset["recordings"]
+    if len(names) > 3 or subset.get("mode") == "timestamps":
+        return f"{len(names)} of {subset['of_recordings']} ({subset['boxes']})"
+    return f"{', '.join(names)} ({subset['boxes']})"
 
 
 def probe_table(rows: list[dict]) -> str:
