@@ -392,7 +392,10 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
         == yolox["AP"]
     )
     assert "## Test scored under eval.protocol=yolox" in report
-    assert "| finetune | scratch | 100 % | 0 | 2 |" in report  # the runs table names the checkpoint val chose
+    # the runs table names the labelled recordings each run recorded, and the checkpoint val chose
+    subset = json.loads((tmp_path / "work" / "finetune" / "scratch-labels1-seed0" / "labelled_subset.json").read_text())
+    assert f"| finetune | scratch | 100 % | 0 | {', '.join(subset['recordings'])} ({subset['boxes']}) | 2 |" in report
+    assert len(subset["recordings"]) == subset["of_recordings"] == 2  # 100 %: the whole train split
 
     again = study.run(cfg, ["preset=tiny"])
     assert again["failed"] == {}

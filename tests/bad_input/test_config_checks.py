@@ -52,7 +52,9 @@ def test_pretrain_values_that_cannot_work(synth_tiny, tmp_path, override, key, p
 
 
 def test_all_zero_loss_weights(synth_tiny, tmp_path):
-    zero = [f"loss.weights.{t}=0" for t in ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")]
+    zero = [
+        f"loss.weights.{t}=0" for t in ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive", "rvt_stages")
+    ]
     with pytest.raises(ConfigError, match="loss.weights=.*all zero: nothing to train"):
         check_pretrain_config(pretrain_cfg(synth_tiny, tmp_path, *zero))
 

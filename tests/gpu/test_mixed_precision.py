@@ -13,7 +13,7 @@ from config_helpers import tiny_pretrain_config
 
 from evcmae.tools import pretrain as pretrain_tool
 
-PRETRAIN_TERMS = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive", "total")
+PRETRAIN_TERMS = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive", "rvt_stages", "total")
 
 
 def _steps(device: str) -> int:
@@ -49,7 +49,7 @@ def _assert_trained_finitely(recorder: StepLosses, module, steps: int, terms) ->
         bad = {k: v for k, v in row.items() if not math.isfinite(v)}
         assert not bad, f"step {i}: non-finite {bad}"
         assert all(f"train/{t}" in row for t in terms), f"step {i}: logged {sorted(row)}"
-    state = {k: v for k, v in module.state_dict().items() if v.is_floating_point()}
+    state = {k: v for k, v in module.state_dict().items() if torch.is_tensor(v) and v.is_floating_point()}
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     assert not bad, f"non-finite weights or buffers after training: {bad[:5]}"
     # Only what the optimizer updates: BatchNorm statistics, the EMA teacher and the key queue
