@@ -175,7 +175,7 @@ def thin_timestamps(items: Sequence, fraction: float, seed: int = 0) -> list:
 def labelled_summary(items: Sequence) -> dict:
     """What a set of recordings holds in labels: their names, label frames and boxes."""
     return {
-        "recordings": [str(getattr(r, "name", r)) for r in items],
+        "recordings": [str(r.name) for r in items],
         "label_frames": int(sum(len(r._labels) for r in items)),
         "boxes": int(sum(len(b) for r in items for b in r._labels.values())),
     }

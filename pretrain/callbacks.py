@@ -77,17 +77,6 @@ class FinalMetrics(pl.Callback):
             f.write("\n")
 
 
-def _tensors(state: dict, prefix: str = "") -> dict:
-    """A state dict's tensors on the CPU, a module's extra state (a dict of tensors) flattened in."""
-    out = {}
-    for key, value in state.items():
-        if isinstance(value, dict):
-            out.update(_tensors(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value.detach().cpu()
-    return out
-
-
 class RankStateDump(pl.Callback):
     """At the end of fit every rank saves its teacher and queue to ``dirpath/rank{R}.pt``: ranks
     whose teachers or queues differ have silently diverged (the DDP test compares the files)."""
@@ -104,7 +93,7 @@ class RankStateDump(pl.Callback):
         }
         objectives = getattr(pl_module, "objectives", {})
         # every objective's networks and buffers (EMA heads, the frame queue) must agree too
-        state["objectives"] = _tensors(objectives.state_dict())
+        state["objectives"] = {k: v.detach().cpu() for k, v in objectives.state_dict().items()}
         if "frame_contrastive" in objectives:
             queue = objectives["frame_contrastive"].queue
             state["queue"] = {k: v.detach().cpu() for k, v in queue.state_dict().items()}

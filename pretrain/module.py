@@ -426,6 +426,9 @@ class PretrainModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["evcmae_nonfinite"] = {"total": self.nonfinite_total, "streak": self._nonfinite_streak}
         checkpoint["evcmae_initial_backbone"] = self.initial_backbone
+        checkpoint["evcmae_initial_objectives"] = {
+            name: o.initial_state for name, o in self.objectives.items() if o.initial_state is not None
+        }
         checkpoint["evcmae_empty"] = {"batches": self.empty_batches_total, "windows": self.empty_windows_total}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -434,6 +437,9 @@ class PretrainModule(pl.LightningModule):
         self.nonfinite_total, self._nonfinite_streak = state.get("total", 0), state.get("streak", 0)
         if "evcmae_initial_backbone" in checkpoint:
             self.initial_backbone = checkpoint["evcmae_initial_backbone"]
+        for name, initial in checkpoint.get("evcmae_initial_objectives", {}).items():
+            if name in self.objectives:
+                self.objectives[name].initial_state = initial
         empty = checkpoint.get("evcmae_empty", {})
         self.empty_batches_total, self.empty_windows_total = empty.get("batches", 0), empty.get("windows", 0)
 

@@ -243,6 +243,9 @@ def test_resume_matches_an_uninterrupted_run(tiny, tmp_path):
         assert keys
         for k in keys:
             assert _same_state(a[k], b[k]), k
+    # the exported parts' initial weights travel in the checkpoint beside the backbone's
+    assert _same_state(straight["evcmae_initial_objectives"], resumed["evcmae_initial_objectives"])
+    assert set(straight["evcmae_initial_objectives"]) == {"rvt_stages"}
     opt_a, opt_b = straight["optimizer_states"][0], resumed["optimizer_states"][0]
     assert opt_a["param_groups"] == opt_b["param_groups"]
     for i in opt_a["state"]:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import hydra
+import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from evcmae.tools.cli import entry
@@ -81,9 +82,7 @@ def load_start(module, model_cfg: DictConfig, logger=None) -> None:
 
 
 def write_labelled_subset(datamodule, out: Path) -> dict:
-    """Record which labelled training data the run uses (``labelled_subset.json``), and say so.
-    Before fitting: the data must exist, so it is prepared first (fit finds it done)."""
-    datamodule.prepare_data()
+    """Record which labelled training data the run uses (``labelled_subset.json``), and say so."""
     subset = datamodule.labelled_subset()
     out.mkdir(parents=True, exist_ok=True)
     (out / "labelled_subset.json").write_text(json.dumps(subset, indent=2) + "\n")
@@ -97,6 +96,18 @@ def write_labelled_subset(datamodule, out: Path) -> dict:
     return subset
 
 
+class LabelledSubsetRecord(pl.Callback):
+    """Writes ``labelled_subset.json`` into ``out`` when fitting starts: the data has been prepared
+    and set up by then, so nothing is done twice."""
+
+    def __init__(self, out):
+        self.out = Path(out)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            write_labelled_subset(trainer.datamodule, self.out)
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, then validate the best checkpoint into an experiment record. Returns the final
     ``metrics`` (val/*, from the best checkpoint when ``validate_best``), ``checkpoint``, ``record``."""
@@ -108,7 +119,7 @@ def train(cfg: DictConfig) -> dict:
     # value that contradicts model.pretrained is refused here, not silently replaced.
     check_finetune_config(cfg)
     cfg = with_overrides(cfg, pretrained_overrides(cfg.model))
-    datamodule, model, trainer = build(cfg, check=False)
+    datamodule, model, trainer = build(cfg, [LabelledSubsetRecord(cfg.paths.output_dir)], check=False)
     if not cfg.get("ckpt_path"):  # resuming restores the weights from the checkpoint instead
         load_start(model, cfg.model, trainer.logger)
     record = None
@@ -116,8 +127,6 @@ def train(cfg: DictConfig) -> dict:
         record = ExperimentRecord.create(
             cfg.record.root, hypothesis=cfg.record.hypothesis, config=cfg, name=cfg.record.name
         )
-    if trainer.is_global_zero:
-        write_labelled_subset(datamodule, Path(cfg.paths.output_dir))
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     # The best val/AP checkpoint (a monitored callback's; an unmonitored one's "best" is merely
     # its latest save); without one (no validation ran), the latest last.ckpt.

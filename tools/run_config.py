@@ -70,15 +70,16 @@ def _located(flat: dict) -> dict:
     return {k: (_ELSEWHERE if k in LOCATIONS and v is not None else v) for k, v in flat.items()}
 
 
-def setting_differences(planned: dict, recorded: dict) -> list[str]:
+def setting_differences(planned: dict, recorded: dict, ignore: tuple = ()) -> list[str]:
     """``key: recorded -> planned`` for every setting in which two composed configs differ, by
-    dotted key; a key only one of them has shows as ``(absent)`` on the other side."""
+    dotted key, except keys under a prefix in ``ignore``; a key only one of them has shows as
+    ``(absent)`` on the other side."""
     now, then = _located(_flat(planned)), _located(_flat(recorded))
     missing = "(absent)"
     return [
         f"{key}: {then.get(key, missing)} -> {now.get(key, missing)}"
         for key in sorted(now.keys() | then.keys())
-        if now.get(key, missing) != then.get(key, missing)
+        if now.get(key, missing) != then.get(key, missing) and not key.startswith(tuple(ignore))
     ]
 
 

@@ -141,14 +141,13 @@ class Job:
         ``key: then -> now`` (empty: none, or nothing run here yet). Pretraining and fine-tuning
         compare composed configs (tools/run_config.py), so a changed default counts; other runs,
         and runs that recorded no config, compare their override lists. Settings under a prefix in
-        ``ignore`` are left out of the comparison."""
+        ``ignore`` are left out of the config comparison."""
         recorded = run_config.recorded_config(self.dir) if self.kind in run_config.APPS else None
         if recorded is not None:
-            changes = run_config.setting_differences(run_config.compose_app(self.kind, self.overrides), recorded)
-        else:
-            old = self.recorded_overrides()
-            changes = [] if old in (None, list(self.overrides)) else [f"overrides: {old} -> {list(self.overrides)}"]
-        return [c for c in changes if not c.split(":")[0].startswith(tuple(ignore))]
+            planned = run_config.compose_app(self.kind, self.overrides)
+            return run_config.setting_differences(planned, recorded, tuple(ignore))
+        old = self.recorded_overrides()
+        return [] if old in (None, list(self.overrides)) else [f"overrides: {old} -> {list(self.overrides)}"]
 
     def recorded_overrides(self) -> list | None:
         """The overrides this run folder was last run with: the first command in its log that is

@@ -73,7 +73,11 @@ class Objective(nn.Module):
 
     ``teacher_modules`` name the student-side modules that have an EMA twin (projection heads):
     the LightningModule moves each twin after every optimizer step with the backbone's momentum.
-    ``after_backward`` runs once the step's backward is done (queues update there)."""
+    ``after_backward`` runs once the step's backward is done (queues update there).
+    ``initial_state``: the initial weights of what ``export_parts`` exports (its movement is
+    measured from them); the LightningModule keeps them in checkpoints, as the backbone's."""
+
+    initial_state: dict | None = None
 
     scales: Sequence[str] = ()
     # Which teacher passes the objective reads; the module runs them once, before any objective,

@@ -81,14 +81,7 @@ class RVTStagesObjective(Objective):
             raise ValueError(f"stages must be within 1..{len(self.rvt.stages)}, got {list(stages)}")
         dims = self.rvt.get_stage_dims(self.stages)
         self.predictors = nn.ModuleDict({str(s): stage_predictor(d, hidden) for s, d in zip(self.stages, dims)})
-        self.initial_rvt = {k: v.detach().cpu().clone() for k, v in self.rvt.state_dict().items()}
-
-    # The initial weights travel in checkpoints, so a resumed run reports movement from the same start.
-    def get_extra_state(self):
-        return {"initial_rvt": self.initial_rvt}
-
-    def set_extra_state(self, state) -> None:
-        self.initial_rvt = state["initial_rvt"]
+        self.initial_state = {k: v.detach().cpu().clone() for k, v in self.rvt.state_dict().items()}
 
     def teacher_pairs(self):
         return [(self.teacher_rvt, self.rvt)]
@@ -128,8 +121,8 @@ class RVTStagesObjective(Objective):
             "patch_size": self.patch_size,
             "source": self.scale,
             "movement_from_init": {
-                "teacher": relative_movement(self.initial_rvt, self.teacher_rvt, stages),
-                "student": relative_movement(self.initial_rvt, self.rvt, stages),
+                "teacher": relative_movement(self.initial_state, self.teacher_rvt, stages),
+                "student": relative_movement(self.initial_state, self.rvt, stages),
             },
         }
         return {"rvt": (self.rvt, self.teacher_rvt, record)}
