@@ -437,11 +437,23 @@ class PretrainModule(pl.LightningModule):
         self.nonfinite_total, self._nonfinite_streak = state.get("total", 0), state.get("streak", 0)
         if "evcmae_initial_backbone" in checkpoint:
             self.initial_backbone = checkpoint["evcmae_initial_backbone"]
+        self._adopt_legacy_initial_states(checkpoint)
         for name, initial in checkpoint.get("evcmae_initial_objectives", {}).items():
             if name in self.objectives:
                 self.objectives[name].initial_state = initial
         empty = checkpoint.get("evcmae_empty", {})
         self.empty_batches_total, self.empty_windows_total = empty.get("batches", 0), empty.get("windows", 0)
+
+    def _adopt_legacy_initial_states(self, checkpoint: dict) -> None:
+        """Checkpoints written before commit aaa9de0 (results/h16, results/h17) keep the RVT
+        stages' initial weights in the state dict as the objective's module extra state
+        (``objectives.<name>._extra_state`` = ``{"initial_rvt": ...}``). Moved to where this code
+        keeps them, so such a run resumes instead of failing on an unexpected key."""
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("objectives.") and k.endswith("._extra_state")]:
+            name, legacy = key.split(".")[1], state.pop(key)
+            if name in self.objectives and isinstance(legacy, dict) and "initial_rvt" in legacy:
+                self.objectives[name].initial_state = legacy["initial_rvt"]
 
     # ----------------------------------------------------------------- optimizer
     def configure_optimizers(self):

@@ -254,6 +254,27 @@ def test_resume_matches_an_uninterrupted_run(tiny, tmp_path):
     assert straight["lr_schedulers"] == resumed["lr_schedulers"]
 
 
+def test_resume_from_a_checkpoint_with_the_legacy_initial_state(tiny, tmp_path):
+    """Checkpoints made before commit aaa9de0 hold the RVT stages' initial weights as module extra
+    state in the state dict; resuming one continues with those weights as the starting point."""
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny, out, "callbacks.checkpoint.every_n_train_steps=1")
+    datamodule, module, trainer = TOOL.build(cfg, [StopAt(2)])
+    trainer.fit(module, datamodule=datamodule)
+    path = out / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=False)
+    saved = checkpoint.pop("evcmae_initial_objectives")["rvt_stages"]
+    # shifted, so that the weights after resuming can only have come from the checkpoint
+    initial = {k: v + 1 if v.is_floating_point() else v for k, v in saved.items()}
+    checkpoint["state_dict"]["objectives.rvt_stages._extra_state"] = {"initial_rvt": initial}
+    torch.save(checkpoint, path)
+
+    datamodule, module, trainer = TOOL.build(make_cfg(tiny, out, "trainer.max_steps=3"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(path))
+    assert trainer.global_step == 3
+    assert _same_state(module.objectives["rvt_stages"].initial_state, initial)
+
+
 def test_ema_once_per_optimizer_step_under_accumulation(tiny, tmp_path, monkeypatch):
     import evcmae.pretrain.module as module_mod
 
