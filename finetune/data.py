@@ -66,6 +66,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         test_split: str = "test",
         min_box_side: float = 1.0,
         seed: int = 0,
+        subset_seed: int | None = None,
         synth_preset: str | None = None,
         synth_seed: int = 0,
         synth_workers: int = 1,
@@ -93,6 +94,7 @@ class FinetuneDataModule(pl.LightningDataModule):
             )
         self.eval_config = EvalConfig(**dict(eval or {}))
         self.label_fraction, self.seed = float(label_fraction), int(seed)
+        self._subset_seed = None if subset_seed is None else int(subset_seed)
         self.label_fraction_mode = label_fraction_mode
         # RVT's attention partition for this sensor (partition_split_32; Gen1: 1): a property of the
         # frame size, so the data config carries it and the detector reads it from there.
@@ -111,6 +113,12 @@ class FinetuneDataModule(pl.LightningDataModule):
         self.synth = (synth_preset, synth_seed, synth_workers)
         self._recordings: dict[str, list] = {}
         self._train_subset: dict = {}
+
+    @property
+    def subset_seed(self) -> int:
+        """The seed that draws the labelled subset: ``subset_seed`` if given, else ``seed``. Apart,
+        the subset stays while the training seed changes (evcmae-study's finetune_repeats)."""
+        return self.seed if self._subset_seed is None else self._subset_seed
 
     @property
     def frame_hw(self) -> tuple[int, int]:
@@ -174,11 +182,11 @@ class FinetuneDataModule(pl.LightningDataModule):
             if split == "train":
                 recs = [r for r in recs if len(r.labelled)]
                 available = len(recs)
-                recs = select_fraction(recs, self.label_fraction, self.seed, self.label_fraction_mode)
+                recs = select_fraction(recs, self.label_fraction, self.subset_seed, self.label_fraction_mode)
                 self._train_subset = {
                     "label_fraction": self.label_fraction,
                     "mode": self.label_fraction_mode,
-                    "seed": self.seed,
+                    "seed": self.subset_seed,
                     "of_recordings": available,
                     **labelled_summary(recs),
                 }

@@ -257,6 +257,27 @@ def test_labelled_summary_counts_the_selected_recordings_labels():
     assert labelled_summary(thinned)["label_frames"] == 15  # every 2nd of 10 frames, 3 recordings
 
 
+def test_subset_seed_keeps_the_subset_and_not_the_training_seed(tiny):
+    """subset_seed draws the labelled recordings; seed still drives the sampler's order and
+    augmentation (the study's repeats: same subset, another training seed)."""
+
+    def drawn(seed, subset_seed=None):
+        tiny.label_fraction, tiny.seed, tiny._subset_seed, tiny._recordings = 0.5, seed, subset_seed, {}
+        names = [r.name for r in tiny.recordings("train")]
+        first = next(iter(tiny.train_dataloader().batch_sampler))
+        return names, [(k.recording, k.start, k.aug_seed) for k in first], tiny.labelled_subset()["seed"]
+
+    try:
+        alone, alone_keys, _ = drawn(1)
+        # a training seed that alone draws other recordings, so the kept subset can only be subset_seed's
+        other = next(s for s in range(2, 40) if drawn(s)[0] != alone)
+        kept, kept_keys, recorded = drawn(other, subset_seed=1)
+        assert kept == alone and recorded == 1
+        assert kept_keys != alone_keys  # the training seed still changes the batches
+    finally:
+        tiny.label_fraction, tiny.seed, tiny._subset_seed, tiny._recordings = 1.0, 0, None, {}
+
+
 def test_fine_tuning_records_its_labelled_subset(tiny, tmp_path):
     """The subset file names the recordings the train split really uses, with their boxes."""
     from evcmae.tools.finetune import write_labelled_subset

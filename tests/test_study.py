@@ -75,6 +75,24 @@ def test_pretrained_and_scratch_runs_differ_only_in_the_starting_weights():
     assert "data.label_fraction=0.1" in scratch.overrides and "seed=3" in scratch.overrides
 
 
+def test_repeats_keep_each_seeds_subset_and_change_its_training_seed():
+    one = {j.name: j for j in study.plan(study_config("seeds=[3]", "seeds_full_labels=[0]"))}
+    two = {j.name: j for j in study.plan(study_config("seeds=[3]", "seeds_full_labels=[0]", "finetune_repeats=2"))}
+    repeated = {n for n in two if n.endswith("-rep1")}
+    assert {n.removesuffix("-rep1") for n in repeated} == {n for n, j in one.items() if j.kind == "finetune"}
+    for name, job in one.items():
+        # repeat 0 is the run a study without repeats makes, so its folder is reused as it is
+        assert two[name].overrides == job.overrides and two[name].repeat == 0
+    rep = two["finetune-scratch-labels0.1-seed3-rep1"]
+    assert rep.seed == 3 and rep.repeat == 1 and rep.dir.name == "scratch-labels0.1-seed3-rep1"
+    base = set(without(one["finetune-scratch-labels0.1-seed3"].overrides, RUN_KEYS))
+    assert set(without(rep.overrides, RUN_KEYS)) ^ base == {"seed=3", "seed=1003", "data.subset_seed=3"}
+    frozen = two["finetune-frozen-pretrained-seed0-rep1"]
+    assert "seed=1000" in frozen.overrides and frozen.needs == "pretrain-full"
+    with pytest.raises(ValueError, match="finetune_repeats"):
+        study.plan(study_config("finetune_repeats=0"))
+
+
 def test_ablation_variants_switch_off_one_loss_each():
     variants = study.pretrain_variants(study_config())
     assert variants["full"] == []

@@ -72,7 +72,7 @@ def test_summary_rows_order_and_schema():
         ("zzz_extra", 0.1, 0),
     ]
     for row in rows:
-        assert list(row) == ["condition", "protocol", "label_fraction", "seed", "split", *METRIC_KEYS]
+        assert list(row) == ["condition", "protocol", "label_fraction", "seed", "repeat", "split", *METRIC_KEYS]
         assert row["protocol"] == "finetune"
         assert row["split"] == "test"
     sparse = next(r for r in rows if r["condition"] == "no_voxel_nce")
@@ -280,3 +280,28 @@ def test_signed_numbers_use_one_minus_and_never_a_signed_zero():
     assert signed_text(-1.5) == "−1.50"
     assert interval_text([-0.094, 0.104], signed=True) == " [−0.094, +0.104]"
     assert interval_text([0.25, 0.31]) == " [0.250, 0.310]" and interval_text(None) == ""
+
+
+def test_repeats_are_averaged_within_a_seed_before_pairing():
+    """Two fine-tuning runs per seed and condition: the seed's mean is what is paired, so the
+    interval and wins count seeds, not runs."""
+    scratch = {0: (0.10, 0.20), 1: (0.30, 0.10), 2: (0.05, 0.15)}
+    pretrained = {0: (0.20, 0.22), 1: (0.16, 0.30), 2: (0.08, 0.10)}
+    runs = [
+        {**run(condition, 0.1, seed, ap), "repeat": r}
+        for condition, aps in (("scratch", scratch), ("pretrained", pretrained))
+        for seed, pair in aps.items()
+        for r, ap in enumerate(pair)
+    ]
+    rows = summary_rows(runs)
+    assert [(r["condition"], r["seed"], r["repeat"]) for r in rows[:2]] == [("scratch", 0, 0), ("scratch", 0, 1)]
+    group = by_group(aggregate(rows))[("pretrained", 0.1)]
+    diffs = [np.mean(pretrained[s]) - np.mean(scratch[s]) for s in (0, 1, 2)]  # +0.06, +0.03, -0.01
+    assert group["n"] == 3 and group["runs"] == 6 and group["seeds"] == [0, 1, 2]
+    assert group["mean"]["AP"] == pytest.approx(np.mean([np.mean(v) for v in pretrained.values()]))
+    assert group["delta"]["AP"] == pytest.approx(np.mean(diffs))
+    assert group["delta_std"]["AP"] == pytest.approx(np.std(diffs, ddof=1))
+    half = 4.303 * np.std(diffs, ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
+    assert group["delta_ci95"]["AP"] == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half])
+    assert group["wins"] == 2
+    assert "| 3 (6 runs) |" in markdown_table(aggregate(rows))

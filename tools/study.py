@@ -55,6 +55,7 @@ from evcmae.tools.study_report import (
 )
 
 LOSSES = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive", "rvt_stages")
+REPEAT_SEED_STRIDE = 1000  # repeat r of seed s trains from seed s + 1000 r: apart from every study seed
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Job:
     after: tuple = ()  # further runs that must be done first (the probe's supervised reference)
     evaluate_args: list = field(default_factory=list)  # for evcmae-evaluate, e.g. accelerator=gpu
     rescore: tuple = ()  # further evaluation protocols (eval.protocol) the test split is scored under
+    repeat: int = 0  # >0: another training seed on the same seed's labelled subset (finetune_repeats)
     result: dict = field(default_factory=dict)
     rescored: dict = field(default_factory=dict)  # protocol -> test metrics under it
     seconds: float = 0.0
@@ -230,9 +232,18 @@ def plan(cfg: DictConfig) -> list[Job]:
             )
         )
 
-    def finetune(condition: str, fraction: float, seed: int, protocol: str = "finetune") -> Job:
+    def finetune(condition: str, fraction: float, seed: int, protocol: str = "finetune", repeat: int = 0) -> Job:
         tag = (
             f"{condition}-labels{fraction:g}-seed{seed}" if protocol == "finetune" else f"frozen-{condition}-seed{seed}"
+        )
+        # Repeat 0 is the seed's run as it always was; repeat r trains from seed + 1000 r (detector
+        # initialisation, augmentation, sampling order) on the labelled subset seed drew.
+        if repeat:
+            tag += f"-rep{repeat}"
+        seeding = (
+            [f"seed={seed}"]
+            if not repeat
+            else [f"seed={seed + REPEAT_SEED_STRIDE * repeat}", f"data.subset_seed={seed}"]
         )
         source = "full" if condition == "pretrained" else condition
         fresh = condition in ("scratch", "untrained")
@@ -253,7 +264,7 @@ def plan(cfg: DictConfig) -> list[Job]:
                 f"trainer.val_check_interval={cfg.val_every}",
                 f"optim.lr={cfg.finetune_lr}",
                 f"data.label_fraction={fraction}",
-                f"seed={seed}",
+                *seeding,
                 *pretrained,
                 "validate_best=false",  # the study tests the best checkpoint once, itself
                 f"record.root={run_dir / 'record'}",
@@ -266,19 +277,29 @@ def plan(cfg: DictConfig) -> list[Job]:
             evaluate_args=list(cfg.get("evaluate_overrides", [])),
             rescore=tuple(cfg.get("extra_eval_protocols") or ()),
             protocol=protocol,
+            repeat=repeat,
         )
 
+    repeats = range(int(cfg.get("finetune_repeats", 1)))
+    if not repeats:
+        raise ValueError(f"finetune_repeats must be at least 1, got {cfg.finetune_repeats}")
     for fraction in cfg.label_fractions:
         for seed in seeds_for(cfg, fraction):
-            jobs += [finetune("scratch", fraction, seed), finetune("pretrained", fraction, seed)]
+            for r in repeats:
+                jobs += [
+                    finetune("scratch", fraction, seed, repeat=r),
+                    finetune("pretrained", fraction, seed, repeat=r),
+                ]
     frozen = cfg.get("frozen")
     if frozen:
         for seed in frozen.seeds:
-            for condition in ("untrained", "pretrained"):
-                jobs.append(finetune(condition, float(frozen.label_fraction), seed, "frozen"))
+            for r in repeats:
+                for condition in ("untrained", "pretrained"):
+                    jobs.append(finetune(condition, float(frozen.label_fraction), seed, "frozen", r))
     for condition in cfg.ablation.conditions:
         for seed in cfg.ablation.seeds:
-            jobs.append(finetune(condition, cfg.ablation.label_fraction, seed))
+            for r in repeats:
+                jobs.append(finetune(condition, cfg.ablation.label_fraction, seed, repeat=r))
     probe = cfg.get("probe")
     if probe:
         jobs.append(probe_job(cfg, work, data_dir, jobs))
@@ -468,7 +489,8 @@ def runs_table(finetunes: list[Job]) -> str:
         )
         csv = latest_csv(job.dir)
         val = read_curve(csv)["val_AP"][1] if csv else []
-        cells = [job.protocol, job.condition, f"{100 * job.label_fraction:g} %", job.seed]
+        seed = f"{job.seed} (repeat {job.repeat})" if job.repeat else job.seed
+        cells = [job.protocol, job.condition, f"{100 * job.label_fraction:g} %", seed]
         cells += [chosen.group(1) if chosen else "last", f"{100 * max(val):.2f}" if val else "–"]
         cells += [
             f"{100 * job.result[k]:.2f}" if job.result.get(k) is not None else "–" for k in ("AP", "AP_class_agnostic")
@@ -549,6 +571,7 @@ def write_results(
             "protocol": j.protocol,
             "label_fraction": j.label_fraction,
             "seed": j.seed,
+            "repeat": j.repeat,
             "metrics": j.result,
         }
         for j in finetunes
@@ -591,6 +614,7 @@ def write_results(
         "pretraining runs": str(pretrain_dir(cfg)),
         "scratch and untrained runs": str(baseline_dir(cfg) / "finetune"),
         "seeds": _seeds_run(finetunes),
+        "fine-tuning runs per seed": f"{cfg.get('finetune_repeats', 1)} (a seed's repeats averaged before pairing)",
         "label fraction mode": cfg.get("label_fraction_mode", "recordings"),
         "fine-tuning recipe": " ".join(cfg.get("recipe", [])) or "defaults",
         "checkpoint selection": f"best val/AP, validated every {cfg.val_every} steps",

@@ -48,7 +48,8 @@ def _condition_key(condition: str):
 
 def _row_key(row: dict):
     protocol = PROTOCOLS.index(row.get("protocol", "finetune"))
-    return (protocol, *_condition_key(row["condition"]), float(row["label_fraction"]), row.get("seed", 0))
+    fraction, seed, repeat = float(row["label_fraction"]), row.get("seed", 0), row.get("repeat", 0)
+    return (protocol, *_condition_key(row["condition"]), fraction, seed, repeat)
 
 
 def ci95(diffs) -> list | None:
@@ -69,6 +70,7 @@ def summary_rows(runs: list[dict]) -> list[dict]:
             "protocol": run.get("protocol", "finetune"),
             "label_fraction": float(run["label_fraction"]),
             "seed": int(run["seed"]),
+            "repeat": int(run.get("repeat", 0)),
             "split": "test",
         }
         row.update({key: metrics.get(key) for key in METRIC_KEYS})
@@ -86,11 +88,29 @@ def _std(values):
     return statistics.stdev(values) if len(values) >= 2 else None
 
 
-def aggregate(rows: list[dict]) -> list[dict]:
-    by_group: dict[tuple, dict[int, dict]] = {}
+def _seed_means(rows: list[dict]) -> dict[tuple, dict[int, dict]]:
+    """(protocol, condition, label fraction) -> seed -> that seed's metrics averaged over its
+    repeats (fine-tuning runs on the same labelled subset from other training seeds), with
+    ``repeats`` their number. Seeds are the unit of pairing: a seed's repeats are not independent
+    of each other in what they were trained on, only in how."""
+    runs: dict[tuple, dict[int, list]] = {}
     for row in rows:
         key = (row.get("protocol", "finetune"), row["condition"], float(row["label_fraction"]))
-        by_group.setdefault(key, {})[row["seed"]] = row
+        runs.setdefault(key, {}).setdefault(row["seed"], []).append(row)
+    return {
+        key: {
+            seed: {
+                **{k: _mean(r.get(k) for r in repeats) for k in METRIC_KEYS},
+                "repeats": len(repeats),
+            }
+            for seed, repeats in seeds.items()
+        }
+        for key, seeds in runs.items()
+    }
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    by_group = _seed_means(rows)
 
     groups = []
     for (protocol, condition, fraction), seeds in by_group.items():
@@ -102,6 +122,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
                 "label_fraction": fraction,
                 "seeds": sorted(seeds),
                 "n": len(runs),
+                "runs": sum(r["repeats"] for r in runs),
                 "mean": {k: _mean(r.get(k) for r in runs) for k in METRIC_KEYS},
                 "std": {k: _std([r.get(k) for r in runs]) for k in METRIC_KEYS},
                 "delta": dict.fromkeys(METRIC_KEYS),
@@ -201,7 +222,9 @@ def markdown_table(groups: list[dict]) -> str:
         # Wins are counted over shared seeds; without the scratch group in hand, all seeds.
         pairs = len(set(g["seeds"]) & base_seeds) if base_seeds is not None else g["n"]
         wins = DASH if g.get("wins") is None else f"{g['wins']}/{pairs}"
-        cells = [protocol, g["condition"], _fraction_label(g["label_fraction"]), str(g["n"])]
+        runs = g.get("runs", g["n"])
+        n = str(g["n"]) if runs == g["n"] else f"{g['n']} ({runs} runs)"
+        cells = [protocol, g["condition"], _fraction_label(g["label_fraction"]), n]
         cells += [_cell(g["mean"].get(k), g["std"].get(k)) for k in TABLE_KEYS]
         cells += [
             _delta_cell(g["delta"].get("AP"), g["delta_std"].get("AP")),
