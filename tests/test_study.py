@@ -232,10 +232,8 @@ def test_code_version_is_the_commit_and_says_when_it_is_not(tmp_path):
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
     head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     assert run_config.code_version(tmp_path) == head.stdout.strip()
-    (tmp_path / "f.py").write_text("a = 2\n")  # an uncommitted change to a tracked file
-    run_config.code_version.cache_clear()
+    (tmp_path / "f.py").write_text("a = 2\n")  # an uncommitted change to a tracked file, mid-study
     assert run_config.code_version(tmp_path) == head.stdout.strip() + "-dirty"
-    run_config.code_version.cache_clear()
 
 
 def test_composing_a_runs_config_leaves_a_running_hydra_app_alone():

@@ -12,7 +12,6 @@ so each run folder also records the code it was made with (``code_version.txt``:
 
 from __future__ import annotations
 
-import functools
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -86,10 +85,11 @@ def setting_differences(planned: dict, recorded: dict, ignore: tuple = ()) -> li
 CODE_FILE = "code_version.txt"
 
 
-@functools.cache
 def code_version(source: Path | None = None) -> str:
     """The code a run is made with: the git commit of the checkout holding evcmae (``-dirty``
-    when tracked files have uncommitted changes), or ``evcmae <version>`` for an installed copy."""
+    when tracked files have uncommitted changes), or ``evcmae <version>`` for an installed copy.
+    Asked anew each time: a study runs for hours, and each run uses the code on disk when it
+    starts, not the code the study started with."""
     import evcmae
 
     folder = Path(source or Path(evcmae.__file__).resolve().parent)
