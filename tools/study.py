@@ -490,13 +490,13 @@ def runs_table(finetunes: list[Job]) -> str:
         csv = latest_csv(job.dir)
         val = read_curve(csv)["val_AP"][1] if csv else []
         seed = f"{job.seed} (repeat {job.repeat})" if job.repeat else job.seed
-        cells = [job.protocol, job.condition, f"{100 * job.label_fraction:g} %", seed]
+        cells = [job.protocol, job.condition, f"{100 * job.label_fraction:g} %", seed, labelled_text(job.dir)]
         cells += [chosen.group(1) if chosen else "last", f"{100 * max(val):.2f}" if val else "–"]
         cells += [
             f"{100 * job.result[k]:.2f}" if job.result.get(k) is not None else "–" for k in ("AP", "AP_class_agnostic")
         ]
         cells.append(f"{job.seconds / 60:.1f}")
-        rows.append(cells[:4] + [labelled_text(job.dir)] + cells[4:])
+        rows.append(cells)
     header = [
         "protocol",
         "condition",
