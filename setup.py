@@ -51,7 +51,7 @@ setup(
         "tqdm>=4.60",
         "pillow>=9",
         "matplotlib>=3.6",
-        "pytorch-lightning>=2.1",
+        "pytorch-lightning>=2.6",  # callbacks.WeightAveraging (finetune/weight_average.py)
         "hydra-core>=1.3",
         "einops>=0.6",
         "wandb>=0.16",
