@@ -115,3 +115,35 @@ def test_validation_logs_how_far_the_encoder_moved(synth_tiny, tmp_path, freeze_
         assert (moved == 0.0) if freeze_steps else (moved > 0.0), stage
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["encoder_start"]
     assert all(torch.equal(saved[k], start[k]) for k in start if "running" not in k and "num_batches" not in k)
+
+
+def test_weight_ema_from_the_config(synth_tiny, tmp_path):
+    """``callbacks.weight_ema.horizon`` builds the EMA around the real detector: the saved
+    checkpoint's weights are the average (what evaluation loads), its ``current_model_state`` and
+    the weights-only ``step=N.ckpt`` are the live weights the module keeps."""
+    from evcmae.finetune.weight_average import DetectorEMA
+
+    dm, module, trainer = _build(
+        tmp_path,
+        synth_tiny,
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "trainer.limit_val_batches=1",
+        "callbacks.weight_ema.horizon=0.5",
+        "callbacks.validations.keep=true",
+    )
+    (ema,) = [c for c in trainer.callbacks if isinstance(c, DetectorEMA)]
+    trainer.fit(module, datamodule=dm)
+    assert ema.horizon_steps == pytest.approx(1.5)
+    live = module.state_dict()
+    average = {k[len("module.") :]: v for k, v in ema._average_model.state_dict().items() if k.startswith("module.")}
+    ckpts = tmp_path / "run" / "checkpoints"
+    last = torch.load(ckpts / "last.ckpt", weights_only=False)
+    weights_only = torch.load(ckpts / "step=3.ckpt", weights_only=False)
+    assert last["state_dict"].keys() == live.keys() == weights_only["state_dict"].keys()
+    for k in live:
+        assert torch.equal(last["current_model_state"][k], live[k]), k
+        assert torch.equal(weights_only["state_dict"][k], live[k]), k
+        assert torch.equal(last["state_dict"][k], average[k]), k
+    moved = [k for k in live if live[k].is_floating_point() and not torch.equal(live[k], average[k])]
+    assert any(k.startswith("model.detector") for k in moved) and any(k.startswith("model.encoder") for k in moved)
