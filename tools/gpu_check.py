@@ -65,6 +65,7 @@ WHEELS = (
     ("hdf5plugin==7.1.0", "the Blosc filter of the event files"),
     ("pycocotools==2.0.11", "COCO evaluation"),
     ("faiss-cpu==1.15.1", "the k-NN probe's search (faiss-gpu has no wheel that fits)"),
+    ("pytorch-lightning==2.6.6", "fine-tuning builds callbacks.WeightAveraging (2.6); the image may hold an older one"),
 )
 SDIST_ONLY = {"antlr4-python3-runtime"}
 PLATFORMS = (
