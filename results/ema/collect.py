@@ -9,21 +9,21 @@ only reads them), so each run compares the two on one training trajectory.
     python results/ema/collect.py outputs/ema > results/ema/val_curves.json
 """
 
-import csv
 import json
 import statistics
 import sys
 from pathlib import Path
 
+from evcmae.pretrain.reporting import read_csv_log
+from evcmae.tools.study import latest_csv
+
 STEPS = (150, 300, 450, 600, 750, 900)
 
 
 def curves(run: Path, live_root: Path) -> dict:
-    (metrics,) = sorted(run.glob("csv/version_*/metrics.csv"))
-    ema = {}
-    for row in csv.DictReader(metrics.open()):
-        if row.get("val/AP"):
-            ema[int(row["step"]) + 1] = (100 * float(row["val/AP"]), 100 * float(row["val/AP_class_agnostic"]))
+    logged = read_csv_log(latest_csv(run))
+    (steps, ap), (_, agnostic) = logged["val/AP"], logged["val/AP_class_agnostic"]
+    ema = {step + 1: (100 * a, 100 * c) for step, a, c in zip(steps, ap, agnostic)}
     live = {}
     for n in STEPS:
         scored = live_root / f"{run.name}-{n}" / "metrics.json"
