@@ -141,6 +141,18 @@ class FinetuneModule(pl.LightningModule):
         if self.global_step == 0 and self.model.encoder is not None:
             state = self.model.encoder.backbone.state_dict()
             self._encoder_start = {k: v.detach().clone().cpu() for k, v in state.items()}
+        self._set_sampler_epoch()  # a run resumed mid-epoch skips on_train_epoch_start
+
+    def on_train_epoch_start(self) -> None:
+        self._set_sampler_epoch()
+
+    def _set_sampler_epoch(self) -> None:
+        """Hands the epoch to the training loader's batch sampler. Lightning sets it on a loader's
+        sampler only, and the chunk sampler is a batch sampler: without this every epoch would
+        replay the first one's chunk order, random chunks and augmentation draws."""
+        sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        if callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(self.current_epoch)
 
     def log_encoder_movement(self) -> None:
         """``val/encoder_moved/<stage>``: ‖W − W₀‖ / ‖W₀‖ from the weights fine-tuning started

@@ -147,3 +147,40 @@ def test_weight_ema_from_the_config(synth_tiny, tmp_path):
         assert torch.equal(last["state_dict"][k], average[k]), k
     moved = [k for k in live if live[k].is_floating_point() and not torch.equal(live[k], average[k])]
     assert any(k.startswith("model.detector") for k in moved) and any(k.startswith("model.encoder") for k in moved)
+
+
+def test_every_epoch_draws_its_own_chunks_and_augmentation(synth_tiny, tmp_path):
+    """The chunk sampler is the training loader's batch sampler, which Lightning never hands the
+    epoch to; the module does. Each epoch's batches are the sampler's draw for that epoch, and the
+    augmentation seeds differ from one epoch to the next (before the fix every epoch replayed the
+    first)."""
+    from evcmae.finetune.chunks import ChunkBatchSampler
+
+    class Epochs(pl.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.seen.append((trainer.current_epoch, trainer.train_dataloader.batch_sampler.epoch))
+
+    dm, module, trainer = _build(tmp_path, synth_tiny, "trainer.max_steps=1")
+    dm.setup("fit")
+    per_epoch = len(dm.train_dataloader().batch_sampler)
+    epochs = Epochs()
+    dm, module, trainer = _build(
+        tmp_path / "run",
+        synth_tiny,
+        f"trainer.max_steps={2 * per_epoch + 1}",
+        "data.augment={flip_prob:0.5,zoom_prob:0.5,zoom_range:[0.8,1.5]}",
+    )
+    trainer.callbacks.append(epochs)
+    trainer.fit(module, datamodule=dm)
+    assert epochs.seen == [(e, e) for e in (0,) * per_epoch + (1,) * per_epoch + (2,)]
+
+    sampler = dm.train_dataloader().batch_sampler
+    assert isinstance(sampler, ChunkBatchSampler) and sampler.augment
+    draws = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        draws.append([key.aug_seed for batch in sampler for key in batch])
+    assert draws[0] != draws[1]
