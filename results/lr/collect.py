@@ -31,9 +31,9 @@ STEPS = (150, 300, 450, 600, 750, 900)
 REFERENCE = Path(__file__).resolve().parents[1] / "ema" / "val_curves.json"
 REFERENCE_SETTING = "lr 0.002, warm-up 0.005"
 SETTINGS = (
-    (re.compile(r"scratch-lr([0-9.e-]+)-seed(\d+)"), lambda m: f"lr {m[1]}, warm-up 0.005"),
-    (re.compile(r"scratch-warmup([0-9.e-]+)-seed(\d+)"), lambda m: f"lr 0.002, warm-up {m[1]}"),
-    (re.compile(r"scratch-epochfix()-seed(\d+)"), lambda m: "lr 0.002, warm-up 0.005, each epoch its own draw"),
+    (re.compile(r"scratch-lr([0-9.e-]+)-seed(?P<seed>\d+)"), lambda m: f"lr {m[1]}, warm-up 0.005"),
+    (re.compile(r"scratch-warmup([0-9.e-]+)-seed(?P<seed>\d+)"), lambda m: f"lr 0.002, warm-up {m[1]}"),
+    (re.compile(r"scratch-epochfix-seed(?P<seed>\d+)"), lambda m: "lr 0.002, warm-up 0.005, each epoch its own draw"),
 )
 SWAPPED = re.compile(r"scratch-init(\d+)-data(\d+)")
 
@@ -81,7 +81,7 @@ def main(root: str) -> None:
         for pattern, name in SETTINGS:
             if m := pattern.fullmatch(run.name):
                 settings.setdefault(name(m), []).append(
-                    {"run": run.name, "seed": int(m[2]), **with_best(logged_curve(run))}
+                    {"run": run.name, "seed": int(m["seed"]), **with_best(logged_curve(run))}
                 )
         if m := SWAPPED.fullmatch(run.name):
             swapped.append(
