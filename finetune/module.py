@@ -33,6 +33,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
+from evcmae.backbones.batchnorm import cumulative_batchnorm
 from evcmae.backbones.rvt import detach_states, reset_states
 from evcmae.backbones.sparse_resnet import stage_movement
 from evcmae.events.labels import BBOX_DTYPE
@@ -168,29 +169,21 @@ class FinetuneModule(pl.LightningModule):
         """Re-estimate the encoder's BatchNorm statistics on ``batches`` training batches (every
         window of each chunk); returns the number of windows seen. A no-op without an encoder."""
         encoder = self.model.encoder
-        norms = (
-            [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if encoder else []
-        )
-        if not norms:
-            return 0
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative mean over everything seen
-        was_training = encoder.training
-        encoder.backbone.train()
-        seen = 0
-        loader = self.trainer.datamodule.train_dataloader()
-        for b, batch in enumerate(loader):
-            if b >= batches:
-                break
-            batch = batch.to(self.device) if hasattr(batch, "to") else batch
-            for x in batch.inputs:
-                if len(x):
-                    encoder(x)
-                    seen += 1
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
+        with cumulative_batchnorm(encoder) as norms:
+            if not norms:
+                return 0
+            was_training = encoder.training
+            encoder.backbone.train()
+            seen = 0
+            loader = self.trainer.datamodule.train_dataloader()
+            for b, batch in enumerate(loader):
+                if b >= batches:
+                    break
+                batch = batch.to(self.device) if hasattr(batch, "to") else batch
+                for x in batch.inputs:
+                    if len(x):
+                        encoder(x)
+                        seen += 1
         encoder.train(was_training)
         return seen
 

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from evcmae.backbones.batchnorm import cumulative_batchnorm
+
 
 def box_cells(boxes: torch.Tensor, pixels_per_cell: Sequence[int]) -> torch.Tensor:
     """(M, 4) boxes x, y, w, h in sensor pixels -> (M, 4) inclusive cell ranges y0, x0, y1, x1.
@@ -117,15 +119,12 @@ def precise_bn(backbone: nn.Module, batches: Iterable, forward=None) -> nn.Modul
     ``batches`` (momentum None: a cumulative mean), left in eval mode; the original is untouched.
     ``forward(model, batch)`` runs one batch (default ``model(batch)``)."""
     model = copy.deepcopy(backbone)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
     model.train()
     seen = 0
-    for batch in batches:
-        (forward or (lambda net, x: net(x)))(model, batch)
-        seen += 1
+    with cumulative_batchnorm(model):
+        for batch in batches:
+            (forward or (lambda net, x: net(x)))(model, batch)
+            seen += 1
     model.eval()
     if seen == 0:
         raise ValueError("precise_bn: no batch to estimate BatchNorm statistics from")

@@ -16,24 +16,22 @@ import sys
 
 import torch
 
+from evcmae.backbones.batchnorm import cumulative_batchnorm
 from evcmae.tools.evaluate import load_checkpoint
 
 
 @torch.no_grad()
 def reestimate(module, loader, batches: int) -> int:
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative mean
     module.train()
     states, labelled = None, 0
-    for b, batch in enumerate(loader):
-        if b >= batches:
-            break
-        feats, where, states = module._run_chunk(batch, states)
-        if feats is not None:  # the neck and head run, as in training, on labelled windows only
-            module.model.forward_detect(feats, [batch.targets[step][sample] for step, sample in where])
-            labelled += 1
+    with cumulative_batchnorm(module):
+        for b, batch in enumerate(loader):
+            if b >= batches:
+                break
+            feats, where, states = module._run_chunk(batch, states)
+            if feats is not None:  # the neck and head run, as in training, on labelled windows only
+                module.model.forward_detect(feats, [batch.targets[step][sample] for step, sample in where])
+                labelled += 1
     module.eval()
     return labelled
 
