@@ -1,7 +1,8 @@
 """The frozen-encoder protocol with the fine-tuning fix at four seeds: seeds 0 and 1 from
 results/fix/, seeds 2 and 3 from results/fix_full/. The two reports pretrained with the same
 command in different sessions (the first run's folder was lost), so the pretrained encoder is the
-same recipe, not the same weights. Prints the study's own table for the pooled rows, and the class-agnostic interval.
+same recipe, not the same weights. Prints the study's own table for the pooled rows, and the
+class-agnostic interval.
 
     python results/fix_full/frozen_four_seeds.py
 """
@@ -9,7 +10,7 @@ same recipe, not the same weights. Prints the study's own table for the pooled r
 import json
 from pathlib import Path
 
-from evcmae.tools.study_report import aggregate, markdown_table
+from evcmae.tools.study_report import aggregate, markdown_table, signed_text
 
 HERE = Path(__file__).resolve().parent
 SOURCES = {HERE.parent / "fix" / "summary.json": (0, 1), HERE / "summary.json": (2, 3)}
@@ -32,5 +33,5 @@ if __name__ == "__main__":
     for g in groups:
         interval = g["delta_ci95"]["AP_class_agnostic"]
         if interval is not None:  # the table gives the AP interval only; the target is class-agnostic
-            low, high = (100 * v for v in interval)
-            print(f"{g['condition']}: class-agnostic AP difference 95 % CI [{low:+.2f}, {high:+.2f}]")
+            low, high = (signed_text(100 * v) for v in interval)  # the reports' own signs and minus
+            print(f"{g['condition']}: class-agnostic AP difference 95 % CI [{low}, {high}]")
