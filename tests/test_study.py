@@ -418,6 +418,21 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     assert json.loads((tmp_path / "results" / "summary.json").read_text()) == rows
 
 
+def test_refresh_notes_runs_nothing_and_rewrites_only_the_notes(tmp_path):
+    """``refresh_notes=true`` carries notes.md into the report and starts no run: it neither
+    generates data nor creates the work folder."""
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "README.md").write_text("# generated\n\n## Notes (written by hand, in notes.md)\n\nold\n")
+    (out / "notes.md").write_text("new\n")
+    cfg = study_config(
+        f"out={out}", f"work_dir={tmp_path / 'work'}", f"data_dir={tmp_path / 'data'}", "refresh_notes=true"
+    )
+    assert study.run(cfg) == {"report": None, "failed": {}}
+    assert (out / "README.md").read_text() == "# generated\n\n## Notes (written by hand, in notes.md)\n\nnew\n"
+    assert not (tmp_path / "work").exists() and not (tmp_path / "data").exists()
+
+
 def test_a_work_dir_of_another_dataset_version_is_refused(tmp_path, synth_tiny):
     """Runs made on the study preset before its val and test splits grew would otherwise be
     reused as results on the new data: the same commands, other recordings."""

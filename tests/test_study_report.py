@@ -11,6 +11,7 @@ from evcmae.tools.study_report import (
     interval_text,
     markdown_table,
     read_curve,
+    refresh_hand_notes,
     signed_text,
     summary_rows,
     write_report,
@@ -253,6 +254,40 @@ def test_hand_notes_survive_a_rewritten_report(tmp_path):
         assert readme.count("## Notes (written by hand, in notes.md)\n\n- Seed 2 was trained a session earlier.\n") == 1
         assert readme.index("## Reproduce") < readme.index("## Notes")
     assert (out / "notes.md").read_text() == "- Seed 2 was trained a session earlier.\n\n"
+
+
+def test_refreshed_notes_replace_only_the_notes_section(tmp_path):
+    """A report whose run folders are gone can take new hand notes: the README then reads exactly
+    as a study run would have written it with those notes, and nothing else moves."""
+    from evcmae.events.errors import OutputFolderError
+
+    out = tmp_path / "r"
+    runs = [run("scratch", 0.1, 0, 0.2), run("pretrained", 0.1, 0, 0.3)]
+    notes = out / "notes.md"
+    out.mkdir()
+    notes.write_text("- first draft\n")
+    write_report(runs, out, commands=["evcmae-study out=r"], notes="## Fine-tuning runs\n\nrun rows\n")
+    readme = out / "README.md"
+
+    notes.write_text("- rewritten: seed 0 was rerun\n\n- a second point\n")
+    refresh_hand_notes(out)
+    refreshed = readme.read_text()
+    assert "first draft" not in refreshed and refreshed.count("## Notes (written by hand") == 1
+    assert refreshed.endswith(
+        "## Notes (written by hand, in notes.md)\n\n- rewritten: seed 0 was rerun\n\n- a second point\n"
+    )
+    # the reference: the study rewriting its README with the new notes
+    write_report(runs, out, commands=["evcmae-study out=r"], notes="## Fine-tuning runs\n\nrun rows\n")
+    assert readme.read_text() == refreshed
+    assert refresh_hand_notes(out).read_text() == refreshed  # idempotent
+
+    notes.unlink()  # no notes.md: no notes section, the generated part kept whole
+    without_notes = refresh_hand_notes(out).read_text()
+    assert "## Notes" not in without_notes and refreshed.startswith(without_notes)
+    assert without_notes.endswith("evcmae-study out=r\n```\n")
+
+    with pytest.raises(OutputFolderError, match=r"empty: has no README.md: not a study report folder"):
+        refresh_hand_notes(tmp_path / "empty")
 
 
 def test_frozen_protocol_is_compared_with_the_untrained_encoder():

@@ -44,10 +44,12 @@ from evcmae.tools.bench import machine
 from evcmae.tools.cli import entry
 from evcmae.tools.pretrain import config_dir
 from evcmae.tools.study_report import (
+    HAND_NOTES,
     aggregate,
     interval_text,
     markdown_table,
     read_curve,
+    refresh_hand_notes,
     signed_text,
     summary_rows,
     tracks_text,
@@ -734,6 +736,10 @@ def _add_wall_time(cfg: DictConfig, seconds: float) -> float:
 
 
 def run(cfg: DictConfig, argv: list[str] = ()) -> dict:
+    if cfg.get("refresh_notes"):
+        readme = refresh_hand_notes(cfg.out)
+        print(f"evcmae-study: carried {Path(cfg.out) / HAND_NOTES} into {readme} (no run started)")
+        return {"report": None, "failed": {}}
     start = time.perf_counter()
     dataset = prepare_data(cfg)
     jobs = plan(cfg)

@@ -372,14 +372,41 @@ def write_report(
     if notes:
         parts.append(notes if notes.endswith("\n") else notes + "\n")
     parts.append("## Reproduce\n\n```bash\n" + "".join(f"{c}\n" for c in commands) + "```\n")
-    hand_notes = out / HAND_NOTES
-    if hand_notes.is_file():
-        # README.md is rewritten by every invocation; what a person adds lives beside it and is carried in
-        text = hand_notes.read_text(encoding="utf-8").strip()
-        parts.append(f"## Notes (written by hand, in {HAND_NOTES})\n\n{text}\n")
     table = out / "README.md"
-    table.write_text("\n".join(parts), encoding="utf-8")
+    table.write_text("\n".join(parts) + _hand_notes_section(out), encoding="utf-8")
     return {"summary": summary, "table": table, "plot": plot, "curves": curves_path, "groups": groups}
+
+
+NOTES_HEADING = f"## Notes (written by hand, in {HAND_NOTES})\n"
+
+
+def _hand_notes_section(out: Path) -> str:
+    """README.md is rewritten by every invocation; what a person adds lives beside it in notes.md
+    and is carried in as the last section (empty without notes.md)."""
+    hand_notes = out / HAND_NOTES
+    if not hand_notes.is_file():
+        return ""
+    return f"\n{NOTES_HEADING}\n{hand_notes.read_text(encoding='utf-8').strip()}\n"
+
+
+def refresh_hand_notes(out_dir) -> Path:
+    """Carry a report folder's current notes.md into its README.md without rebuilding the rest.
+
+    The study rebuilds README.md from its run folders, which a report outlives (they are work
+    files); after editing notes.md of a report whose runs are gone, this replaces only the notes
+    section and keeps every generated line. Returns the README's path."""
+    from evcmae.events.errors import OutputFolderError
+
+    out = Path(out_dir)
+    readme = out / "README.md"
+    if not readme.is_file():
+        raise OutputFolderError(out, "has no README.md: not a study report folder (evcmae-study out=...)")
+    text = readme.read_text(encoding="utf-8")
+    generated = text.split("\n" + NOTES_HEADING, 1)[0]
+    if not generated.endswith("\n"):
+        generated += "\n"
+    readme.write_text(generated + _hand_notes_section(out), encoding="utf-8")
+    return readme
 
 
 def interval_text(ci, signed: bool = False) -> str:
