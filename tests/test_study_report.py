@@ -148,7 +148,7 @@ def test_markdown_table_cells():
     lines = table.strip().splitlines()
     assert lines[0] == (
         "| protocol | condition | labels | seeds (n) | AP | AP50 | AP_S | AP_M | AP_L | AP class-agnostic"
-        " | ΔAP vs reference | ΔAP 95 % CI | wins | Δ class-agnostic |"
+        " | ΔAP vs reference | ΔAP 95 % CI | wins | Δ class-agnostic | Δ class-agnostic 95 % CI |"
     )
     assert len(lines) == 2 + len(groups)
 
@@ -156,16 +156,19 @@ def test_markdown_table_cells():
     rows = {tuple(c.strip() for c in line.strip("|").split("|")[1:3]): line for line in lines[2:]}
     scratch = rows[("scratch", "10 %")]
     assert f"| {100 * s_ap.mean():.2f} ± {100 * s_ap.std(ddof=1):.2f} |" in scratch
-    assert scratch.endswith("| – | – | – |")
+    assert scratch.endswith("| – | – | – | – | – |")
     pre = rows[("pretrained", "10 %")]
     delta, delta_std = 100 * (p_ap.mean() - s_ap.mean()), 100 * np.std(p_ap - s_ap, ddof=1)
     assert f"| +{delta:.2f} ± {delta_std:.2f} | [" in pre and "| 2/3 |" in pre
-    assert pre.endswith(f"| +{delta:.2f} ± {delta_std:.2f} |")  # class-agnostic AP is AP + 0.1 here
+    half = 4.303 * delta_std / np.sqrt(3)  # Student's t, 2 degrees of freedom
+    interval = f"[{signed_text(delta - half)}, {signed_text(delta + half)}]"
+    # class-agnostic AP is AP + 0.1 here: the same differences, the same interval
+    assert pre.endswith(f"| {interval} | 2/3 | +{delta:.2f} ± {delta_std:.2f} | {interval} |")
     assert "| 3 |" in pre and "| – |" in pre  # seeds, AP_S
     ablation = rows[("no_occupancy", "10 %")]
     assert f"| −{100 * (s_ap[0] - 0.19):.2f} | – | 0/1 |" in ablation  # seed 0 against scratch's seed 0
     assert "| 19.00 |" in ablation and "| 5.00 |" in ablation
-    assert rows[("pretrained", "100 %")].endswith("| – | – | – |")
+    assert rows[("pretrained", "100 %")].endswith("| – | – | – | – |")
 
 
 def write_csv(path, text):

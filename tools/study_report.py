@@ -213,6 +213,7 @@ def markdown_table(groups: list[dict]) -> str:
         "ΔAP 95 % CI",
         "wins",
         "Δ class-agnostic",
+        "Δ class-agnostic 95 % CI",  # the frozen protocol's target is class-agnostic
     ]
     seeds_of = {(g.get("protocol", "finetune"), g["condition"], g["label_fraction"]): set(g["seeds"]) for g in groups}
     rows = []
@@ -231,6 +232,7 @@ def markdown_table(groups: list[dict]) -> str:
             _ci_cell((g.get("delta_ci95") or {}).get("AP")),
             wins,
             _delta_cell(g["delta"].get("AP_class_agnostic"), g["delta_std"].get("AP_class_agnostic")),
+            _ci_cell((g.get("delta_ci95") or {}).get("AP_class_agnostic")),
         ]
         rows.append(cells)
     return reporting.markdown_table(header, rows)
