@@ -151,6 +151,14 @@ class SparseVoxelBackbone(nn.Module):
         modules.update({f"conv{i}": getattr(self, f"conv{i}") for i in range(1, depth + 1)})
         return modules
 
+    def deepest_stage_in(self, state: Mapping) -> str | None:
+        """The deepest output whose stage has weights in ``state`` (a state dict of this kind of
+        backbone), None when it has none: where to truncate before loading a detector's encoder,
+        which was cut after its last stage."""
+        prefixes = {key.split(".")[0] for key in state}
+        present = [name for name in self.stage_names if f"conv{self.stage_index(name)}" in prefixes]
+        return present[-1] if present else None
+
     def truncate(self, until: str) -> SparseVoxelBackbone:
         """Delete the stages after the one producing ``until`` (in place; returns self). What is
         never run should not exist: DDP reports unused parameters, and checkpoints would carry

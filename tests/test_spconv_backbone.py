@@ -233,6 +233,11 @@ def test_truncated_backbone_equals_full_backbone_at_its_last_stage(voxel_batch):
     assert truncated.out_channels == {"x_conv1": 16, "x_conv2": 32, "x_conv3": 64}
     with pytest.raises(ValueError, match="x_conv4"):
         truncated(voxel_batch, until="x_conv4")
+    # a truncated encoder's weights name the stage to cut a fresh backbone at before loading them
+    fresh = SparseVoxelBackbone(in_channels=voxel_batch.features.shape[1])
+    assert fresh.deepest_stage_in(truncated.state_dict()) == "x_conv3"
+    assert fresh.deepest_stage_in(full.state_dict()) == "x_conv4"
+    assert fresh.deepest_stage_in({"conv_input.0.weight": None}) is None
 
 
 def test_config_from_state_round_trips():

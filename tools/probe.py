@@ -90,10 +90,9 @@ def load_encoder(source, which: str = "teacher"):
     kwargs, _ = backbone_config(source, which)
     state = backbone_state(source, which)
     backbone = SparseVoxelBackbone(**kwargs)
-    stored = {k.split(".")[0] for k in state}
-    present = [name for name in backbone.stage_names if f"conv{backbone.stage_index(name)}" in stored]
-    if present:
-        backbone.truncate(present[-1])  # a detector's encoder stops where it was cut
+    deepest = backbone.deepest_stage_in(state)
+    if deepest is not None:
+        backbone.truncate(deepest)  # a detector's encoder stops where it was cut
     load_into(backbone, state, log=lambda *_: None)
     return backbone, kwargs
 
