@@ -1,5 +1,5 @@
 # The runs evcmae-study made, in order (run from the directory it ran in)
-# evcmae-study 'label_fractions=[]' 'frozen.seeds=[0,1,2,3,4]' 'ablation.conditions=[]' probe=null out=results/frozen_seeds work_dir=outputs/frozen jobs=2
+# evcmae-study 'label_fractions=[]' 'frozen.seeds=[0,1,2,3,4,5]' 'ablation.conditions=[]' probe=null out=results/frozen_seeds work_dir=outputs/frozen jobs=2
 # pretrain-full
 evcmae-pretrain paths.data_dir=data logger=csv trainer.enable_progress_bar=false callbacks.progress_bar=null 'backbone.blocks=[1,1,1,1]' data=study trainer.check_val_every_n_epoch=1000 trainer.max_steps=600 seed=0 hydra.run.dir=outputs/frozen/pretrain/full
 # finetune-frozen-untrained-seed0
@@ -42,3 +42,11 @@ evcmae-evaluate 'checkpoint=outputs/frozen/finetune/frozen-untrained-seed4/check
 evcmae-finetune paths.data_dir=data logger=csv trainer.enable_progress_bar=false callbacks.progress_bar=null 'backbone.blocks=[1,1,1,1]' data=study model.bn_recalibration_batches=20 model.encoder_freeze_steps=0 model.encoder_mode=full data.label_fraction_mode=recordings model.encoder_mode=freeze trainer.max_steps=900 trainer.val_check_interval=150 optim.lr=0.002 data.label_fraction=1.0 seed=4 model.pretrained=outputs/frozen/pretrain/full validate_best=false record.root=outputs/frozen/finetune/frozen-pretrained-seed4/record hydra.run.dir=outputs/frozen/finetune/frozen-pretrained-seed4
 evcmae-evaluate 'checkpoint=outputs/frozen/finetune/frozen-pretrained-seed4/checkpoints/best-step=*.ckpt' split=test out=outputs/frozen/finetune/frozen-pretrained-seed4/eval_test
 evcmae-evaluate 'checkpoint=outputs/frozen/finetune/frozen-pretrained-seed4/checkpoints/best-step=*.ckpt' split=test eval.protocol=yolox out=outputs/frozen/finetune/frozen-pretrained-seed4/eval_test_yolox
+# finetune-frozen-untrained-seed5
+evcmae-finetune paths.data_dir=data logger=csv trainer.enable_progress_bar=false callbacks.progress_bar=null 'backbone.blocks=[1,1,1,1]' data=study model.bn_recalibration_batches=20 model.encoder_freeze_steps=0 model.encoder_mode=full data.label_fraction_mode=recordings model.encoder_mode=freeze trainer.max_steps=900 trainer.val_check_interval=150 optim.lr=0.002 data.label_fraction=1.0 seed=5 validate_best=false record.root=outputs/frozen/finetune/frozen-untrained-seed5/record hydra.run.dir=outputs/frozen/finetune/frozen-untrained-seed5
+evcmae-evaluate 'checkpoint=outputs/frozen/finetune/frozen-untrained-seed5/checkpoints/best-step=*.ckpt' split=test out=outputs/frozen/finetune/frozen-untrained-seed5/eval_test
+evcmae-evaluate 'checkpoint=outputs/frozen/finetune/frozen-untrained-seed5/checkpoints/best-step=*.ckpt' split=test eval.protocol=yolox out=outputs/frozen/finetune/frozen-untrained-seed5/eval_test_yolox
+# finetune-frozen-pretrained-seed5
+evcmae-finetune paths.data_dir=data logger=csv trainer.enable_progress_bar=false callbacks.progress_bar=null 'backbone.blocks=[1,1,1,1]' data=study model.bn_recalibration_batches=20 model.encoder_freeze_steps=0 model.encoder_mode=full data.label_fraction_mode=recordings model.encoder_mode=freeze trainer.max_steps=900 trainer.val_check_interval=150 optim.lr=0.002 data.label_fraction=1.0 seed=5 model.pretrained=outputs/frozen/pretrain/full validate_best=false record.root=outputs/frozen/finetune/frozen-pretrained-seed5/record hydra.run.dir=outputs/frozen/finetune/frozen-pretrained-seed5
+evcmae-evaluate 'checkpoint=outputs/frozen/finetune/frozen-pretrained-seed5/checkpoints/best-step=*.ckpt' split=test out=outputs/frozen/finetune/frozen-pretrained-seed5/eval_test
+evcmae-evaluate 'checkpoint=outputs/frozen/finetune/frozen-pretrained-seed5/checkpoints/best-step=*.ckpt' split=test eval.protocol=yolox out=outputs/frozen/finetune/frozen-pretrained-seed5/eval_test_yolox
