@@ -156,7 +156,8 @@ class SparseVoxelBackbone(nn.Module):
         backbone), None when it has none: where to truncate before loading a detector's encoder,
         which was cut after its last stage."""
         prefixes = {key.split(".")[0] for key in state}
-        present = [name for name in self.stage_names if f"conv{self.stage_index(name)}" in prefixes]
+        modules = list(self.stage_modules())[1:]  # conv1 .. convN, after conv_input
+        present = [name for name, module in zip(self.stage_names, modules) if module in prefixes]
         return present[-1] if present else None
 
     def truncate(self, until: str) -> SparseVoxelBackbone:

@@ -14,6 +14,7 @@ import warnings
 import zlib
 from pathlib import Path
 
+from evcmae.events.errors import OutputFolderError
 from evcmae.pretrain import reporting
 
 CONDITION_ORDER = (
@@ -219,6 +220,7 @@ def markdown_table(groups: list[dict]) -> str:
     rows = []
     for g in groups:
         protocol = g.get("protocol", "finetune")
+        intervals = g.get("delta_ci95") or {}
         base_seeds = seeds_of.get((protocol, BASELINES.get(protocol, BASELINE), g["label_fraction"]))
         # Wins are counted over shared seeds; without the scratch group in hand, all seeds.
         pairs = len(set(g["seeds"]) & base_seeds) if base_seeds is not None else g["n"]
@@ -229,10 +231,10 @@ def markdown_table(groups: list[dict]) -> str:
         cells += [_cell(g["mean"].get(k), g["std"].get(k)) for k in TABLE_KEYS]
         cells += [
             _delta_cell(g["delta"].get("AP"), g["delta_std"].get("AP")),
-            _ci_cell((g.get("delta_ci95") or {}).get("AP")),
+            _ci_cell(intervals.get("AP")),
             wins,
             _delta_cell(g["delta"].get("AP_class_agnostic"), g["delta_std"].get("AP_class_agnostic")),
-            _ci_cell((g.get("delta_ci95") or {}).get("AP_class_agnostic")),
+            _ci_cell(intervals.get("AP_class_agnostic")),
         ]
         rows.append(cells)
     return reporting.markdown_table(header, rows)
@@ -343,6 +345,7 @@ def plot_curves(curves: list[dict], path) -> None:
     reporting.save_figure(fig, path)
 
 
+REPORT_FILE = "README.md"  # rewritten by every invocation of the study
 HAND_NOTES = "notes.md"  # a person's notes on a study, kept in the report's folder across invocations
 
 
@@ -374,7 +377,7 @@ def write_report(
     if notes:
         parts.append(notes if notes.endswith("\n") else notes + "\n")
     parts.append("## Reproduce\n\n```bash\n" + "".join(f"{c}\n" for c in commands) + "```\n")
-    table = out / "README.md"
+    table = out / REPORT_FILE
     table.write_text("\n".join(parts) + _hand_notes_section(out), encoding="utf-8")
     return {"summary": summary, "table": table, "plot": plot, "curves": curves_path, "groups": groups}
 
@@ -397,10 +400,8 @@ def refresh_hand_notes(out_dir) -> Path:
     The study rebuilds README.md from its run folders, which a report outlives (they are work
     files); after editing notes.md of a report whose runs are gone, this replaces only the notes
     section and keeps every generated line. Returns the README's path."""
-    from evcmae.events.errors import OutputFolderError
-
     out = Path(out_dir)
-    readme = out / "README.md"
+    readme = out / REPORT_FILE
     if not readme.is_file():
         raise OutputFolderError(out, "has no README.md: not a study report folder (evcmae-study out=...)")
     text = readme.read_text(encoding="utf-8")
