@@ -7,13 +7,16 @@ import pytest
 
 from evcmae.tools.study_report import (
     METRIC_KEYS,
+    _t_central_mass,
     aggregate,
+    ci95,
     interval_text,
     markdown_table,
     read_curve,
     refresh_hand_notes,
     signed_text,
     summary_rows,
+    t_quantile,
     write_report,
 )
 
@@ -95,8 +98,8 @@ def test_aggregate_against_numpy():
     assert pre["delta"]["AP"] == pytest.approx(np.mean(p_ap) - np.mean(s_ap))
     assert pre["delta"]["AP_M"] == pytest.approx(np.mean(p_ap / 2) - np.mean(s_ap / 2))
     assert pre["delta_std"]["AP"] == pytest.approx(np.std(p_ap - s_ap, ddof=1))
-    d = p_ap - s_ap  # 95 % t-interval, 2 degrees of freedom: t = 4.303
-    half = 4.303 * np.std(d, ddof=1) / np.sqrt(len(d))
+    d = p_ap - s_ap  # 95 % t-interval, 2 degrees of freedom: t = 4.302653
+    half = 4.302653 * np.std(d, ddof=1) / np.sqrt(len(d))
     assert pre["delta_ci95"]["AP"] == pytest.approx([d.mean() - half, d.mean() + half])
     assert pre["wins"] == int(np.sum(p_ap > s_ap)) == 2
     assert scratch["wins"] is None
@@ -160,7 +163,7 @@ def test_markdown_table_cells():
     pre = rows[("pretrained", "10 %")]
     delta, delta_std = 100 * (p_ap.mean() - s_ap.mean()), 100 * np.std(p_ap - s_ap, ddof=1)
     assert f"| +{delta:.2f} ± {delta_std:.2f} | [" in pre and "| 2/3 |" in pre
-    half = 4.303 * delta_std / np.sqrt(3)  # Student's t, 2 degrees of freedom
+    half = 4.302653 * delta_std / np.sqrt(3)  # Student's t, 2 degrees of freedom
     interval = f"[{signed_text(delta - half)}, {signed_text(delta + half)}]"
     # class-agnostic AP is AP + 0.1 here: the same differences, the same interval
     assert pre.endswith(f"| {interval} | 2/3 | +{delta:.2f} ± {delta_std:.2f} | {interval} |")
@@ -339,7 +342,53 @@ def test_repeats_are_averaged_within_a_seed_before_pairing():
     assert group["mean"]["AP"] == pytest.approx(np.mean([np.mean(v) for v in pretrained.values()]))
     assert group["delta"]["AP"] == pytest.approx(np.mean(diffs))
     assert group["delta_std"]["AP"] == pytest.approx(np.std(diffs, ddof=1))
-    half = 4.303 * np.std(diffs, ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
+    half = 4.302653 * np.std(diffs, ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
     assert group["delta_ci95"]["AP"] == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half])
     assert group["wins"] == 2
     assert "| 3 (6 runs) |" in markdown_table(aggregate(rows))
+
+
+# Two-sided 95 % factors of Student's t from printed tables, by degrees of freedom.
+T_TABLE = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+    60: 2.000,
+    120: 1.980,
+}
+
+
+@pytest.mark.parametrize("df", sorted(T_TABLE))
+def test_t_quantile_matches_the_printed_table(df):
+    assert t_quantile(df) == pytest.approx(T_TABLE[df], abs=6e-4)
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 7, 12])
+def test_t_central_mass_equals_the_integrated_density(df):
+    # Reference: trapezoid integral of Student's t density over [-t, t] on a fine grid.
+    from math import gamma, pi, sqrt
+
+    t = 1.7
+    x = np.linspace(-t, t, 200_001)
+    density = gamma((df + 1) / 2) / (sqrt(df * pi) * gamma(df / 2)) * (1 + x**2 / df) ** (-(df + 1) / 2)
+    assert _t_central_mass(t, df) == pytest.approx(np.trapezoid(density, x), abs=1e-9)
+
+
+def test_interval_over_many_seeds_uses_students_t_not_the_normal_factor():
+    diffs = [0.5, -1.0, 2.0, 3.5, 0.0, 1.5, -0.5, 4.0, 2.5, 1.0, -2.0, 3.0]  # 12 seeds, 11 df
+    half = 2.201 * np.std(diffs, ddof=1) / np.sqrt(len(diffs))
+    assert ci95(diffs) == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half], rel=1e-3)
+
+
+def test_t_quantile_rejects_degrees_of_freedom_that_are_not_positive_integers():
+    for df in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="degrees of freedom"):
+            t_quantile(df)
