@@ -388,7 +388,11 @@ def test_interval_over_many_seeds_uses_students_t_not_the_normal_factor():
     assert ci95(diffs) == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half], rel=1e-3)
 
 
-def test_t_quantile_rejects_degrees_of_freedom_that_are_not_positive_integers():
+def test_t_quantile_rejects_bad_degrees_of_freedom_and_levels():
     for df in (0, -3, 2.5):
         with pytest.raises(ValueError, match="degrees of freedom"):
             t_quantile(df)
+    for level in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="interval level"):
+            t_quantile(5, level)
+    assert t_quantile(5, 0.90) == pytest.approx(2.015, abs=6e-4)  # printed 90 % two-sided factor

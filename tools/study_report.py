@@ -76,12 +76,15 @@ def t_quantile(df: int, level: float = 0.95) -> float:
     interval over 12 or 40 seeds is as wide as it should be, not the normal 1.96."""
     if int(df) != df or df < 1:
         raise ValueError(f"degrees of freedom must be a positive integer, got {df}")
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must lie between 0 and 1, got {level}")
+    df = int(df)
     low, high = 0.0, 1.0
-    while _t_central_mass(high, int(df)) < level:
+    while _t_central_mass(high, df) < level:
         low, high = high, 2 * high
     for _ in range(200):
         mid = (low + high) / 2
-        if _t_central_mass(mid, int(df)) < level:
+        if _t_central_mass(mid, df) < level:
             low = mid
         else:
             high = mid
