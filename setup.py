@@ -1,12 +1,27 @@
 """evcmae: self-supervised pretraining for event cameras (EMA teacher, masked student, sparse
 voxel backbone) and fine-tuning into the RVT/YOLOX detector."""
 
+from pathlib import Path
+
 from setuptools import setup
+
+HERE = Path(__file__).resolve().parent
 
 # One installed namespace, the checkout's folders unchanged: each top-level folder is installed as a
 # subpackage of ``evcmae`` (events/ -> evcmae.events, tools/ -> evcmae.tools, ...), so no common
 # name such as ``events`` or ``tools`` is claimed at the top level. evcmae/ holds only the public API.
-FOLDERS = ["events", "events.synth", "pretrain", "finetune", "losses", "backbones", "tools", "conf", "conf.common"]
+TOP_FOLDERS = ["events", "pretrain", "finetune", "losses", "backbones", "tools", "conf"]
+
+
+def _packages_under(top: str) -> list[str]:
+    """Every folder under ``top`` that holds an __init__.py, dotted. Found on disk rather than listed,
+    because a listed one was missed once (pretrain/objectives): an editable install imported it, a
+    built wheel did not."""
+    found = (init.parent.relative_to(HERE) for init in (HERE / top).rglob("__init__.py"))
+    return sorted(".".join(folder.parts) for folder in found if "__pycache__" not in folder.parts)
+
+
+FOLDERS = [name for top in TOP_FOLDERS for name in _packages_under(top)]
 PACKAGES = ["evcmae"] + [f"evcmae.{name}" for name in FOLDERS]
 PACKAGE_DIR = {"evcmae": "evcmae", **{f"evcmae.{name}": name.replace(".", "/") for name in FOLDERS}}
 

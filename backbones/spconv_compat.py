@@ -1,7 +1,7 @@
 """The one place spconv is imported from: ``from backbones.spconv_compat import spconv``.
 
-Importing it fixes three faults of spconv 2.3.x (two on CPU, one under bf16 autocast); applying the fixes
-again is a no-op.
+Importing it fixes four faults of spconv 2.3.x (two on CPU, one under bf16 autocast, one of CUDA builds
+on CPU tensors); applying the fixes again is a no-op.
 
 1. The backward pass asks torch for the current CUDA stream, which raises "Torch not compiled with
    CUDA enabled" on a CPU-only torch. The stream is only a handle that CPU kernels ignore, so
@@ -18,19 +18,35 @@ again is a no-op.
    sparse convs would run in fp16 with no loss scaling. Under bf16 autocast, or given bf16 features,
    sparse convs therefore run in float32 with autocast off; the dense layers stay in bf16. fp16
    autocast (``16-mixed``, with its gradient scaler) keeps spconv's own fp16 path.
+4. A CUDA build of spconv picks its implicit-GEMM algorithm when a conv is built, and that algorithm
+   has no CPU kernels (``AssertionError: implicit gemm only support cuda``), so with a CUDA build any
+   model met CPU tensors only to fail: a CPU reference, a checkpoint evaluated on the CPU. On CPU
+   tensors a conv therefore runs spconv's native algorithm for that call. Both algorithms keep
+   weights in the same layout (spconv's ``ALL_WEIGHT_IS_KRSC``), so the same weights serve both;
+   CUDA tensors keep the algorithm the conv was built with. (Seen on the first GPU run, 2026-12-04.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import spconv.pytorch as spconv
 import torch
+from spconv.constants import ALL_WEIGHT_IS_KRSC
+from spconv.core import ConvAlgo
 from spconv.pytorch import cppcore, ops
 from spconv.pytorch import hash as sp_hash
 from spconv.pytorch.conv import SparseConvolution
 
-__all__ = ["spconv", "patch_bf16_autocast", "patch_cpu_stream", "patch_cpu_threads", "to_sparse_tensor"]
+__all__ = [
+    "spconv",
+    "patch_bf16_autocast",
+    "patch_cpu_stream",
+    "patch_cpu_threads",
+    "patch_native_algo_on_cpu",
+    "to_sparse_tensor",
+]
 
 # Modules that bound ``get_current_stream`` by name at import time: each needs its own rebinding.
 _STREAM_USERS = (cppcore, ops, sp_hash)
@@ -106,6 +122,37 @@ def patch_bf16_autocast() -> None:
         conv.forward = _float32_under_bf16(conv.forward)
 
 
+@contextlib.contextmanager
+def _native_algo(conv: SparseConvolution):
+    built_with = conv.algo
+    conv.algo = ConvAlgo.Native
+    try:
+        yield
+    finally:
+        conv.algo = built_with
+
+
+def _native_algo_on_cpu(forward):
+    @functools.wraps(forward)
+    def wrapper(self, input, *args, **kwargs):
+        if input.features.is_cuda or self.algo == ConvAlgo.Native:
+            return forward(self, input, *args, **kwargs)
+        with _native_algo(self):
+            return forward(self, input, *args, **kwargs)
+
+    wrapper.evcmae_native_algo_on_cpu = True
+    return wrapper
+
+
+def patch_native_algo_on_cpu() -> None:
+    """Sparse convs on CPU tensors use spconv's native algorithm (see the module docstring, fault 4)."""
+    if not ALL_WEIGHT_IS_KRSC:  # another weight layout per algorithm: switching would misread weights
+        return
+    conv = SparseConvolution
+    if not getattr(conv.forward, "evcmae_native_algo_on_cpu", False):
+        conv.forward = _native_algo_on_cpu(conv.forward)
+
+
 def to_sparse_tensor(voxels) -> spconv.SparseConvTensor:
     """A ``VoxelBatch`` (or anything with coords, features, spatial_shape, batch_size) as spconv input.
 
@@ -123,3 +170,4 @@ def to_sparse_tensor(voxels) -> spconv.SparseConvTensor:
 patch_cpu_stream()
 patch_cpu_threads()
 patch_bf16_autocast()
+patch_native_algo_on_cpu()

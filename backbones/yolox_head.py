@@ -176,9 +176,12 @@ def simota_assign(
     ious = pairwise_iou(gt_boxes.float(), pred_boxes[candidates].float())  # (G, K)
     prob = (cls_logits[candidates].float().sigmoid() * obj_logits[candidates, None].float().sigmoid()).sqrt()
     onehot = F.one_hot(gt_classes.long(), cls_logits.shape[1]).float()
-    cls_cost = F.binary_cross_entropy(
-        prob[None].expand(num_gt, -1, -1), onehot[:, None].expand(-1, prob.shape[0], -1), reduction="none"
-    ).sum(-1)
+    # CUDA autocast refuses binary_cross_entropy on probabilities outright (16-mixed fine-tuning
+    # raised here on the first GPU run); the cost is float32 already, so autocast is simply off.
+    with torch.autocast(device.type, enabled=False):
+        cls_cost = F.binary_cross_entropy(
+            prob[None].expand(num_gt, -1, -1), onehot[:, None].expand(-1, prob.shape[0], -1), reduction="none"
+        ).sum(-1)
     cost = cls_cost + iou_weight * -torch.log(ious + 1e-8) + outside_cost * (~in_prior[:, candidates])
 
     num_cand = candidates.numel()

@@ -146,6 +146,33 @@ def test_simota_dynamic_k_and_assignment():
     torch.testing.assert_close(a.matched_iou, torch.tensor([1.0, 0.6]))
 
 
+def test_simota_cost_is_computed_outside_autocast(monkeypatch):
+    """CUDA autocast raises on binary_cross_entropy of probabilities (the first GPU run's 16-mixed
+    fine-tuning did); CPU autocast lets it through, so here it is made to raise the same way. Under
+    autocast the assignment must not call it with autocast on, and must equal the float32 one."""
+    cells, strides = _grid(4, 4, 8)
+    gts = torch.tensor([[12.0, 12, 16, 16], [20.0, 12, 16, 16]])
+    pred = _far_boxes(16)
+    pred[5] = torch.tensor([16.0, 12, 16, 16])
+    pred[6] = torch.tensor([20.0, 13, 16, 16])
+    cls = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    args = (pred, torch.zeros(16), cls, gts, torch.tensor([0, 1]), cells, strides)
+    want = simota_assign(*args)
+    unguarded = torch.nn.functional.binary_cross_entropy
+
+    def refuses_autocast(*a, **k):
+        if torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("binary_cross_entropy is unsafe to autocast")
+        return unguarded(*a, **k)
+
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy", refuses_autocast)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = simota_assign(*args)
+    assert torch.equal(got.fg_mask, want.fg_mask) and want.fg_mask.any()
+    assert torch.equal(got.matched_gt, want.matched_gt)
+    torch.testing.assert_close(got.matched_iou, want.matched_iou)
+
+
 def test_simota_conflict_goes_to_cheapest_gt():
     cells, strides = _grid(4, 4, 8)
     gts = torch.tensor([[12.0, 12, 16, 16], [20.0, 12, 16, 16]])

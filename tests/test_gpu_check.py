@@ -143,6 +143,15 @@ def test_the_gpu_plan_runs_every_benchmark_on_cuda_within_the_budget():
     assert gpu_check.BUDGET_S + 30 <= 600  # the device call's own limit, with room to return the files
 
 
+def test_a_rerun_can_repeat_only_the_named_benchmarks():
+    plan = gpu_check.bench_plan(dry_run=False)
+    assert gpu_check.select_benchmarks(plan, None) == plan == gpu_check.select_benchmarks(plan, "all")
+    chosen = gpu_check.select_benchmarks(plan, "detector_eager, pretrain")
+    assert [name for name, _, _ in chosen] == ["pretrain", "detector_eager"]  # the plan's order
+    with pytest.raises(gpu_check.CheckError, match=r"unknown benchmark\(s\) \['pretrian'\]"):
+        gpu_check.select_benchmarks(plan, "pretrain,pretrian")
+
+
 def test_the_wrapper_script_runs_the_module():
     script = Path(gpu_check.__file__).with_suffix(".sh")
     assert script.is_file() and script.stat().st_mode & 0o111, "tools/gpu_check.sh must be executable"

@@ -1,5 +1,8 @@
 """The sparse backbone on CPU: spconv against dense conv3d, shapes and names, inverse convs."""
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -95,6 +98,35 @@ def test_cpu_patches_are_idempotent():
     wrapped = spconv_compat.ops.indice_conv
     spconv_compat.patch_cpu_threads()
     assert spconv_compat.ops.indice_conv is wrapped and wrapped.evcmae_single_threaded
+
+
+def test_convs_built_for_implicit_gemm_run_natively_on_cpu(voxel_batch):
+    """A CUDA build of spconv builds its convs with the implicit-GEMM algorithm, which has no CPU
+    kernels (compat fault 4). Set on every conv here as that build would, the backbone still runs on
+    CPU tensors, equals the native result and gradients, and keeps the algorithm it was built with."""
+    from spconv.core import ConvAlgo
+    from spconv.pytorch.conv import SparseConvolution
+
+    assert spconv_compat.SparseConvolution.forward.evcmae_native_algo_on_cpu
+    spconv_compat.patch_native_algo_on_cpu()  # a second application is a no-op
+    assert not getattr(spconv_compat.SparseConvolution.forward.__wrapped__, "evcmae_native_algo_on_cpu", False)
+    torch.manual_seed(0)
+    native = SparseVoxelBackbone(blocks=(1, 1, 1, 1)).eval()
+    gemm = copy.deepcopy(native)
+    convs = [m for m in gemm.modules() if isinstance(m, SparseConvolution)]
+    assert len(convs) >= 8
+    for conv in convs:
+        conv.algo = ConvAlgo.MaskImplicitGemm
+    outputs = {}
+    for name, model in (("native", native), ("gemm", gemm)):
+        feats = voxel_batch.features.clone().requires_grad_()
+        out = model(dataclasses.replace(voxel_batch, features=feats))
+        sum(o.features.square().sum() for o in out.values()).backward()
+        outputs[name] = ({k: v.features.detach() for k, v in out.items()}, feats.grad)
+    for key, value in outputs["native"][0].items():
+        torch.testing.assert_close(outputs["gemm"][0][key], value, rtol=0, atol=0)
+    torch.testing.assert_close(outputs["gemm"][1], outputs["native"][1], rtol=0, atol=0)
+    assert {conv.algo for conv in convs} == {ConvAlgo.MaskImplicitGemm}
 
 
 @pytest.fixture(scope="module")

@@ -543,6 +543,19 @@ def bench_plan(dry_run: bool) -> list[tuple[str, list[str], float]]:
     ]
 
 
+def select_benchmarks(plan: list[tuple[str, list[str], float]], names: str | None) -> list:
+    """The plan's benchmarks named in ``names`` (comma-separated; None or "all": every one), in the
+    plan's order. A rerun on a nearly spent device budget repeats only what failed."""
+    if names is None or names == "all":
+        return plan
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    known = [name for name, _, _ in plan]
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise CheckError(f"unknown benchmark(s) {unknown}; this plan has {known}")
+    return [step for step in plan if step[0] in wanted]
+
+
 def run_check(args) -> int:
     _checkout()
     out = Path(args.out)
@@ -590,7 +603,7 @@ def run_check(args) -> int:
 
     work = stash / "bench" if not args.dry_run else out / "bench_work"
     work.mkdir(parents=True, exist_ok=True)
-    for name, bench_args, limit in bench_plan(args.dry_run):
+    for name, bench_args, limit in select_benchmarks(bench_plan(args.dry_run), args.benchmarks):
         code, stdout = run.command(
             f"bench_{name}", [python, "-m", "evcmae.tools.bench", *bench_args, "--json"], limit, env=env, cwd=str(work)
         )
@@ -633,6 +646,7 @@ def main(argv=None) -> int:
     r.add_argument("--budget-s", type=float, default=BUDGET_S, help="time for the whole run")
     r.add_argument("--tests-limit-s", type=float, default=240, help="time for tests/gpu")
     r.add_argument("--target", default=str(STASH / "site"), help="install folder for the wheels and evcmae")
+    r.add_argument("--benchmarks", default=None, help="comma-separated benchmarks to run (default: all)")
     args = parser.parse_args(argv)
     try:
         return {"prepare": cmd_prepare, "plan": cmd_plan, "stash": cmd_stash, "run": run_check}[args.step](args)
