@@ -1,7 +1,7 @@
 """The one place spconv is imported from: ``from backbones.spconv_compat import spconv``.
 
-Importing it fixes four faults of spconv 2.3.x (two on CPU, one under bf16 autocast, one of CUDA builds
-on CPU tensors); applying the fixes again is a no-op.
+Importing it fixes five faults of spconv 2.3.x (two on CPU, one under bf16 autocast, two of CUDA
+builds); applying the fixes again is a no-op.
 
 1. The backward pass asks torch for the current CUDA stream, which raises "Torch not compiled with
    CUDA enabled" on a CPU-only torch. The stream is only a handle that CPU kernels ignore, so
@@ -24,6 +24,13 @@ on CPU tensors); applying the fixes again is a no-op.
    tensors a conv therefore runs spconv's native algorithm for that call. Both algorithms keep
    weights in the same layout (spconv's ``ALL_WEIGHT_IS_KRSC``), so the same weights serve both;
    CUDA tensors keep the algorithm the conv was built with. (Seen on the first GPU run, 2026-12-04.)
+5. On CUDA, a conv in eval mode calls its implicit-GEMM kernel outside autograd: no gradient reaches
+   its weights or its input, with no error (the first GPU run: the input's gradient was None). torch's
+   eval mode only fixes BatchNorm statistics, and spconv's CPU path stays differentiable, so a model
+   trained with its statistics held (a frozen-BatchNorm recipe) would silently not train on the GPU.
+   A conv on CUDA therefore takes spconv's training path whenever autograd needs it: gradients
+   enabled and its input, weight or bias requiring them. Under ``torch.no_grad`` (validation, the
+   teacher, a frozen encoder) the fused inference kernel stays.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ __all__ = [
     "patch_bf16_autocast",
     "patch_cpu_stream",
     "patch_cpu_threads",
+    "patch_differentiable_eval_on_cuda",
     "patch_native_algo_on_cpu",
     "to_sparse_tensor",
 ]
@@ -153,6 +161,30 @@ def patch_native_algo_on_cpu() -> None:
         conv.forward = _native_algo_on_cpu(conv.forward)
 
 
+def needs_training_path(training: bool, features, weight, bias) -> bool:
+    """Whether spconv must run a conv on its autograd path (see the module docstring, fault 5)."""
+    if training or not features.is_cuda or not torch.is_grad_enabled():
+        return training
+    return bool(features.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
+
+
+def _differentiable_eval_on_cuda(conv_forward):
+    @functools.wraps(conv_forward)
+    def wrapper(self, training, input, weight, bias, *args, **kwargs):
+        training = needs_training_path(training, input.features, weight, bias)
+        return conv_forward(self, training, input, weight, bias, *args, **kwargs)
+
+    wrapper.evcmae_differentiable_eval_on_cuda = True
+    return wrapper
+
+
+def patch_differentiable_eval_on_cuda() -> None:
+    """Eval-mode sparse convs on CUDA keep autograd when it is needed (module docstring, fault 5)."""
+    conv = SparseConvolution
+    if not getattr(conv._conv_forward, "evcmae_differentiable_eval_on_cuda", False):
+        conv._conv_forward = _differentiable_eval_on_cuda(conv._conv_forward)
+
+
 def to_sparse_tensor(voxels) -> spconv.SparseConvTensor:
     """A ``VoxelBatch`` (or anything with coords, features, spatial_shape, batch_size) as spconv input.
 
@@ -171,3 +203,4 @@ patch_cpu_stream()
 patch_cpu_threads()
 patch_bf16_autocast()
 patch_native_algo_on_cpu()
+patch_differentiable_eval_on_cuda()

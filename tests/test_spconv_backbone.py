@@ -129,6 +129,34 @@ def test_convs_built_for_implicit_gemm_run_natively_on_cpu(voxel_batch):
     assert {conv.algo for conv in convs} == {ConvAlgo.MaskImplicitGemm}
 
 
+def test_eval_mode_convs_on_cuda_keep_autograd_when_it_is_needed():
+    """spconv runs an eval-mode conv on CUDA outside autograd (compat fault 5). The decision that
+    routes it back onto the training path, with stand-ins for CUDA tensors (this machine has none):
+    only CUDA, only with gradients enabled, only when something upstream or the weights need them."""
+    from types import SimpleNamespace
+
+    from spconv.pytorch.conv import SparseConvolution
+
+    def tensor(cuda: bool, grad: bool):
+        return SimpleNamespace(is_cuda=cuda, requires_grad=grad)
+
+    decide = spconv_compat.needs_training_path
+    frozen = tensor(True, False)
+    assert decide(True, tensor(True, False), frozen, None)  # training mode is never changed
+    assert decide(False, tensor(True, False), tensor(True, True), None)  # trainable weight
+    assert decide(False, tensor(True, True), frozen, None)  # gradient wanted for the input
+    assert decide(False, tensor(True, False), frozen, tensor(True, True))  # trainable bias alone
+    assert not decide(False, tensor(True, False), frozen, None)  # nothing needs a gradient
+    assert not decide(False, tensor(True, False), frozen, frozen)
+    with torch.no_grad():
+        assert not decide(False, tensor(True, True), tensor(True, True), None)  # validation, teacher
+    assert not decide(False, tensor(False, True), tensor(False, True), None)  # CPU: already differentiable
+    assert SparseConvolution._conv_forward.evcmae_differentiable_eval_on_cuda
+    patched = SparseConvolution._conv_forward
+    spconv_compat.patch_differentiable_eval_on_cuda()
+    assert SparseConvolution._conv_forward is patched  # idempotent
+
+
 @pytest.fixture(scope="module")
 def voxel_batch() -> VoxelBatch:
     vox = Voxelizer(width=80, height=44, num_bins=10)
