@@ -103,12 +103,33 @@ def _step(model, make_input, autocast_dtype=None):
 
 # Per device: the grid, batch and precisions a run measures by default. On a GPU a 10x90x160 grid
 # is launch-bound and says nothing; 10x360x640 is the voxel grid of a 640x360 window.
+# ``new_sizes``: also time the sparse step on a fresh voxel set of a slightly different size at every
+# call, as in training, where no two batches hold the same number of voxels. On the first GPU run the
+# pretraining step's backward took 12x its forward while this benchmark's fixed voxel set ran fast;
+# the two columns side by side tell whether spconv pays per new problem size (kernel tuning).
 DEFAULTS = {
-    "cpu": {"grid": (10, 90, 160), "batch_size": 2, "precisions": ("float32",), "threads": 1},
-    "cuda": {"grid": (10, 360, 640), "batch_size": 2, "precisions": ("float32", "float16"), "threads": None},
+    "cpu": {"grid": (10, 90, 160), "batch_size": 2, "precisions": ("float32",), "threads": 1, "new_sizes": False},
+    "cuda": {
+        "grid": (10, 360, 640),
+        "batch_size": 2,
+        "precisions": ("float32", "float16"),
+        "threads": None,
+        "new_sizes": True,
+    },
 }
+NEW_SIZE_STEP = 0.01  # each fresh set holds 1 %, 2 %, ... more voxels than the fixed one
 QUICK = {"grid": (6, 24, 32), "batch_size": 1, "repeats": 2}
 AUTOCAST = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _fresh_inputs(batch_size, grid, occupancy, channels, gen, count, device):
+    """A callable returning, call after call, ``count`` voxel sets of growing size (drawn now)."""
+    sets = []
+    for k in range(1, count + 1):
+        coords, feats = random_voxels(batch_size, grid, occupancy * (1 + NEW_SIZE_STEP * k), channels, gen)
+        sets.append(spconv.SparseConvTensor(feats.to(device), coords.to(device), list(grid), batch_size))
+    remaining = iter(sets)
+    return lambda: next(remaining)
 
 
 def bench_backbone(
@@ -121,12 +142,15 @@ def bench_backbone(
     device: str = "cpu",
     precisions: Sequence[str] | None = None,
     quick: bool = False,
+    new_sizes: bool | None = None,
 ) -> dict:
     """Forward + backward time of ``SparseVoxelBackbone()`` and its dense twin on a
     ``batch_size`` x ``grid`` (T, H, W) input, per occupancy and precision ("float32", or
     "float16"/"bfloat16" under autocast). The dense cost does not depend on occupancy, so it is
     measured once per precision and shared by its rows. ``quick``: a tiny grid, to check the
-    wiring. ``threads`` -1: the device's default (1 on CPU, torch's own on CUDA)."""
+    wiring. ``threads`` -1: the device's default (1 on CPU, torch's own on CUDA). ``new_sizes``
+    (default: on CUDA only) adds ``sparse_new_sizes_ms``: the same step on a new voxel set of a new
+    size at every call, sets drawn before timing."""
     device = check_device(device)
     defaults = {**DEFAULTS[device], **(QUICK if quick else {})}
     grid = tuple(grid or defaults["grid"])
@@ -134,6 +158,7 @@ def bench_backbone(
     repeats = defaults.get("repeats", repeats) if quick else repeats
     precisions = tuple(precisions or defaults["precisions"])
     threads = defaults["threads"] if threads == -1 else threads
+    new_sizes = defaults["new_sizes"] if new_sizes is None else new_sizes
     unknown = set(precisions) - set(AUTOCAST)
     if unknown:
         raise ValueError(f"precisions must be among {sorted(AUTOCAST)}, not {sorted(unknown)}")
@@ -160,16 +185,20 @@ def bench_backbone(
                     return spconv.SparseConvTensor(feats, coords, list(grid), batch_size)
 
                 sparse_ms = median_ms(lambda make=make, dtype=dtype: _step(sparse, make, dtype), repeats, sync=sync)
-                rows.append(
-                    {
-                        "precision": precision,
-                        "occupancy": occ,
-                        "voxels": len(coords),
-                        "sparse_ms": round(sparse_ms, 2),
-                        "dense_ms": round(dense_ms, 2),
-                        "speedup": round(dense_ms / sparse_ms, 2),
-                    }
-                )
+                row = {
+                    "precision": precision,
+                    "occupancy": occ,
+                    "voxels": len(coords),
+                    "sparse_ms": round(sparse_ms, 2),
+                    "dense_ms": round(dense_ms, 2),
+                    "speedup": round(dense_ms / sparse_ms, 2),
+                }
+                if new_sizes:
+                    fresh = _fresh_inputs(batch_size, grid, occ, sparse.in_channels, gen, repeats + 1, device)
+                    new_ms = median_ms(lambda f=fresh, dtype=dtype: _step(sparse, f, dtype), repeats, sync=sync)
+                    row["sparse_new_sizes_ms"] = round(new_ms, 2)
+                    row["new_sizes_slowdown"] = round(new_ms / sparse_ms, 2)
+                rows.append(row)
     finally:
         torch.set_num_threads(old_threads)
     return {

@@ -105,3 +105,25 @@ def test_a_failed_compile_is_a_row_not_a_crash(monkeypatch):
     assert [r["input"] for r in compiled] == ["sparse", "histogram"]
     assert all(r["ms"] is None and r["error"] == "RuntimeError: no compiler here" for r in compiled)
     assert all(r["ms"] > 0 for r in result["rows"] if r["mode"] == "eager")
+
+
+def test_the_new_sizes_column_times_a_fresh_voxel_set_per_call():
+    """``new_sizes``: every timed call meets a new voxel set, each larger than the last (as batches
+    in training differ), so the row can show a cost paid per new problem size."""
+    import torch
+
+    from evcmae.backbones.benchmarks import NEW_SIZE_STEP, _fresh_inputs, bench_backbone
+
+    grid, occupancy = (6, 24, 32), 0.05
+    fresh = _fresh_inputs(1, grid, occupancy, 3, torch.Generator().manual_seed(0), 3, "cpu")
+    counts = [len(fresh().indices) for _ in range(3)]
+    cells = 6 * 24 * 32
+    assert counts == [round(occupancy * (1 + NEW_SIZE_STEP * k) * cells) for k in (1, 2, 3)]
+    assert len(set(counts)) == 3
+    with pytest.raises(StopIteration):  # each set is used once
+        fresh()
+    out = bench_backbone(device="cpu", quick=True, occupancies=(occupancy,), new_sizes=True)
+    (row,) = out["rows"]
+    assert row["sparse_new_sizes_ms"] > 0
+    assert row["new_sizes_slowdown"] == pytest.approx(row["sparse_new_sizes_ms"] / row["sparse_ms"], rel=0.02)
+    assert "sparse_new_sizes_ms" not in bench_backbone(device="cpu", quick=True, occupancies=(occupancy,))["rows"][0]
