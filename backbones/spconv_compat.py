@@ -119,15 +119,23 @@ def _float32_under_bf16(forward):
         with torch.autocast(input.features.device.type, enabled=False):
             return forward(self, input.replace_feature(input.features.float()), *args, **kwargs)
 
-    wrapper.evcmae_float32_under_bf16 = True
     return wrapper
+
+
+def _wrap_conv_method_once(name: str, make_wrapper, marker: str) -> None:
+    """Replace ``SparseConvolution.<name>`` by ``make_wrapper(current)`` and mark it, so that
+    applying a fix again is a no-op. Every sparse conv and inverse conv inherits the method."""
+    current = getattr(SparseConvolution, name)
+    if getattr(current, marker, False):
+        return
+    wrapped = make_wrapper(current)
+    setattr(wrapped, marker, True)
+    setattr(SparseConvolution, name, wrapped)
 
 
 def patch_bf16_autocast() -> None:
     """Sparse convs in float32 under bf16 autocast or on bf16 features (see the module docstring, fault 3)."""
-    conv = SparseConvolution
-    if not getattr(conv.forward, "evcmae_float32_under_bf16", False):
-        conv.forward = _float32_under_bf16(conv.forward)
+    _wrap_conv_method_once("forward", _float32_under_bf16, "evcmae_float32_under_bf16")
 
 
 @contextlib.contextmanager
@@ -148,7 +156,6 @@ def _native_algo_on_cpu(forward):
         with _native_algo(self):
             return forward(self, input, *args, **kwargs)
 
-    wrapper.evcmae_native_algo_on_cpu = True
     return wrapper
 
 
@@ -156,9 +163,7 @@ def patch_native_algo_on_cpu() -> None:
     """Sparse convs on CPU tensors use spconv's native algorithm (see the module docstring, fault 4)."""
     if not ALL_WEIGHT_IS_KRSC:  # another weight layout per algorithm: switching would misread weights
         return
-    conv = SparseConvolution
-    if not getattr(conv.forward, "evcmae_native_algo_on_cpu", False):
-        conv.forward = _native_algo_on_cpu(conv.forward)
+    _wrap_conv_method_once("forward", _native_algo_on_cpu, "evcmae_native_algo_on_cpu")
 
 
 def needs_training_path(training: bool, features, weight, bias) -> bool:
@@ -174,15 +179,12 @@ def _differentiable_eval_on_cuda(conv_forward):
         training = needs_training_path(training, input.features, weight, bias)
         return conv_forward(self, training, input, weight, bias, *args, **kwargs)
 
-    wrapper.evcmae_differentiable_eval_on_cuda = True
     return wrapper
 
 
 def patch_differentiable_eval_on_cuda() -> None:
     """Eval-mode sparse convs on CUDA keep autograd when it is needed (module docstring, fault 5)."""
-    conv = SparseConvolution
-    if not getattr(conv._conv_forward, "evcmae_differentiable_eval_on_cuda", False):
-        conv._conv_forward = _differentiable_eval_on_cuda(conv._conv_forward)
+    _wrap_conv_method_once("_conv_forward", _differentiable_eval_on_cuda, "evcmae_differentiable_eval_on_cuda")
 
 
 def to_sparse_tensor(voxels) -> spconv.SparseConvTensor:
