@@ -152,6 +152,13 @@ def test_a_rerun_can_repeat_only_the_named_benchmarks():
         gpu_check.select_benchmarks(plan, "pretrain,pretrian")
 
 
+def test_a_misspelt_benchmark_stops_the_run_before_anything_is_installed(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert gpu_check.main(["run", "--out", str(out), "--benchmarks", "pretrian"]) == 2
+    assert "unknown benchmark(s) ['pretrian']" in capsys.readouterr().err
+    assert not out.exists()  # no install, no test, no JSON: the device time is not spent
+
+
 def test_the_wrapper_script_runs_the_module():
     script = Path(gpu_check.__file__).with_suffix(".sh")
     assert script.is_file() and script.stat().st_mode & 0o111, "tools/gpu_check.sh must be executable"

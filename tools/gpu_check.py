@@ -558,6 +558,7 @@ def select_benchmarks(plan: list[tuple[str, list[str], float]], names: str | Non
 
 def run_check(args) -> int:
     _checkout()
+    benchmarks = select_benchmarks(bench_plan(args.dry_run), args.benchmarks)  # a bad name fails before the install
     out = Path(args.out)
     folder, stash, target = Path(args.dir), Path(args.stash), Path(args.target)
     run = Run(out, args.budget_s, args.dry_run)
@@ -603,7 +604,7 @@ def run_check(args) -> int:
 
     work = stash / "bench" if not args.dry_run else out / "bench_work"
     work.mkdir(parents=True, exist_ok=True)
-    for name, bench_args, limit in select_benchmarks(bench_plan(args.dry_run), args.benchmarks):
+    for name, bench_args, limit in benchmarks:
         code, stdout = run.command(
             f"bench_{name}", [python, "-m", "evcmae.tools.bench", *bench_args, "--json"], limit, env=env, cwd=str(work)
         )
