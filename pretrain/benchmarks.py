@@ -22,15 +22,15 @@ from pytorch_lightning.profilers import SimpleProfiler
 
 from evcmae.events.benchmarks import check_device, device_info
 
-# The module's spans around the objectives; each configured objective adds its own loss_<name>
-# (a fixed list once left out rvt_stages, the second most costly forward on the GPU).
-MODULE_PARTS_BEFORE = ("masking", "student", "teacher")
-MODULE_PARTS_AFTER = ("grad_norms",)
+# The module's spans before the objectives; each configured objective adds its own loss_<name>
+# (a fixed list once left out rvt_stages, the second most costly forward on the GPU). The per-term
+# gradient norms have no span: they come out of the backward (pretrain/term_gradients.py).
+MODULE_PARTS = ("masking", "student", "teacher")
 
 
 def module_parts(objectives) -> list[str]:
     """The spans the step breakdown reports, for a module with these objective names, in order."""
-    return [*MODULE_PARTS_BEFORE, *(f"loss_{name}" for name in objectives), *MODULE_PARTS_AFTER]
+    return [*MODULE_PARTS, *(f"loss_{name}" for name in objectives)]
 
 
 # Per device: the data and precision a run measures by default. The CPU figure is the tiny preset

@@ -10,13 +10,15 @@ after the deepest scale any objective or the probe reads: a stage nothing trains
 as if it had been pretrained.
 
 **Balancing.** Each term's gradient norm at the backbone, ‖∂Lᵢ/∂(student outputs)‖, is logged as
-``train/grad_norm/<term>``. With ``balance.mode=grad_norm`` (the default) a term's effective
-weight is λᵢ·ḡ/n̄ᵢ, where n̄ᵢ is the running mean of its norm and ḡ the mean of the n̄ over the
-terms: every term then sends the backbone a gradient of about λᵢ·ḡ, so the λ set the mix and no
-term drowns the others by its scale alone. ``balance.mode=none`` uses the λ as they are. An
-objective with ``balanced = False`` keeps its λ either way and is left out of ḡ: one whose loss
-mostly trains its own large network (the RVT stages) would otherwise have that network's gradients
-scaled by however little of its gradient reaches the backbone.
+``train/grad_norm/<term>``; it is read off the step's own backward (``term_gradients.py``), so it
+costs no extra pass. With ``balance.mode=grad_norm`` (the default) a term's effective weight is
+λᵢ·ḡ/n̄ᵢ, where n̄ᵢ is the running mean of its norm up to the previous step (the first step uses
+the λ as they are) and ḡ the mean of the n̄ over the terms: every term then sends the backbone a
+gradient of about λᵢ·ḡ, so the λ set the mix and no term drowns the others by its scale alone.
+``balance.mode=none`` uses the λ as they are. An objective with ``balanced = False`` keeps its λ
+either way and is left out of ḡ: one whose loss mostly trains its own large network (the RVT
+stages) would otherwise have that network's gradients scaled by however little of its gradient
+reaches the backbone.
 
 The EMA update runs right after each real optimizer step (``optimizer_step``), not in
 ``on_train_batch_end``: Lightning calls callbacks' ``on_train_batch_end`` (ModelCheckpoint's
@@ -30,6 +32,7 @@ masks as one that was never interrupted, and ranks draw different ones.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from typing import Mapping
@@ -48,6 +51,7 @@ from evcmae.pretrain.checkpointing import rebuild_schedules_on_resume
 from evcmae.pretrain.ema import ema_momentum, ema_update, horizon_base, initial_share, make_teacher
 from evcmae.pretrain.objectives.base import Objective, StepContext
 from evcmae.pretrain.probe import knn_scores, precise_bn, roi_grid_pool
+from evcmae.pretrain.term_gradients import TermGradients
 from evcmae.pretrain.watch import profiler_span
 
 TERMS = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")  # the standard objectives
@@ -163,6 +167,8 @@ class PretrainModule(pl.LightningModule):
         # The initial weights, kept to report how far pretraining moved each stage (backbone.json).
         self.initial_backbone = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
         self.register_buffer("grad_norm_mean", torch.zeros(len(built)))
+        self.term_gradients = TermGradients(built)
+        self._step_batch_size = 1
         self.nonfinite_total, self._nonfinite_streak = 0, 0
         self.empty_batches_total, self.empty_windows_total = 0, 0
         self._has_gradients = False
@@ -207,9 +213,6 @@ class PretrainModule(pl.LightningModule):
         full = batch.anchor
         with self._section("student"):
             student = self.backbone(visible_part(full, visible), until=self.until)
-        # Each output reaches the objectives through its own view ("tap"): a term's gradient at the
-        # taps is where it enters the backbone, measured without running the backbone's backward.
-        student = {name: out.replace_feature(out.features.view_as(out.features)) for name, out in student.items()}
         return StepContext(
             full=full,
             visible=visible,
@@ -227,31 +230,24 @@ class PretrainModule(pl.LightningModule):
 
     def _terms(self, ctx: StepContext) -> tuple[dict, dict]:
         terms, logs = {}, {}
+        self.term_gradients.reset()
         if any(o.needs_teacher for o in self.objectives.values()):
             ctx.teacher()  # in its own "teacher" span, not inside the first objective's
         if any(o.needs_neighbour for o in self.objectives.values()):
             ctx.teacher_neighbour()
         for name, objective in self.objectives.items():
+            # Each objective reads the student's outputs through its own taps: the backward then
+            # tells each term's gradient at the backbone apart (term_gradients.py).
+            taps = {
+                scale: out.replace_feature(self.term_gradients.tap(name, out.features))
+                for scale, out in ctx.student.items()
+            }
             with self._section(f"loss_{name}"):
-                out = objective(ctx)
+                out = objective(dataclasses.replace(ctx, student=taps))
+            self.term_gradients.watch(name, out.loss)
             terms[name] = out.loss
             logs.update({f"{name}/{k}": v for k, v in out.logs.items()})
         return terms, logs
-
-    def _grad_norms(self, ctx: StepContext, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """‖∂Lᵢ/∂(student outputs)‖ per term, at the outputs' taps (see ``_context``): where each
-        term's gradient enters the backbone, and no backward through the backbone itself."""
-        outputs = [t.features for t in ctx.student.values() if t.features.requires_grad]
-        norms = []
-        for name in self.objectives:
-            loss = terms[name]
-            if not loss.requires_grad:
-                norms.append(torch.zeros((), device=self.device))
-                continue
-            grads = torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
-            sq = [g.float().pow(2).sum() for g in grads if g is not None]
-            norms.append(torch.stack(sq).sum().sqrt() if sq else torch.zeros((), device=self.device))
-        return torch.stack(norms).detach()
 
     def effective_weights(self) -> dict[str, float]:
         """λᵢ, rescaled by the running gradient norms when balancing (see the module docstring)."""
@@ -272,12 +268,6 @@ class PretrainModule(pl.LightningModule):
         ctx = self._context(batch, gen, visible)
         terms, logs = self._terms(ctx)
         problem = None
-        with self._section("grad_norms"):
-            norms = self._grad_norms(ctx, terms)
-        if bool(torch.isfinite(norms).all()):
-            m = float(self.balance_cfg["momentum"])
-            first = self.grad_norm_mean == 0
-            self.grad_norm_mean.copy_(torch.where(first, norms, m * self.grad_norm_mean + (1 - m) * norms))
         weights = self.effective_weights()
         total, logged = None, None
         try:
@@ -293,7 +283,7 @@ class PretrainModule(pl.LightningModule):
         B = batch.batch_size
         self.log("train/total", logged.pop("total"), batch_size=B, prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, batch_size=B)
-        self.log_dict({f"train/grad_norm/{n}": norms[i] for i, n in enumerate(self.objectives)}, batch_size=B)
+        self._step_batch_size = B
         self.log_dict({f"train/weight/{n}": w for n, w in weights.items()}, batch_size=B)
         self.log_dict({f"train/{k}": float(v) for k, v in logs.items()}, batch_size=B)
         self.log("train/visible_fraction", ctx.visible.float().mean(), batch_size=B)
@@ -343,8 +333,21 @@ class PretrainModule(pl.LightningModule):
         """Objectives' after-backward work (the frame queue gathers every rank's keys and enqueues
         them). Skipped steps have no backward, so their keys are never enqueued."""
         self._has_gradients = True
+        self._update_grad_norms()
         for objective in self.objectives.values():
             objective.after_backward()
+
+    def _update_grad_norms(self) -> None:
+        """Logs this backward's per-term gradient norms and moves their running means (a
+        non-finite norm, as on an AMP overflow step, leaves the means as they were)."""
+        norms = self.term_gradients.norms(self.device)
+        self.term_gradients.reset()
+        if bool(torch.isfinite(norms).all()):
+            m = float(self.balance_cfg["momentum"])
+            first = self.grad_norm_mean == 0
+            self.grad_norm_mean.copy_(torch.where(first, norms, m * self.grad_norm_mean + (1 - m) * norms))
+        names = self.term_gradients.names
+        self.log_dict({f"train/grad_norm/{n}": norms[i] for i, n in enumerate(names)}, batch_size=self._step_batch_size)
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """The EMA update follows the optimizer step directly: Lightning calls this once per real

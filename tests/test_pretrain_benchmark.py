@@ -10,7 +10,6 @@ def test_the_breakdown_names_a_span_for_every_objective():
         "teacher",
         "loss_occupancy",
         "loss_extra_term",
-        "grad_norms",
     ]
 
 

@@ -15,6 +15,7 @@ from evcmae.backbones.sparse_resnet import SparseVoxelBackbone
 from evcmae.pretrain.ema import ema_momentum, horizon_base, initial_share
 from evcmae.pretrain.export import load_backbone
 from evcmae.pretrain.module import NonFiniteTrainingError
+from evcmae.pretrain.term_gradients import TermGradients
 from evcmae.tools import pretrain as pretrain_tool
 
 TERMS = ("occupancy", "reconstruction", "voxel_nce", "frame_contrastive")
@@ -299,3 +300,76 @@ def test_ema_once_per_optimizer_step_under_accumulation(tiny, tmp_path, monkeypa
     assert CountBatches.batches == 4 and trainer.global_step == 2
     base = horizon_base(2)
     assert updates == [ema_momentum(1, 2, base), ema_momentum(2, 2, base)]
+
+
+class _RecordingTermGradients(TermGradients):
+    """The module's meter, also keeping each step's taps and losses so that a callback can compute
+    the reference, ``torch.autograd.grad`` of each term alone, just before the real backward."""
+
+    def reset(self):
+        super().reset()
+        self.kept_taps, self.kept_losses = {n: [] for n in self.names}, {}
+
+    def tap(self, name, tensor):
+        view = super().tap(name, tensor)
+        if view.requires_grad:
+            self.kept_taps[name].append(view)
+        return view
+
+    def watch(self, name, loss):
+        super().watch(name, loss)
+        self.kept_losses[name] = loss
+
+    def reference(self) -> list[float]:
+        saved_squares = {n: list(v) for n, v in self._squares.items()}
+        saved_seeds = dict(self._seeds)
+        row = []
+        for name in self.names:
+            loss, taps = self.kept_losses[name], self.kept_taps[name]
+            if not loss.requires_grad or not taps:
+                row.append(0.0)
+                continue
+            grads = torch.autograd.grad(loss, taps, retain_graph=True, allow_unused=True)
+            row.append(math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads if g is not None)))
+        for name, squares in self._squares.items():  # autograd.grad fired the hooks: undo that
+            squares[:] = saved_squares[name]
+        self._seeds.clear()
+        self._seeds.update(saved_seeds)
+        return row
+
+    def norms(self, device=None):
+        out = super().norms(device)
+        self.measured.append(out.tolist())
+        return out
+
+
+def test_logged_grad_norms_equal_each_term_alone_under_accumulation(tiny, tmp_path, monkeypatch):
+    """The norms read off the step's backward equal autograd.grad of each term alone, though the
+    loss reaching backward is scaled by accumulation's 1/2 and each term by its balanced weight."""
+    import evcmae.pretrain.module as module_mod
+
+    monkeypatch.setattr(module_mod, "TermGradients", _RecordingTermGradients)
+
+    class Reference(pl.Callback):
+        rows: list = []
+
+        def on_before_backward(self, trainer, module, loss):
+            self.rows.append(module.term_gradients.reference())
+
+    reference = Reference()
+    cfg = make_cfg(tiny, tmp_path, "trainer.max_steps=2", "trainer.accumulate_grad_batches=2")
+    datamodule, module, trainer = TOOL.build(cfg, [reference])
+    module.term_gradients.measured = []
+    trainer.fit(module, datamodule=datamodule)
+    measured = module.term_gradients.measured
+    assert len(reference.rows) == len(measured) == 4  # one backward per micro-batch
+    for ref, got in zip(reference.rows, measured):
+        assert got == pytest.approx(ref, rel=1e-4)
+    # Frame contrastive's first batch has an empty queue (loss without gradient); by the last every
+    # term reaches the backbone's outputs.
+    assert all(v > 0 for v in measured[-1])
+    with open(tmp_path / "csv" / "version_0" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for i, name in enumerate(module.term_gradients.names):
+        logged = [float(r[f"train/grad_norm/{name}"]) for r in rows if r.get(f"train/grad_norm/{name}")]
+        assert logged and logged[-1] == pytest.approx(measured[-1][i], rel=1e-6)
