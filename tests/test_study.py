@@ -54,11 +54,29 @@ def test_plan_has_every_condition_seed_and_fraction():
     # the probe runs on the full teacher and waits for its supervised reference
     probe = [j for j in jobs if j.kind == "probe"]
     assert len(probe) == 1 and probe[0].needs == "pretrain-full"
-    assert probe[0].after == ("finetune-scratch-labels1-seed0",)
+    variants = [f"pretrain-{c}" for c in cfg.ablation.conditions]
+    assert probe[0].after == ("finetune-scratch-labels1-seed0", *variants)
+    # ... and pairs every ablation variant with the full teacher on the same boxes
+    compare = probe[0].overrides[probe[0].overrides.index("--compare") + 1 :]
+    assert compare == [str(j.dir) for j in pretrain[1:]]
     frozen = [j for j in finetune if j.protocol == "frozen"]
     assert all("model.encoder_mode=freeze" in j.overrides for j in frozen)
     assert all((j.needs is None) == (j.condition == "untrained") for j in frozen)
     assert len({j.dir for j in jobs}) == len(jobs)
+
+
+def test_ablation_at_the_probe_alone():
+    """ablation.seeds=[]: the variants are pretrained and probed, none is fine-tuned; without
+    ablation conditions the probe compares nothing."""
+    cfg = study_config("label_fractions=[]", "frozen.seeds=[]", "ablation.seeds=[]", "ablation.conditions=[no_occupancy]")
+    jobs = study.plan(cfg)
+    assert [j.name for j in jobs] == ["pretrain-full", "pretrain-no_occupancy", "probe"]
+    probe = jobs[-1]
+    assert probe.overrides[-2:] == ["--compare", str(jobs[1].dir)]
+    assert probe.dependencies == ("pretrain-full", "pretrain-no_occupancy")
+    alone = study.plan(study_config("label_fractions=[]", "frozen.seeds=[]", "ablation.conditions=[]"))
+    assert [j.name for j in alone] == ["pretrain-full", "probe"]
+    assert "--compare" not in alone[-1].overrides and alone[-1].dependencies == ("pretrain-full",)
 
 
 def test_pretrained_and_scratch_runs_differ_only_in_the_starting_weights():

@@ -12,7 +12,9 @@
    and hyper-parameters: scratch and full pretraining at every ``label_fractions`` entry, the
    ablations at ``ablation.label_fraction``, each for every seed; the checkpoint is chosen on the
    val split (best val/AP), then
-3. evaluated once on the test split; ``out`` gets the table, plots, summary.json, every run's
+3. evaluated once on the test split; and the representation probe on the full teacher, with its
+   references and each ablation variant paired with it on the same boxes (``ablation.seeds=[]``
+   runs the ablation at the probe alone, without fine-tuning); ``out`` gets the table, plots, summary.json, every run's
    composed config (configs/) and the exact commands (commands.sh).
 
 Every run is a separate process (``jobs`` at once) in its own folder under ``work_dir``; a run
@@ -332,7 +334,9 @@ def seeds_for(cfg: DictConfig, fraction: float) -> list[int]:
 
 def probe_job(cfg: DictConfig, work: Path, data_dir: Path, jobs: list[Job]) -> Job:
     """The representation probe on the full pretrained teacher, with the untrained and raw-feature
-    references and, as the ceiling, the encoder of scratch fine-tuned on 100 % labels (seed 0)."""
+    references, as the ceiling the encoder of scratch fine-tuned on 100 % labels (seed 0), and the
+    ablation's pretraining variants, each paired with the full teacher on the same boxes: the
+    ablation at the probe costs their pretraining only, and needs no fine-tuning seed."""
     run_dir = work / "probe"
     supervised = next(
         (j for j in jobs if j.condition == "scratch" and j.label_fraction == 1.0 and j.protocol == "finetune"), None
@@ -345,12 +349,23 @@ def probe_job(cfg: DictConfig, work: Path, data_dir: Path, jobs: list[Job]) -> J
         "--references",
         f"--json={run_dir / 'probe.json'}",
     ]
-    after = ()
+    after = []
     if supervised is not None:
         args.append(f"--supervised={supervised.dir / 'checkpoints' / 'best-step=*.ckpt'}")  # the val-chosen one
-        after = (supervised.name,)
+        after.append(supervised.name)
+    variants = [v for v in pretrain_variants(cfg) if v != "full"]
+    if variants:
+        args += ["--compare", *(str(pretrain_dir(cfg) / v) for v in variants)]
+        after += [f"pretrain-{v}" for v in variants]
     return Job(
-        "probe", "probe", run_dir, args, condition="pretrained", needs="pretrain-full", protocol="probe", after=after
+        "probe",
+        "probe",
+        run_dir,
+        args,
+        condition="pretrained",
+        needs="pretrain-full",
+        protocol="probe",
+        after=tuple(after),
     )
 
 
