@@ -27,7 +27,7 @@ class StepContext:
 
     full: VoxelBatch  # the whole anchor window, as the teacher sees it
     visible: torch.Tensor  # (N,) bool over full.coords: what the student was given
-    student: Mapping  # backbone outputs on the visible voxels, by scale
+    student: Mapping  # backbone outputs on the visible voxels, by scale (each objective gets its own views)
     backbone: nn.Module  # the student backbone (strides, output shapes)
     teacher_backbone: nn.Module
     generator: torch.Generator
