@@ -68,7 +68,9 @@ def test_plan_has_every_condition_seed_and_fraction():
 def test_ablation_at_the_probe_alone():
     """ablation.seeds=[]: the variants are pretrained and probed, none is fine-tuned; without
     ablation conditions the probe compares nothing."""
-    cfg = study_config("label_fractions=[]", "frozen.seeds=[]", "ablation.seeds=[]", "ablation.conditions=[no_occupancy]")
+    cfg = study_config(
+        "label_fractions=[]", "frozen.seeds=[]", "ablation.seeds=[]", "ablation.conditions=[no_occupancy]"
+    )
     jobs = study.plan(cfg)
     assert [j.name for j in jobs] == ["pretrain-full", "pretrain-no_occupancy", "probe"]
     probe = jobs[-1]
@@ -385,7 +387,10 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
         ("frozen", "pretrained", 1.0, 0),
     }
     probe = json.loads((tmp_path / "results" / "probe.json").read_text())
-    assert [r["encoder"] for r in probe] == ["pretrained", "untrained", "raw_features", "supervised"]
+    # the references, then the ablation variant, each paired with the full teacher on the same boxes
+    assert [r["encoder"] for r in probe] == ["pretrained", "untrained", "raw_features", "supervised", "occupancy_only"]
+    assert probe[0]["pretrained_minus_this"] is None and all(r["pretrained_minus_this"] for r in probe[1:])
+    assert len({r["boxes"] for r in probe}) == 1
     assert all(0 <= r["balanced_accuracy"] <= 1 for r in probe)
     assert all(r["tracks_per_class"] and min(r["tracks_per_class"].values()) >= 1 for r in probe)
     for row in rows:
@@ -394,6 +399,7 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     report = (tmp_path / "results" / "README.md").read_text()
     assert "| finetune | occupancy_only | 100 % |" in report and "## Pretraining runs" in report
     assert "| frozen | pretrained | 100 % |" in report and "## Representation probe" in report
+    assert "| occupancy_only | " in report.split("## Representation probe")[1]
     assert "Tracks per class (class index: tracks voted on): " in report
     assert "- evaluation protocol: rvt\n" in report  # every run's data.eval.protocol, the default
     assert "- seeds: finetune 100 %: [0]; frozen 100 %: [0]\n" in report  # as run
