@@ -249,6 +249,15 @@ def test_write_report_without_curves(tmp_path):
     assert "finetune_curves" not in paths["table"].read_text()
 
 
+def test_a_report_without_fine_tuning_runs_has_no_ap_table_or_plot(tmp_path):
+    """A study of pretraining and the probe alone (the ablation at the probe) reports those."""
+    paths = write_report([], tmp_path / "r", notes="## Representation probe\n")
+    text = paths["table"].read_text()
+    assert paths["plot"] is None and not (tmp_path / "r" / "ap_vs_label_fraction.png").exists()
+    assert "| protocol | condition |" not in text and "No fine-tuning runs" in text
+    assert "## Representation probe" in text and json.loads(paths["summary"].read_text()) == []
+
+
 def test_hand_notes_survive_a_rewritten_report(tmp_path):
     out = tmp_path / "r"
     first = write_report([run("scratch", 0.1, 0, 0.2)], out)["table"].read_text()

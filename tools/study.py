@@ -498,6 +498,8 @@ def pretraining_notes(jobs: list[Job]) -> str:
 def runs_table(finetunes: list[Job]) -> str:
     """Each fine-tuned run: the checkpoint val chose, its val AP and its test AP, so a report
     shows where val and test disagree."""
+    if not finetunes:
+        return ""
     rows = []
     for job in finetunes:
         tested = job.dir / "eval_test" / "checkpoint.txt"  # the file the test evaluation read
@@ -635,7 +637,7 @@ def write_results(
         "label fraction mode": cfg.get("label_fraction_mode", "recordings"),
         "fine-tuning recipe": " ".join(cfg.get("recipe", [])) or "defaults",
         "checkpoint selection": f"best val/AP, validated every {cfg.val_every} steps",
-        "evaluation protocol": _eval_protocol(finetunes),
+        "evaluation protocol": _eval_protocol(finetunes) or "– (no fine-tuning runs)",
         "wall time (all invocations, min)": round(wall_s / 60, 1),
         "run time (sum over runs, min)": round(sum(j.seconds for j in jobs) / 60, 1),
         "jobs at once": cfg.jobs,

@@ -401,8 +401,10 @@ def write_report(
     summary, groups_path = out / "summary.json", out / "groups.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     groups_path.write_text(json.dumps(groups, indent=2) + "\n", encoding="utf-8")
-    plot = out / "ap_vs_label_fraction.png"
-    plot_ap_vs_fraction(groups, plot)
+    plot = None
+    if groups:  # a study of pretraining and the probe alone has no AP to plot
+        plot = out / "ap_vs_label_fraction.png"
+        plot_ap_vs_fraction(groups, plot)
     curves_path = None
     if curves:
         curves_path = out / "finetune_curves.png"
@@ -411,8 +413,11 @@ def write_report(
     parts = ["# evcmae label-efficiency study\n"]
     if meta:
         parts.append("".join(f"- {key}: {value}\n" for key, value in meta.items()))
-    parts.append(markdown_table(groups))
-    parts.append(f"![AP vs label fraction]({plot.name})\n")
+    if plot is not None:
+        parts.append(markdown_table(groups))
+        parts.append(f"![AP vs label fraction]({plot.name})\n")
+    else:
+        parts.append("No fine-tuning runs: the pretraining runs and the probe below are this study's results.\n")
     if curves_path is not None:
         parts.append(f"![fine-tuning curves]({curves_path.name})\n")
     if notes:
