@@ -763,7 +763,8 @@ def run(cfg: DictConfig, argv: list[str] = ()) -> dict:
     failed = run_jobs(jobs, int(cfg.jobs), cfg.get("ignore_settings") or ())
     wall_s = _add_wall_time(cfg, time.perf_counter() - start)
     report = write_results(cfg, jobs, failed, wall_s, list(argv), dataset)
-    print(markdown_table(report["groups"]))
+    if report["groups"]:
+        print(markdown_table(report["groups"]))
     print(f"evcmae-study: results in {Path(cfg.out).absolute()} ({(time.perf_counter() - start) / 60:.1f} min)")
     if failed:
         print(f"evcmae-study: {len(failed)} runs failed: {', '.join(failed)}")
