@@ -14,8 +14,8 @@
    val split (best val/AP), then
 3. evaluated once on the test split; and the representation probe on the full teacher, with its
    references and each ablation variant paired with it on the same boxes (``ablation.seeds=[]``
-   runs the ablation at the probe alone, without fine-tuning); ``out`` gets the table, plots, summary.json, every run's
-   composed config (configs/) and the exact commands (commands.sh).
+   runs the ablation at the probe alone, without fine-tuning). ``out`` gets the table, plots,
+   summary.json, every run's composed config (configs/) and the exact commands (commands.sh).
 
 Every run is a separate process (``jobs`` at once) in its own folder under ``work_dir``; a run
 whose result exists is not run again, so an interrupted study continues where it stopped. A folder
