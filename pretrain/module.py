@@ -168,7 +168,6 @@ class PretrainModule(pl.LightningModule):
         self.initial_backbone = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
         self.register_buffer("grad_norm_mean", torch.zeros(len(built)))
         self.term_gradients = TermGradients(built)
-        self._step_batch_size = 1
         self.nonfinite_total, self._nonfinite_streak = 0, 0
         self.empty_batches_total, self.empty_windows_total = 0, 0
         self._has_gradients = False
@@ -283,7 +282,6 @@ class PretrainModule(pl.LightningModule):
         B = batch.batch_size
         self.log("train/total", logged.pop("total"), batch_size=B, prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, batch_size=B)
-        self._step_batch_size = B
         self.log_dict({f"train/weight/{n}": w for n, w in weights.items()}, batch_size=B)
         self.log_dict({f"train/{k}": float(v) for k, v in logs.items()}, batch_size=B)
         self.log("train/visible_fraction", ctx.visible.float().mean(), batch_size=B)
@@ -346,8 +344,8 @@ class PretrainModule(pl.LightningModule):
             m = float(self.balance_cfg["momentum"])
             first = self.grad_norm_mean == 0
             self.grad_norm_mean.copy_(torch.where(first, norms, m * self.grad_norm_mean + (1 - m) * norms))
-        names = self.term_gradients.names
-        self.log_dict({f"train/grad_norm/{n}": norms[i] for i, n in enumerate(names)}, batch_size=self._step_batch_size)
+        # Logged per step only (the hook's default), so no batch size is needed to weight an epoch mean.
+        self.log_dict({f"train/grad_norm/{n}": norms[i] for i, n in enumerate(self.term_gradients.names)})
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """The EMA update follows the optimizer step directly: Lightning calls this once per real
