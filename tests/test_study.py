@@ -358,7 +358,7 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     data.mkdir()
     (data / "tiny").symlink_to(synth_tiny, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
-    cfg = study_config(
+    settings = (
         "preset=tiny",
         "pretrain_overrides=['data=tiny']",
         "finetune_overrides=['data=tiny']",
@@ -376,6 +376,7 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
         "work_dir=work",
         f"data_dir={data}",
     )
+    cfg = study_config(*settings)
     result = study.run(cfg, ["preset=tiny"])
     assert result["failed"] == {}
     rows = json.loads((tmp_path / "results" / "summary.json").read_text())
@@ -440,6 +441,15 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     again = study.run(cfg, ["preset=tiny"])
     assert again["failed"] == {}
     assert json.loads((tmp_path / "results" / "summary.json").read_text()) == rows
+
+    # The same folder reused by a study of pretraining alone: nothing of the first report stays
+    # beside it that this one did not make.
+    bare = study_config(*settings, "label_fractions=[]", "frozen.seeds=[]", "ablation.conditions=[]", "probe=null")
+    assert study.run(bare, ["preset=tiny"])["failed"] == {}
+    assert json.loads((tmp_path / "results" / "summary.json").read_text()) == []
+    for name in ("ap_vs_label_fraction.png", "finetune_curves.png", "probe.json", "eval_protocols.json"):
+        assert not (tmp_path / "results" / name).exists(), name
+    assert "No fine-tuning runs" in (tmp_path / "results" / "README.md").read_text()
 
 
 def test_refresh_notes_runs_nothing_and_rewrites_only_the_notes(tmp_path):

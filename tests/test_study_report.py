@@ -258,6 +258,18 @@ def test_a_report_without_fine_tuning_runs_has_no_ap_table_or_plot(tmp_path):
     assert "## Representation probe" in text and json.loads(paths["summary"].read_text()) == []
 
 
+def test_a_rewritten_report_keeps_no_figure_of_an_earlier_invocation(tmp_path):
+    """The report folder holds one invocation's report: figures it no longer draws are removed."""
+    out = tmp_path / "r"
+    log = write_csv(tmp_path / "metrics.csv", "epoch,step,train/loss,val/AP\n0,9,2.5,\n0,9,,0.1\n")
+    curves = [{"condition": "scratch", "label_fraction": 0.1, "seed": 0, "csv": log}]
+    first = write_report([run("scratch", 0.1, 0, 0.2)], out, curves=curves)
+    assert first["plot"].is_file() and first["curves"].is_file()
+    again = write_report([], out)
+    assert again["plot"] is None and again["curves"] is None
+    assert not (out / "ap_vs_label_fraction.png").exists() and not (out / "finetune_curves.png").exists()
+
+
 def test_hand_notes_survive_a_rewritten_report(tmp_path):
     out = tmp_path / "r"
     first = write_report([run("scratch", 0.1, 0, 0.2)], out)["table"].read_text()

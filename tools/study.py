@@ -610,6 +610,8 @@ def write_results(
         )
         probe_rows = [{k: r.get(k) for k in keep} for r in probe_rows]
         (out / "probe.json").write_text(json.dumps(probe_rows, indent=2) + "\n")
+    else:  # an earlier invocation's probe is not this report's (the figures go the same way)
+        (out / "probe.json").unlink(missing_ok=True)
     logs = {j.name: latest_csv(j.dir) for j in finetunes}
     curves = [
         {"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed, "csv": logs[j.name]}
@@ -656,6 +658,7 @@ def rescored_results(out: Path, runs: list[dict], finetunes: list[Job], protocol
     summary rows with an ``eval_protocol`` key) and one table per further protocol, as Markdown."""
     names = sorted({p for j in finetunes for p in j.rescored})
     if not names:
+        (out / "eval_protocols.json").unlink(missing_ok=True)
         return ""
     rows = [{**r, "eval_protocol": protocol} for r in summary_rows(runs)]
     text = ""

@@ -401,14 +401,10 @@ def write_report(
     summary, groups_path = out / "summary.json", out / "groups.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     groups_path.write_text(json.dumps(groups, indent=2) + "\n", encoding="utf-8")
-    plot = None
-    if groups:  # a study of pretraining and the probe alone has no AP to plot
-        plot = out / "ap_vs_label_fraction.png"
-        plot_ap_vs_fraction(groups, plot)
-    curves_path = None
-    if curves:
-        curves_path = out / "finetune_curves.png"
-        plot_curves(curves, curves_path)
+    # The folder is the report of this invocation alone: a figure it does not draw is removed, so a
+    # figure from an earlier invocation with other runs never sits beside tables that disagree.
+    plot = _figure(out / "ap_vs_label_fraction.png", plot_ap_vs_fraction, groups)
+    curves_path = _figure(out / "finetune_curves.png", plot_curves, curves)
 
     parts = ["# evcmae label-efficiency study\n"]
     if meta:
@@ -426,6 +422,16 @@ def write_report(
     table = out / REPORT_FILE
     table.write_text("\n".join(parts) + _hand_notes_section(out), encoding="utf-8")
     return {"summary": summary, "table": table, "plot": plot, "curves": curves_path, "groups": groups}
+
+
+def _figure(path: Path, draw, data) -> Path | None:
+    """``draw(data, path)`` and return ``path``; without data (a study of pretraining and the probe
+    alone has no AP to plot) remove the file instead and return None."""
+    if not data:
+        path.unlink(missing_ok=True)
+        return None
+    draw(data, path)
+    return path
 
 
 NOTES_HEADING = f"## Notes (written by hand, in {HAND_NOTES})\n"
