@@ -450,6 +450,10 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     for name in ("ap_vs_label_fraction.png", "finetune_curves.png", "probe.json", "eval_protocols.json"):
         assert not (tmp_path / "results" / name).exists(), name
     assert "No fine-tuning runs" in (tmp_path / "results" / "README.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "results" / "configs").iterdir()) == [
+        "pretrain-full.yaml",
+        "study.yaml",
+    ]
 
 
 def test_refresh_notes_runs_nothing_and_rewrites_only_the_notes(tmp_path):

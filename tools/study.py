@@ -571,10 +571,15 @@ def write_results(
     configs = out / "configs"
     configs.mkdir(parents=True, exist_ok=True)
     (configs / "study.yaml").write_text(OmegaConf.to_yaml(cfg))
+    copied = {"study.yaml"}
     for job in jobs:
         src = job.dir / ".hydra" / "config.yaml"
         if src.is_file():
             shutil.copyfile(src, configs / f"{job.name}.yaml")
+            copied.add(f"{job.name}.yaml")
+    for stale in configs.glob("*.yaml"):  # runs of an earlier invocation that this one does not report
+        if stale.name not in copied:
+            stale.unlink()
     lines = [
         "# The runs evcmae-study made, in order (run from the directory it ran in)",
         "# " + " ".join(["evcmae-study", *map(shlex.quote, argv)]),
