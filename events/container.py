@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .columns import integer_values, polarity
+
 DTYPES = {"x": np.uint16, "y": np.uint16, "t": np.int64, "p": np.uint8}
 
 
@@ -21,14 +23,12 @@ def _as_column(name: str, values, source) -> np.ndarray:
     dtype = DTYPES[name]
     if a.dtype == dtype:
         return np.ascontiguousarray(a)
-    from . import validation  # imports this module
-
     if name == "p":
-        return np.ascontiguousarray(validation.polarity(a, source))
+        return np.ascontiguousarray(polarity(a, source))
     if name == "t":
-        return np.ascontiguousarray(validation.integer_values(a, "t", source))
+        return np.ascontiguousarray(integer_values(a, "t", source))
     if a.dtype.kind == "f":
-        a = validation.integer_values(a, name, source)
+        a = integer_values(a, name, source)
     if a.size and a.dtype.kind in "iu" and (int(a.min()) < 0 or int(a.max()) > 65535):
         a = np.where((a < 0) | (a > 65535), 65535, a)
     return np.ascontiguousarray(a, dtype=dtype)
@@ -127,18 +127,3 @@ class Events:
             "dropped_out_of_range": self.dropped_out_of_range,
             "dropped_no_time": self.dropped_no_time,
         }
-
-
-def normalize_polarity(p: np.ndarray, path=None) -> np.ndarray:
-    """Polarity given as 0/1, -1/1 or booleans as uint8 0/1; anything else is refused
-    (``events.validation.polarity``)."""
-    from .validation import polarity
-
-    return polarity(p, path)
-
-
-def check_events(events: Events, path=None, on_unsorted: str = "error") -> Events:
-    """Sensor range and time order, as every reader enforces them (``events.validation.check_stream``)."""
-    from .validation import check_stream
-
-    return check_stream(events, path, on_unsorted)

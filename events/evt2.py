@@ -42,7 +42,7 @@ def check_word_types(types: np.ndarray, known, path, fmt: str) -> None:
 def unwrap_counter(values: np.ndarray, bits: int) -> np.ndarray:
     """Extend a ``bits``-wide counter to int64, counting a wrap wherever it goes down by at least
     half its range. Smaller backward steps are left as they are, so a glitch shows up as a time
-    decrease (which ``check_events`` reports) rather than a jump of a whole counter period."""
+    decrease (which ``check_stream`` reports) rather than a jump of a whole counter period."""
     values = values.astype(np.int64)
     if values.size < 2:
         return values

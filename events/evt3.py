@@ -72,7 +72,7 @@ def decode_evt3(words: np.ndarray, width: int | None = None, height: int | None 
     Time is the latest TIME_HIGH << 12 plus the latest TIME_LOW if one came after that TIME_HIGH
     (0 otherwise, as Prophesee's reference decoder does), with the 24-bit counter unwrapped
     wherever TIME_HIGH goes down by at least half its range (smaller backward steps are glitches,
-    left for ``check_events`` to report). There is no separate TIME_LOW overflow count, so it
+    left for ``check_stream`` to report). There is no separate TIME_LOW overflow count, so it
     cannot drift. Event words that come before the stream has set a TIME_HIGH, a row (ADDR_Y)
     or, for vectors, a base x are dropped and counted in ``dropped_no_time``. Events under an
     EM_Y row (exposure measurement, ATIS) are not CD events and are skipped."""

@@ -31,6 +31,9 @@ labels: class id >= number of classes       refused, before training starts
                                             (``tools/config_checks.py``)
 ==========================================  ====================================================
 
+The checks of one column alone (integer values, polarity) live in ``events.columns``, where
+``Events`` takes them from without importing the readers' checks.
+
 The checks are vectorised: a column of the right integer dtype costs a dtype comparison, order
 and range one comparison pass, so they stay off the readers' benchmarks.
 """
@@ -42,6 +45,7 @@ import warnings
 
 import numpy as np
 
+from .columns import first_true, integer_values, polarity
 from .container import Events
 from .errors import EventFileError, LabelFileError
 
@@ -61,42 +65,7 @@ def warn_once(path, kind: str, message: str, stacklevel: int = 3) -> None:
         warnings.warn(message, stacklevel=stacklevel)
 
 
-def _first(mask: np.ndarray) -> int:
-    return int(np.argmax(mask))
-
-
 # -- columns -------------------------------------------------------------------------------------
-def integer_values(values, field: str, path=None, row0: int = 0, dtype=np.int64, error=EventFileError) -> np.ndarray:
-    """``values`` as ``dtype``, refusing NaN/inf, fractions and values ``dtype`` cannot hold (a
-    cast would turn them into other numbers without a word)."""
-    a = np.asarray(values)
-    dtype = np.dtype(dtype)
-    if a.dtype == dtype:
-        return a
-    if a.dtype == np.bool_:
-        return a.astype(dtype)
-    info = np.iinfo(dtype)
-    if a.dtype.kind == "f":
-        finite = np.isfinite(a)
-        if not finite.all():
-            i = _first(~finite)
-            raise error(path, f"not a number ({a[i]})", field, row0 + i)
-        whole = a == np.floor(a)
-        if not whole.all():
-            i = _first(~whole)
-            hint = " (timestamps are integer microseconds: seconds?)" if field in ("t", "ts") else ""
-            raise error(path, f"fractional value {a[i]!r} where an integer is expected{hint}", field, row0 + i)
-        outside = (a < info.min) | (a >= float(info.max) + 1)
-    elif a.dtype.kind in "iu":
-        outside = (a < info.min) | (a > info.max) if a.size else np.zeros(0, bool)
-    else:
-        raise error(path, f"values of type {a.dtype}, expected integers", field)
-    if outside.any():
-        i = _first(outside)
-        raise error(path, f"value {a[i]} outside the {dtype} range [{info.min}, {info.max}]", field, row0 + i)
-    return a.astype(dtype)
-
-
 def _coordinate(values, field: str, path, row0: int) -> tuple[np.ndarray, np.ndarray | None]:
     """(uint16 column, mask of values no sensor has or None); NaN and fractions are refused."""
     a = np.asarray(values)
@@ -112,30 +81,6 @@ def _coordinate(values, field: str, path, row0: int) -> tuple[np.ndarray, np.nda
     if not impossible.any():
         return a.astype(np.uint16), None
     return np.clip(a, 0, _UINT16_MAX).astype(np.uint16), impossible
-
-
-def polarity(p, path=None, row0: int = 0) -> np.ndarray:
-    """Polarity given as 0/1, -1/1 or booleans as uint8 0/1; anything else is refused."""
-    p = np.asarray(p)
-    if p.dtype == np.bool_ or p.size == 0:
-        return p.astype(np.uint8)
-    if p.dtype.kind == "f":
-        p = integer_values(p, "p", path, row0, np.int64)
-    elif p.dtype.kind not in "iu":
-        raise EventFileError(path, f"values of type {p.dtype}, expected 0/1 or -1/1", "p")
-    lo, hi = int(p.min()), int(p.max())
-    if lo >= 0 and hi <= 1:
-        return p.astype(np.uint8)
-    if lo >= -1 and hi <= 1 and not np.any(p == 0):
-        return (p > 0).astype(np.uint8)
-    bad = (p < -1) | (p > 1) if (lo < -1 or hi > 1) else (p == 0)  # else: -1 and 0 mixed
-    i = _first(bad)
-    raise EventFileError(
-        path,
-        f"polarity values must be 0/1 or -1/1, found range [{lo}, {hi}] (first odd value {int(p[i])})",
-        "p",
-        row0 + i,
-    )
 
 
 def event_columns(x, y, t, p, path=None, row0: int = 0, width=None, height=None) -> Events:
@@ -157,7 +102,7 @@ def event_columns(x, y, t, p, path=None, row0: int = 0, width=None, height=None)
     if bad_x is None and bad_y is None:
         return events
     bad = bad_y if bad_x is None else bad_x if bad_y is None else bad_x | bad_y
-    i = _first(bad)
+    i = first_true(bad)
     field = "x" if bad_x is not None and bad_x[i] else "y"
     n = int(np.count_nonzero(bad))
     warn_once(
@@ -178,7 +123,7 @@ def first_decrease(t: np.ndarray) -> tuple[int, int]:
         return -1, 0
     back = t[1:] < t[:-1]
     n = int(np.count_nonzero(back))
-    return (_first(back), n) if n else (-1, 0)
+    return (first_true(back), n) if n else (-1, 0)
 
 
 def unsorted_error(path, t_before: int, t_after: int, row: int, count: int) -> EventFileError:
@@ -213,7 +158,7 @@ def check_stream(events: Events, path=None, on_unsorted: str = "error") -> Event
         inside = (ev.x < ev.width) & (ev.y < ev.height)
         n_out = len(ev) - int(np.count_nonzero(inside))
         if n_out:
-            i = _first(~inside)
+            i = first_true(~inside)
             warn_once(
                 name,
                 "outside_sensor",
@@ -269,13 +214,13 @@ def label_columns(raw: np.ndarray, names: dict[str, str], path=None) -> dict[str
         elif col.dtype.kind == "f":
             finite = np.isfinite(col)
             if not finite.all():
-                i = _first(~finite)
+                i = first_true(~finite)
                 raise LabelFileError(path, f"not a number ({col[i]})", source, i)
             out[field] = col
         else:
             out[field] = col
     if "t" in out and out["t"].size and int(out["t"].min()) < 0:
-        i = _first(out["t"] < 0)
+        i = first_true(out["t"] < 0)
         raise LabelFileError(path, f"negative label time {int(out['t'][i])}", names["t"], i)
     return out
 
@@ -287,7 +232,7 @@ def drop_negative_boxes(labels: np.ndarray, path=None) -> np.ndarray:
     n = int(np.count_nonzero(bad))
     if not n:
         return labels
-    i = _first(bad)
+    i = first_true(bad)
     warn_once(
         path,
         "negative_boxes",
@@ -318,7 +263,7 @@ def labels_within_recording(
             "t",
             0,
         )
-    i = _first(~inside)
+    i = first_true(~inside)
     warn_once(
         path,
         "labels_outside_recording",
@@ -332,7 +277,7 @@ def check_class_ids(labels: np.ndarray, limit: int, path=None, source: str = "da
     """Refuse class ids the model has no output for: ``limit`` is ``source``'s number of classes."""
     ids = labels["class_id"]
     if len(ids) and int(ids.max()) >= limit:
-        i = _first(ids >= limit)
+        i = first_true(ids >= limit)
         raise LabelFileError(
             path, f"class id {int(ids[i])} has no class: {source} is {limit} (ids 0..{limit - 1})", "class_id", i
         )

@@ -4,10 +4,11 @@ import h5py
 import numpy as np
 import pytest
 
-from evcmae.events.container import Events, check_events
+from evcmae.events.container import Events
 from evcmae.events.errors import EventFileError
 from evcmae.events.h5 import H5EventFile, read_h5, write_h5
 from evcmae.events.labels import BBOX_DTYPE, filter_labels, load_labels, save_labels
+from evcmae.events.validation import check_stream
 
 
 def make_events(n=1000, w=64, h=48, seed=0):
@@ -111,9 +112,9 @@ def test_bad_h5_files(tmp_path):
         read_h5(tmp_path / "absent_td.h5")
 
 
-def test_check_events_rejects_bad_option():
+def test_check_stream_rejects_bad_option():
     with pytest.raises(ValueError):
-        check_events(make_events(3), "x", on_unsorted="maybe")
+        check_stream(make_events(3), "x", on_unsorted="maybe")
 
 
 def test_labels_both_spellings_round_trip(tmp_path):
