@@ -435,7 +435,10 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     assert "## Test scored under eval.protocol=yolox" in report
     # the runs table names the labelled recordings each run recorded, and the checkpoint val chose
     subset = json.loads((tmp_path / "work" / "finetune" / "scratch-labels1-seed0" / "labelled_subset.json").read_text())
-    assert f"| finetune | scratch | 100 % | 0 | {', '.join(subset['recordings'])} ({subset['boxes']}) | 2 |" in report
+    # the study takes label fractions as thinned label times (its default): the cell counts recordings
+    assert subset["mode"] == "timestamps"
+    labelled = f"{len(subset['recordings'])} of {subset['of_recordings']} ({subset['boxes']})"
+    assert f"| finetune | scratch | 100 % | 0 | {labelled} | 2 |" in report
     assert len(subset["recordings"]) == subset["of_recordings"] == 2  # 100 %: the whole train split
 
     again = study.run(cfg, ["preset=tiny"])
