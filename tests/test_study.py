@@ -435,9 +435,11 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     assert "## Test scored under eval.protocol=yolox" in report
     # the runs table names the labelled recordings each run recorded, and the checkpoint val chose
     subset = json.loads((tmp_path / "work" / "finetune" / "scratch-labels1-seed0" / "labelled_subset.json").read_text())
-    # the study takes label fractions as thinned label times (its default): the cell counts recordings
+    # the study takes label fractions as thinned label times (its default): the cell counts
+    # recordings and the label frames kept
     assert subset["mode"] == "timestamps"
-    labelled = f"{len(subset['recordings'])} of {subset['of_recordings']} ({subset['boxes']})"
+    kept = f"{subset['label_frames']} label frames ({subset['boxes']})"
+    labelled = f"{len(subset['recordings'])} of {subset['of_recordings']}, {kept}"
     assert f"| finetune | scratch | 100 % | 0 | {labelled} | 2 |" in report
     assert len(subset["recordings"]) == subset["of_recordings"] == 2  # 100 %: the whole train split
 
@@ -551,11 +553,13 @@ def test_pretraining_table_names_how_many_boxes_each_runs_probe_saw(tmp_path):
 def test_the_runs_table_names_each_runs_labelled_recordings(tmp_path):
     two = {"recordings": ["train_004", "train_014"], "of_recordings": 20, "boxes": 565, "mode": "recordings"}
     thinned = {"recordings": [f"r{i}" for i in range(20)], "of_recordings": 20, "boxes": 61, "mode": "timestamps"}
-    for name, subset in (("a", two), ("b", thinned)):
+    counted = dict(thinned, label_frames=40)
+    for name, subset in (("a", two), ("b", thinned), ("c", counted)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "labelled_subset.json").write_text(json.dumps(subset))
     assert study.labelled_text(tmp_path / "a") == "train_004, train_014 (565)"
-    assert study.labelled_text(tmp_path / "b") == "20 of 20 (61)"
+    assert study.labelled_text(tmp_path / "b") == "20 of 20 (61)"  # recorded before it counted frames
+    assert study.labelled_text(tmp_path / "c") == "20 of 20, 40 label frames (61)"
     assert study.labelled_text(tmp_path / "none") == "–"  # a run made before runs recorded it
     job = study.Job("f", "finetune", tmp_path / "a", [], "scratch", 0.1, 0, result={"AP": 0.05})
     row = [line for line in study.runs_table([job]).splitlines() if line.startswith("| finetune")][0]

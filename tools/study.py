@@ -533,13 +533,17 @@ def runs_table(finetunes: list[Job]) -> str:
 
 def labelled_text(run_dir: Path) -> str:
     """The labelled training data a fine-tuning run recorded (labelled_subset.json), in a cell:
-    ``train_004, train_014 (565)``, or how many recordings when the whole set or a thinned one."""
+    ``train_004, train_014 (565)``, or how many recordings when the whole set, and with thinned
+    label times how many label frames were kept: ``20 of 20, 40 label frames (539)``."""
     path = Path(run_dir) / "labelled_subset.json"
     if not path.is_file():
         return "–"
     subset = json.loads(path.read_text())
     names = subset["recordings"]
-    if len(names) > 3 or subset.get("mode") == "timestamps":
+    if subset.get("mode") == "timestamps":
+        frames = f", {subset['label_frames']} label frames" if "label_frames" in subset else ""
+        return f"{len(names)} of {subset['of_recordings']}{frames} ({subset['boxes']})"
+    if len(names) > 3:
         return f"{len(names)} of {subset['of_recordings']} ({subset['boxes']})"
     return f"{', '.join(names)} ({subset['boxes']})"
 
