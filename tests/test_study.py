@@ -2,6 +2,7 @@
 handling, and one small study end to end."""
 
 import json
+import platform
 import sys
 from pathlib import Path
 
@@ -256,6 +257,25 @@ def test_code_version_is_the_commit_and_says_when_it_is_not(tmp_path):
     assert run_config.code_version(tmp_path) == head.stdout.strip() + "-dirty"
 
 
+def test_environments_line_groups_runs_by_their_package_versions(tmp_path):
+    envs = {"a": {"python": "3.11.7", "numpy": "2.4.6"}, "b": {"python": "3.11.7", "numpy": "2.4.6"}}
+    envs["c"] = {"python": "3.11.7", "numpy": "2.3.0"}  # a later fresh install brought another numpy
+    for name, env in envs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / run_config.ENV_FILE).write_text(json.dumps(env))
+    (tmp_path / "d").mkdir()  # a run from before environments were recorded
+    line = run_config.environments_line(tmp_path / n for n in "abcd")
+    assert line == ("python 3.11.7, numpy 2.4.6 (2 runs), python 3.11.7, numpy 2.3.0 (1 run), not recorded (1 run)")
+
+
+def test_package_versions_names_the_installed_numeric_packages():
+    import numpy
+
+    found = run_config.package_versions()
+    assert found["numpy"] == numpy.__version__ and "evcmae" not in found and "pytest" not in found
+    assert next(iter(found)) == "python"  # then the packages, by name
+
+
 def test_composing_a_runs_config_leaves_a_running_hydra_app_alone():
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir("study"), version_base="1.3"):
@@ -337,6 +357,11 @@ def test_run_jobs_skips_done_runs_and_propagates_failures(tmp_path):
         run_config.code_versions_line([*made, tmp_path])
         == f"{run_config.code_version()} (3 runs), not recorded (1 run)"
     )
+    # ... and the packages it ran on, torch among them, at the version this process imported
+    import torch
+
+    env = run_config.recorded_environment(tmp_path / "f-ok")
+    assert env["torch"] == torch.__version__ and env["python"] == platform.python_version()
 
     # Rerun: the finished runs are loaded, not run again (their commands would now fail).
     again = [job("p-ok", "pretrain", "broken"), job("f-ok", "finetune", "broken", needs="p-ok")]

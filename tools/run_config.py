@@ -7,11 +7,15 @@ config is composed the way its tool composes it and compared with the recorded o
 
 Code changes that keep the config as it was (a fixed loss, say) are not seen by this comparison,
 so each run folder also records the code it was made with (``code_version.txt``: the git commit,
-``-dirty`` with uncommitted changes), and the study's report lists them.
+``-dirty`` with uncommitted changes) and the packages it ran on (``environment.json``: the
+dependencies are not pinned, so a fresh install can bring newer ones), and the study's report lists
+both.
 """
 
 from __future__ import annotations
 
+import json
+import platform
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -118,7 +122,59 @@ def recorded_code(run_dir: Path) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
+def _counted(labels) -> str:
+    counts = Counter(labels)
+    return ", ".join(f"{label} ({n} run{'s' if n != 1 else ''})" for label, n in counts.most_common())
+
+
 def code_versions_line(run_dirs) -> str:
     """Which code made the runs, most runs first: ``abc1234 (3 runs), not recorded (1 run)``."""
-    counts = Counter(recorded_code(d) or "not recorded" for d in run_dirs)
-    return ", ".join(f"{code} ({n} run{'s' if n != 1 else ''})" for code, n in counts.most_common())
+    return _counted(recorded_code(d) or "not recorded" for d in run_dirs)
+
+
+ENV_FILE = "environment.json"
+# The distributions whose arithmetic or data handling a run's numbers depend on. Matched by name
+# prefix: spconv and faiss ship under per-platform names (spconv-cu126, faiss-gpu-cu12, ...).
+NUMERIC_PACKAGES = (
+    "torch",
+    "spconv",
+    "cumm",
+    "numpy",
+    "pytorch-lightning",
+    "faiss",
+    "h5py",
+    "hdf5plugin",
+    "hydra-core",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Python's version and those of the installed ``NUMERIC_PACKAGES``, by distribution name."""
+    from importlib.metadata import distributions
+
+    found = {}
+    for dist in distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if any(name == p or name.startswith(p + "-") for p in NUMERIC_PACKAGES):
+            found[name] = dist.version
+    return {"python": platform.python_version(), **dict(sorted(found.items()))}
+
+
+def record_environment(run_dir: Path) -> None:
+    (Path(run_dir) / ENV_FILE).write_text(json.dumps(package_versions(), indent=1) + "\n")
+
+
+def recorded_environment(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / ENV_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def environments_line(run_dirs) -> str:
+    """The package versions the runs ran on, most runs first; runs on different versions are
+    listed apart (``python 3.11.7, torch 2.13.0, ... (8 runs), not recorded (1 run)``), since the
+    same code and seed can give other numbers on another numpy or spconv."""
+
+    def label(env: dict | None) -> str:
+        return ", ".join(f"{name} {v}" for name, v in env.items()) if env else "not recorded"
+
+    return _counted(label(recorded_environment(d)) for d in run_dirs)

@@ -377,6 +377,7 @@ def _run_job(job: Job) -> Job:
             if not _is_evaluation(cmd):
                 reran = True
                 run_config.record_code(job.dir)
+                run_config.record_environment(job.dir)
             log.write(f"$ {shlex.join(cmd)}\n")
             log.flush()
             code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -654,6 +655,7 @@ def write_results(
         "jobs at once": cfg.jobs,
         "machine": _machine_line(),
         "code": run_config.code_versions_line(j.dir for j in jobs if j.result),
+        "packages": run_config.environments_line(j.dir for j in jobs if j.result),
     }
     commands = [
         " ".join(["evcmae-study", *map(shlex.quote, argv)]),
