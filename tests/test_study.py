@@ -362,6 +362,7 @@ def test_run_jobs_skips_done_runs_and_propagates_failures(tmp_path):
 
     env = run_config.recorded_environment(tmp_path / "f-ok")
     assert env["torch"] == torch.__version__ and env["python"] == platform.python_version()
+    assert env["torch CPU kernels"] == torch.backends.cpu.get_cpu_capability()
 
     # Rerun: the finished runs are loaded, not run again (their commands would now fail).
     again = [job("p-ok", "pretrain", "broken"), job("f-ok", "finetune", "broken", needs="p-ok")]

@@ -7,9 +7,9 @@ config is composed the way its tool composes it and compared with the recorded o
 
 Code changes that keep the config as it was (a fixed loss, say) are not seen by this comparison,
 so each run folder also records the code it was made with (``code_version.txt``: the git commit,
-``-dirty`` with uncommitted changes) and the packages it ran on (``environment.json``: the
-dependencies are not pinned, so a fresh install can bring newer ones), and the study's report lists
-both.
+``-dirty`` with uncommitted changes) and the packages and CPU kernels it ran on (``environment.json``:
+the dependencies are not pinned, so a fresh install can bring newer ones), and the study's report
+lists both.
 """
 
 from __future__ import annotations
@@ -160,8 +160,21 @@ def package_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **dict(sorted(found.items()))}
 
 
+def environment() -> dict[str, str]:
+    """``package_versions`` and the instruction set torch's CPU kernels use here (AVX2, AVX512...):
+    the same torch sums floats in another order on another CPU."""
+    found = package_versions()
+    try:
+        import torch
+
+        found["torch CPU kernels"] = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError):
+        pass
+    return found
+
+
 def record_environment(run_dir: Path) -> None:
-    (Path(run_dir) / ENV_FILE).write_text(json.dumps(package_versions(), indent=1) + "\n")
+    (Path(run_dir) / ENV_FILE).write_text(json.dumps(environment(), indent=1) + "\n")
 
 
 def recorded_environment(run_dir: Path) -> dict | None:
