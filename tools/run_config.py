@@ -163,14 +163,9 @@ def package_versions() -> dict[str, str]:
 def environment() -> dict[str, str]:
     """``package_versions`` and the instruction set torch's CPU kernels use here (AVX2, AVX512...):
     the same torch sums floats in another order on another CPU."""
-    found = package_versions()
-    try:
-        import torch
+    import torch  # a dependency; get_cpu_capability is in every torch setup.py accepts (>= 2.1)
 
-        found["torch CPU kernels"] = torch.backends.cpu.get_cpu_capability()
-    except (ImportError, AttributeError):
-        pass
-    return found
+    return {**package_versions(), "torch CPU kernels": torch.backends.cpu.get_cpu_capability()}
 
 
 def record_environment(run_dir: Path) -> None:
