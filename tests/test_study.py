@@ -2,6 +2,7 @@
 handling, and one small study end to end."""
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -511,8 +512,12 @@ def test_a_work_dir_of_another_dataset_version_is_refused(tmp_path, synth_tiny):
     cfg = study_config("preset=tiny", f"data_dir={data}", f"work_dir={tmp_path / 'work'}")
     dataset = study.prepare_data(cfg)
     assert dataset["recordings"] == {"train": 2, "val": 1, "test": 1, "pretrain": 2}
-    assert study.prepare_data(cfg) == dataset  # the same data again: accepted
     recorded = tmp_path / "work" / "dataset.json"
+    os.utime(recorded, ns=(10**9, 10**9))
+    assert study.prepare_data(cfg) == dataset  # the same data again: accepted
+    # and its record is left untouched (a rewrite raced with studies sharing it as baseline_dir)
+    assert recorded.stat().st_mtime_ns == 10**9
+    assert [p.name for p in recorded.parent.iterdir()] == ["dataset.json"]  # no temporary file left
     older = json.loads(recorded.read_text())
     older["parameters"]["recordings"]["val"] = 4
     recorded.write_text(json.dumps(older))

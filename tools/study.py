@@ -26,11 +26,13 @@ the study before anything runs.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -726,9 +728,24 @@ def prepare_data(cfg: DictConfig) -> dict:
     for folder in folders:
         _check_dataset(folder, dataset)
     for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+        path = folder / "dataset.json"
+        # One that exists was just checked equal; rewriting it raced with other studies reading it.
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_by_rename(path, json.dumps(dataset, indent=2) + "\n")
     return dataset
+
+
+def _write_by_rename(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: studies sharing a baseline_dir read it concurrently."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _check_dataset(folder: Path, dataset: dict) -> None:
