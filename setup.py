@@ -36,6 +36,7 @@ EXTRAS = {
     "video": ["imageio-ffmpeg>=0.5"],
     "dev": [
         "pytest>=7",
+        "packaging>=23",  # tests/test_constraints.py reads requirements with it
         "ruff==0.17.6",
         "aedat>=2.0",
         "hydra-submitit-launcher>=1.2",
