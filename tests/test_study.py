@@ -435,6 +435,7 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     for name in (
         "ap_vs_label_fraction.png",
         "finetune_curves.png",
+        "val_curves.json",
         "commands.sh",
         "configs/study.yaml",
         "configs/pretrain-full.yaml",
@@ -479,7 +480,13 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     bare = study_config(*settings, "label_fractions=[]", "frozen.seeds=[]", "ablation.conditions=[]", "probe=null")
     assert study.run(bare, ["preset=tiny"])["failed"] == {}
     assert json.loads((tmp_path / "results" / "summary.json").read_text()) == []
-    for name in ("ap_vs_label_fraction.png", "finetune_curves.png", "probe.json", "eval_protocols.json"):
+    for name in (
+        "ap_vs_label_fraction.png",
+        "finetune_curves.png",
+        "val_curves.json",
+        "probe.json",
+        "eval_protocols.json",
+    ):
         assert not (tmp_path / "results" / name).exists(), name
     assert "No fine-tuning runs" in (tmp_path / "results" / "README.md").read_text()
     assert sorted(p.name for p in (tmp_path / "results" / "configs").iterdir()) == [

@@ -202,10 +202,11 @@ def test_write_report(tmp_path):
 
     good = write_csv(
         tmp_path / "metrics.csv",
-        "epoch,lr/all,step,train/loss,val/AP\n0,0.001,9,2.5,\n0,,9,,0.1\n1,0.001,19,2.0,\n1,,19,,0.2\n",
+        "epoch,lr/all,step,train/loss,val/AP,val/AP_class_agnostic\n"
+        "0,0.001,9,2.5,,\n0,,9,,0.1,0.3\n1,0.001,19,2.0,,\n1,,19,,0.2,\n",
     )
     curves = [
-        {"condition": "pretrained", "label_fraction": 0.1, "seed": 0, "csv": good},
+        {"protocol": "frozen", "condition": "pretrained", "label_fraction": 0.1, "seed": 0, "repeat": 1, "csv": good},
         {"condition": "scratch", "label_fraction": 1.0, "seed": 0, "csv": tmp_path / "missing.csv"},
     ]
     runs = study_runs()
@@ -221,6 +222,20 @@ def test_write_report(tmp_path):
         )
 
     assert json.loads(paths["summary"].read_text()) == summary_rows(runs)
+    # The val log as numbers, aligned by step; AP50 was never logged, the missing log is left out.
+    assert paths["val_curves"] == out / "val_curves.json"
+    assert json.loads(paths["val_curves"].read_text()) == [
+        {
+            "protocol": "frozen",
+            "condition": "pretrained",
+            "label_fraction": 0.1,
+            "seed": 0,
+            "repeat": 1,
+            "step": [9, 19],
+            "AP": [0.1, 0.2],
+            "AP_class_agnostic": [0.3, None],
+        }
+    ]
     assert json.loads((out / "groups.json").read_text()) == paths["groups"] == aggregate(summary_rows(runs))
     for png in (paths["plot"], paths["curves"]):
         assert png.parent == out and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -265,9 +280,11 @@ def test_a_rewritten_report_keeps_no_figure_of_an_earlier_invocation(tmp_path):
     curves = [{"condition": "scratch", "label_fraction": 0.1, "seed": 0, "csv": log}]
     first = write_report([run("scratch", 0.1, 0, 0.2)], out, curves=curves)
     assert first["plot"].is_file() and first["curves"].is_file()
+    assert first["val_curves"].is_file()
     again = write_report([], out)
-    assert again["plot"] is None and again["curves"] is None
-    assert not (out / "ap_vs_label_fraction.png").exists() and not (out / "finetune_curves.png").exists()
+    assert again["plot"] is None and again["curves"] is None and again["val_curves"] is None
+    for name in ("ap_vs_label_fraction.png", "finetune_curves.png", "val_curves.json"):
+        assert not (out / name).exists(), name
 
 
 def test_hand_notes_survive_a_rewritten_report(tmp_path):

@@ -15,7 +15,8 @@
 3. evaluated once on the test split; and the representation probe on the full teacher, with its
    references and each ablation variant paired with it on the same boxes (``ablation.seeds=[]``
    runs the ablation at the probe alone, without fine-tuning). ``out`` gets the table, plots,
-   summary.json, every run's composed config (configs/) and the exact commands (commands.sh).
+   summary.json, each fine-tuning run's val curve (val_curves.json), every run's composed config
+   (configs/) and the exact commands (commands.sh).
 
 Every run is a separate process (``jobs`` at once) in its own folder under ``work_dir``; a run
 whose result exists is not run again, so an interrupted study continues where it stopped. A folder
@@ -626,7 +627,14 @@ def write_results(
         (out / "probe.json").unlink(missing_ok=True)
     logs = {j.name: latest_csv(j.dir) for j in finetunes}
     curves = [
-        {"condition": j.condition, "label_fraction": j.label_fraction, "seed": j.seed, "csv": logs[j.name]}
+        {
+            "protocol": j.protocol,
+            "condition": j.condition,
+            "label_fraction": j.label_fraction,
+            "seed": j.seed,
+            "repeat": j.repeat,
+            "csv": logs[j.name],
+        }
         for j in finetunes
         if logs[j.name]
     ]

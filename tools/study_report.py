@@ -386,6 +386,31 @@ def plot_curves(curves: list[dict], path) -> None:
     reporting.save_figure(fig, path)
 
 
+# What val_curves.json keeps of each run's validation log (as logged: fractions, not %).
+VAL_CURVE_METRICS = ("AP", "AP50", "AP_class_agnostic")
+
+
+def val_curves(curves: list[dict]) -> list[dict]:
+    """Each fine-tuning run's validation metrics along its steps, one row per run: what
+    finetune_curves.png draws, as numbers, so that a comparison along the runs (a gap by step) can
+    be recomputed from the report once the run folders are gone. Every metric is a list aligned with
+    ``step`` (None where that validation did not log it); an unreadable log is left out, as
+    plot_curves leaves it out and warns."""
+    rows = []
+    for curve in sorted(curves, key=_row_key):
+        try:
+            series = reporting.read_csv_log(curve["csv"])
+        except (KeyError, TypeError, OSError, ValueError, csv.Error):
+            continue
+        logged = {m: dict(zip(*series[f"val/{m}"], strict=True)) for m in VAL_CURVE_METRICS if f"val/{m}" in series}
+        steps = sorted({step for values in logged.values() for step in values})
+        if not steps:
+            continue
+        row = {key: curve[key] for key in ("protocol", "condition", "label_fraction", "seed", "repeat") if key in curve}
+        rows.append({**row, "step": steps, **{m: [values.get(s) for s in steps] for m, values in logged.items()}})
+    return rows
+
+
 REPORT_FILE = "README.md"  # rewritten by every invocation of the study
 HAND_NOTES = "notes.md"  # a person's notes on a study, kept in the report's folder across invocations
 
@@ -405,6 +430,12 @@ def write_report(
     # figure from an earlier invocation with other runs never sits beside tables that disagree.
     plot = _figure(out / "ap_vs_label_fraction.png", plot_ap_vs_fraction, groups)
     curves_path = _figure(out / "finetune_curves.png", plot_curves, curves)
+    curve_rows = val_curves(curves or [])
+    curves_json = out / "val_curves.json"
+    if curve_rows:
+        curves_json.write_text(json.dumps(curve_rows, indent=1) + "\n", encoding="utf-8")
+    else:
+        curves_json.unlink(missing_ok=True)
 
     parts = ["# evcmae label-efficiency study\n"]
     if meta:
@@ -421,7 +452,14 @@ def write_report(
     parts.append("## Reproduce\n\n```bash\n" + "".join(f"{c}\n" for c in commands) + "```\n")
     table = out / REPORT_FILE
     table.write_text("\n".join(parts) + _hand_notes_section(out), encoding="utf-8")
-    return {"summary": summary, "table": table, "plot": plot, "curves": curves_path, "groups": groups}
+    return {
+        "summary": summary,
+        "table": table,
+        "plot": plot,
+        "curves": curves_path,
+        "val_curves": curves_json if curve_rows else None,
+        "groups": groups,
+    }
 
 
 def _figure(path: Path, draw, data) -> Path | None:
