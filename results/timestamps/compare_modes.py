@@ -1,8 +1,10 @@
 """The two ways of taking 10 % of the labels, side by side at the default length (900 fine-tuning
-steps, the same 600-step recipe of pretraining): whole recordings (results/fix/, seeds 0, 3, 4, 5)
-and thinned label times (this folder, seeds 0-3). For each mode: scratch's spread across seeds,
-and the paired pretrained - scratch difference, on val (best val AP, the checkpoint each run
-chose) and on test. The study's rule is to keep the mode with the smaller spread, read on val.
+steps, the same 600-step recipe of pretraining): whole recordings, streamed (results/fix/, seeds 0,
+3, 4, 5) and with mixed sampling (results/recordings_mixed/, the same seeds and so the same
+recording pairs), and thinned label times with mixed sampling (this folder, seeds 0-3). For each:
+scratch's spread across its seeds, and the paired pretrained - scratch difference over the seeds
+that have both, on val (best val AP, the checkpoint each run chose) and on test. The study's rule
+is to keep the mode with the smaller spread, read on val.
 
     python results/timestamps/compare_modes.py
 """
@@ -13,7 +15,11 @@ from pathlib import Path
 from evcmae.tools.study_report import ci95, signed_text
 
 HERE = Path(__file__).resolve().parent
-MODES = {"recordings": HERE.parent / "fix" / "README.md", "timestamps": HERE / "README.md"}
+MODES = {
+    "recordings, stream sampling": HERE.parent / "fix" / "README.md",
+    "recordings, mixed sampling": HERE.parent / "recordings_mixed" / "README.md",
+    "timestamps, mixed sampling": HERE / "README.md",
+}
 COLUMNS = ("protocol", "condition", "labels", "seed", "recordings", "step", "val", "test", "test_agnostic", "minutes")
 
 
@@ -33,10 +39,11 @@ def runs(readme: Path) -> dict[tuple[str, int], dict[str, float]]:
 
 
 def mode_summary(name: str, table: dict) -> list[str]:
-    seeds = sorted(s for c, s in table if c == "scratch" and ("pretrained", s) in table)
-    lines = [f"{name}: seeds {seeds}"]
+    scratch_seeds = sorted(s for c, s in table if c == "scratch")
+    seeds = [s for s in scratch_seeds if ("pretrained", s) in table]
+    lines = [f"{name}: scratch at seeds {scratch_seeds}, pretrained - scratch at {seeds}"]
     for key, label in (("val", "best val AP"), ("test", "test AP"), ("test_agnostic", "test class-agnostic AP")):
-        scratch = [table[("scratch", s)][key] for s in seeds]
+        scratch = [table[("scratch", s)][key] for s in scratch_seeds]
         deltas = [table[("pretrained", s)][key] - table[("scratch", s)][key] for s in seeds]
         low, high = ci95(deltas)
         wins = sum(d > 0 for d in deltas)
