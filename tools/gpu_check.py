@@ -48,9 +48,9 @@ STASH = Path("/tmp/evcmae-gpu")
 BUDGET_S = 570  # the whole run, install included: 10 minutes less a margin for the call itself
 
 # What the GPU machine lacks (docs/gpu_check.md; its image holds torch, Lightning, numpy, h5py,
-# pybind11, ninja, requests, portalocker, sympy, PyYAML...). Pins are constraints.txt's, the versions CI
-# runs, except that the CUDA builds replace spconv/cumm (tests/test_constraints.py). Everything travels with --no-deps, so each dependency
-# that is missing there is named here.
+# pybind11, ninja, requests, portalocker, sympy, PyYAML...). Pins are constraints.txt's, the
+# versions CI runs, except that the CUDA builds replace spconv/cumm (tests/test_constraints.py).
+# Everything travels with --no-deps, so each dependency that is missing there is named here.
 WHEELS = (
     ("spconv-cu126==2.3.8", "sparse convolutions; the CUDA 12.6 build has Python 3.12 wheels"),
     ("cumm-cu126==0.7.11", "spconv's kernel library; spconv 2.3.8 requires cumm-cu126>=0.7.11,<0.8.0"),
