@@ -471,9 +471,11 @@ def test_small_study_end_to_end(tmp_path, synth_tiny, monkeypatch):
     assert f"| finetune | scratch | 100 % | 0 | {labelled} | 2 |" in report
     assert len(subset["recordings"]) == subset["of_recordings"] == 2  # 100 %: the whole train split
 
+    wall = (tmp_path / "work" / "study_time.json").read_text()
     again = study.run(cfg, ["preset=tiny"])
     assert again["failed"] == {}
     assert json.loads((tmp_path / "results" / "summary.json").read_text()) == rows
+    assert (tmp_path / "work" / "study_time.json").read_text() == wall  # nothing ran: no minutes added
 
     # The same folder reused by a study of pretraining alone: nothing of the first report stays
     # beside it that this one did not make.

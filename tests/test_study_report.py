@@ -264,6 +264,14 @@ def test_write_report_without_curves(tmp_path):
     assert "finetune_curves" not in paths["table"].read_text()
 
 
+def test_a_report_whose_logs_are_all_unreadable_draws_no_empty_curve_figure(tmp_path):
+    curves = [{"condition": "scratch", "label_fraction": 0.1, "seed": 0, "csv": tmp_path / "missing.csv"}]
+    with pytest.warns(UserWarning, match="missing.csv"):
+        paths = write_report([run("scratch", 0.1, 0, 0.2)], tmp_path / "r", curves=curves)
+    assert paths["curves"] is None and paths["val_curves"] is None
+    assert not (tmp_path / "r" / "finetune_curves.png").exists()
+
+
 def test_a_report_without_fine_tuning_runs_has_no_ap_table_or_plot(tmp_path):
     """A study of pretraining and the probe alone (the ablation at the probe) reports those."""
     paths = write_report([], tmp_path / "r", notes="## Representation probe\n")

@@ -349,21 +349,37 @@ def plot_ap_vs_fraction(groups: list[dict], path) -> None:
     reporting.save_figure(fig, path)
 
 
+# What the fine-tuning figure draws of a run's log: its key -> the logged metric.
+CURVE_SERIES = {"train_loss": "train/loss", "val_AP": "val/AP"}
+
+
 def read_curve(csv_path) -> dict:
     """The training loss and validation AP of a fine-tuning run's CSV log, as (steps, values)."""
     series = reporting.read_csv_log(csv_path)
-    return {"train_loss": series.get("train/loss", ([], [])), "val_AP": series.get("val/AP", ([], []))}
+    return {key: series.get(name, ([], [])) for key, name in CURVE_SERIES.items()}
 
 
-def plot_curves(curves: list[dict], path) -> None:
-    fig, (loss_ax, ap_ax) = reporting.new_figure(2, (11, 4))
-    labelled = set()
+def read_logs(curves: list[dict]) -> list[dict]:
+    """Each fine-tuning run's CSV log read once, as the run's curve dict with its ``series``
+    (reporting.read_csv_log), in report order. An unreadable log is left out with a warning: the
+    figure and val_curves.json then both lack that run."""
+    read = []
     for curve in sorted(curves, key=_row_key):
         try:
-            data = read_curve(curve["csv"])
+            series = reporting.read_csv_log(curve["csv"])
         except (KeyError, TypeError, OSError, ValueError, csv.Error) as exc:
             warnings.warn(f"skipping fine-tuning curve {curve.get('csv')}: {exc}", stacklevel=2)
             continue
+        read.append({**curve, "series": series})
+    return read
+
+
+def plot_curves(curves: list[dict], path) -> None:
+    """Training loss and val AP of each run in ``curves`` (read by read_logs)."""
+    fig, (loss_ax, ap_ax) = reporting.new_figure(2, (11, 4))
+    labelled = set()
+    for curve in curves:
+        data = {key: curve["series"].get(name, ([], [])) for key, name in CURVE_SERIES.items()}
         key = (curve["condition"], float(curve["label_fraction"]))
         label = f"{key[0]} {_fraction_label(key[1])}"
         # One legend entry per (condition, fraction) however many seeds were run.
@@ -394,14 +410,10 @@ def val_curves(curves: list[dict]) -> list[dict]:
     """Each fine-tuning run's validation metrics along its steps, one row per run: what
     finetune_curves.png draws, as numbers, so that a comparison along the runs (a gap by step) can
     be recomputed from the report once the run folders are gone. Every metric is a list aligned with
-    ``step`` (None where that validation did not log it); an unreadable log is left out, as
-    plot_curves leaves it out and warns."""
+    ``step`` (None where that validation did not log it). ``curves`` are read by read_logs."""
     rows = []
-    for curve in sorted(curves, key=_row_key):
-        try:
-            series = reporting.read_csv_log(curve["csv"])
-        except (KeyError, TypeError, OSError, ValueError, csv.Error):
-            continue
+    for curve in curves:
+        series = curve["series"]
         logged = {m: dict(zip(*series[f"val/{m}"], strict=True)) for m in VAL_CURVE_METRICS if f"val/{m}" in series}
         steps = sorted({step for values in logged.values() for step in values})
         if not steps:
@@ -429,8 +441,9 @@ def write_report(
     # The folder is the report of this invocation alone: a figure it does not draw is removed, so a
     # figure from an earlier invocation with other runs never sits beside tables that disagree.
     plot = _figure(out / "ap_vs_label_fraction.png", plot_ap_vs_fraction, groups)
-    curves_path = _figure(out / "finetune_curves.png", plot_curves, curves)
-    curve_rows = val_curves(curves or [])
+    read = read_logs(curves or [])
+    curves_path = _figure(out / "finetune_curves.png", plot_curves, read)
+    curve_rows = val_curves(read)
     curves_json = out / "val_curves.json"
     if curve_rows:
         curves_json.write_text(json.dumps(curve_rows, indent=1) + "\n", encoding="utf-8")
