@@ -353,10 +353,15 @@ def plot_ap_vs_fraction(groups: list[dict], path) -> None:
 CURVE_SERIES = {"train_loss": "train/loss", "val_AP": "val/AP"}
 
 
+def curve_series(series: dict) -> dict:
+    """What the figure draws of a parsed log (reporting.read_csv_log): CURVE_SERIES' keys ->
+    (steps, values), empty where the log lacks the metric."""
+    return {key: series.get(name, ([], [])) for key, name in CURVE_SERIES.items()}
+
+
 def read_curve(csv_path) -> dict:
     """The training loss and validation AP of a fine-tuning run's CSV log, as (steps, values)."""
-    series = reporting.read_csv_log(csv_path)
-    return {key: series.get(name, ([], [])) for key, name in CURVE_SERIES.items()}
+    return curve_series(reporting.read_csv_log(csv_path))
 
 
 def read_logs(curves: list[dict]) -> list[dict]:
@@ -379,7 +384,7 @@ def plot_curves(curves: list[dict], path) -> None:
     fig, (loss_ax, ap_ax) = reporting.new_figure(2, (11, 4))
     labelled = set()
     for curve in curves:
-        data = {key: curve["series"].get(name, ([], [])) for key, name in CURVE_SERIES.items()}
+        data = curve_series(curve["series"])
         key = (curve["condition"], float(curve["label_fraction"]))
         label = f"{key[0]} {_fraction_label(key[1])}"
         # One legend entry per (condition, fraction) however many seeds were run.
