@@ -8,6 +8,8 @@ import pytest
 from evcmae.tools.study_report import (
     METRIC_KEYS,
     _t_central_mass,
+    ablation_groups,
+    ablation_table,
     aggregate,
     ci95,
     interval_text,
@@ -145,6 +147,42 @@ def test_aggregate_pairs_only_shared_seeds():
     assert by_group(aggregate(apart))[("pretrained", 0.1)]["delta"]["AP"] == pytest.approx(0.4)
 
 
+def test_ablation_variants_are_paired_with_the_full_method():
+    full_ap = {0: 0.30, 1: 0.22, 2: 0.27, 3: 0.25}
+    variant_ap = {0: 0.26, 1: 0.23, 2: 0.20}  # seed 3 not run
+    runs = [run("scratch", 0.1, s, 0.1) for s in range(4)]
+    runs += [run("pretrained", 0.1, s, ap) for s, ap in full_ap.items()]
+    runs += [run("no_rvt_stages", 0.1, s, ap, AP_class_agnostic=2 * ap) for s, ap in variant_ap.items()]
+    runs += [run("occupancy_only", 0.1, 9, 0.5)]  # no seed in common with the full method: left out
+    runs += [run("no_occupancy", 1.0, 0, 0.5)]  # no full-method run at 100 %: left out
+    runs += [
+        {**run("untrained", 1.0, 0, 0.1), "protocol": "frozen"},
+        {**run("pretrained", 1.0, 0, 0.2), "protocol": "frozen"},
+    ]
+    groups = ablation_groups(summary_rows(runs))
+
+    assert [(g["condition"], g["label_fraction"], g["seeds"]) for g in groups] == [("no_rvt_stages", 0.1, [0, 1, 2])]
+    group = groups[0]
+    diffs = np.array([full_ap[s] - variant_ap[s] for s in (0, 1, 2)])  # full minus variant
+    assert group["delta"]["AP"] == pytest.approx(diffs.mean())
+    assert group["delta_std"]["AP"] == pytest.approx(np.std(diffs, ddof=1))
+    half = 4.302653 * np.std(diffs, ddof=1) / np.sqrt(3)  # t, 2 degrees of freedom
+    assert group["delta_ci95"]["AP"] == pytest.approx([diffs.mean() - half, diffs.mean() + half])
+    assert group["wins"] == 2  # seeds 0 and 2: the full method ahead
+    agnostic = np.array([full_ap[s] + 0.1 - 2 * variant_ap[s] for s in (0, 1, 2)])
+    assert group["delta"]["AP_class_agnostic"] == pytest.approx(agnostic.mean())
+    assert group["delta"]["AP_S"] is None and group["delta_ci95"]["AP_S"] is None
+
+    table = ablation_table(groups)
+    assert table.startswith("\n## The ablation against the full method\n")
+    assert (
+        f"| no_rvt_stages | 10 % | 0, 1, 2 | {signed_text(100 * diffs.mean())} ± {100 * np.std(diffs, ddof=1):.2f} |"
+        in table
+    )
+    assert "| 2/3 |" in table
+    assert ablation_table([]) == ""
+
+
 def test_markdown_table_cells():
     groups = aggregate(summary_rows(study_runs()))
     table = markdown_table(groups)
@@ -237,6 +275,9 @@ def test_write_report(tmp_path):
         }
     ]
     assert json.loads((out / "groups.json").read_text()) == paths["groups"] == aggregate(summary_rows(runs))
+    # study_runs' no_occupancy ran seed 0, which the full method ran too.
+    assert json.loads(paths["ablation"].read_text()) == ablation_groups(summary_rows(runs))
+    assert paths["ablation"] == out / "ablation.json"
     for png in (paths["plot"], paths["curves"]):
         assert png.parent == out and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = Image.open(png).size
@@ -245,7 +286,7 @@ def test_write_report(tmp_path):
     readme = paths["table"].read_text()
     assert readme.startswith("# evcmae label-efficiency study\n")
     assert "- scale: tiny\n" in readme and "- pretrain_steps: 200\n" in readme
-    assert markdown_table(paths["groups"]) in readme
+    assert markdown_table(paths["groups"]) + ablation_table(ablation_groups(summary_rows(runs))) in readme
     assert "](ap_vs_label_fraction.png)" in readme and "](finetune_curves.png)" in readme
     assert "Seeds differ only in the fine-tuning split." in readme
     assert "## Reproduce\n\n```bash\nevcmae-study --scale tiny\n```" in readme
@@ -286,12 +327,14 @@ def test_a_rewritten_report_keeps_no_figure_of_an_earlier_invocation(tmp_path):
     out = tmp_path / "r"
     log = write_csv(tmp_path / "metrics.csv", "epoch,step,train/loss,val/AP\n0,9,2.5,\n0,9,,0.1\n")
     curves = [{"condition": "scratch", "label_fraction": 0.1, "seed": 0, "csv": log}]
-    first = write_report([run("scratch", 0.1, 0, 0.2)], out, curves=curves)
+    ablated = [run("pretrained", 0.1, 0, 0.3), run("no_reconstruction", 0.1, 0, 0.25)]
+    first = write_report([run("scratch", 0.1, 0, 0.2), *ablated], out, curves=curves)
     assert first["plot"].is_file() and first["curves"].is_file()
-    assert first["val_curves"].is_file()
+    assert first["val_curves"].is_file() and first["ablation"].is_file()
     again = write_report([], out)
     assert again["plot"] is None and again["curves"] is None and again["val_curves"] is None
-    for name in ("ap_vs_label_fraction.png", "finetune_curves.png", "val_curves.json"):
+    assert again["ablation"] is None
+    for name in ("ap_vs_label_fraction.png", "finetune_curves.png", "val_curves.json", "ablation.json"):
         assert not (out / name).exists(), name
 
 

@@ -15,7 +15,8 @@
 3. evaluated once on the test split; and the representation probe on the full teacher, with its
    references and each ablation variant paired with it on the same boxes (``ablation.seeds=[]``
    runs the ablation at the probe alone, without fine-tuning). ``out`` gets the table, plots,
-   summary.json, each fine-tuning run's val curve (val_curves.json), every run's composed config
+   summary.json, each fine-tuned ablation variant paired with the full method by seed
+   (ablation.json), each fine-tuning run's val curve (val_curves.json), every run's composed config
    (configs/) and the exact commands (commands.sh).
 
 Every run is a separate process (``jobs`` at once) in its own folder under ``work_dir``; a run

@@ -26,6 +26,7 @@ CONDITION_ORDER = (
     "no_reconstruction",
     "no_voxel_nce",
     "no_frame_contrastive",
+    "no_rvt_stages",
     "occupancy_only",
 )
 METRIC_KEYS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AP_class_agnostic")
@@ -181,31 +182,97 @@ def aggregate(rows: list[dict]) -> list[dict]:
         base = by_group.get((protocol, baseline, fraction))
         if group["condition"] == baseline or base is None:
             continue
-        own = by_group[(protocol, group["condition"], fraction)]
-        shared = sorted(set(own) & set(base))
+        paired = paired_difference(by_group[(protocol, group["condition"], fraction)], base)
         base_mean = means[(protocol, baseline, fraction)]
         for key in METRIC_KEYS:
-            # Paired over seeds: seed-to-seed variance is shared by both conditions, so the paired
-            # spread is the honest uncertainty of the difference.
-            diffs = [
-                own[s][key] - base[s][key]
-                for s in shared
-                if own[s].get(key) is not None and base[s].get(key) is not None
-            ]
-            # The difference is taken over the same shared seeds as its spread, interval and wins: a
-            # condition run at fewer seeds than the reference is not compared with other seeds' runs.
-            if diffs:
-                group["delta"][key] = _mean(diffs)
-            elif group["mean"][key] is not None and base_mean[key] is not None:
-                group["delta"][key] = group["mean"][key] - base_mean[key]  # no seed in common
-            group["delta_std"][key] = _std(diffs)
-            group["delta_ci95"][key] = ci95(diffs)
-        group["wins"] = sum(
-            1
-            for s in shared
-            if own[s].get("AP") is not None and base[s].get("AP") is not None and own[s]["AP"] > base[s]["AP"]
-        )
+            if paired["delta"][key] is None and group["mean"][key] is not None and base_mean[key] is not None:
+                paired["delta"][key] = group["mean"][key] - base_mean[key]  # no seed in common
+        group.update({k: paired[k] for k in ("delta", "delta_std", "delta_ci95", "wins")})
     return sorted(groups, key=_row_key)
+
+
+def paired_difference(own: dict[int, dict], base: dict[int, dict]) -> dict:
+    """``own`` minus ``base`` (seed -> metrics, as _seed_means gives them) over the seeds both ran:
+    per metric the mean difference, its spread and 95 % interval, and the seeds where ``own`` has
+    the higher AP (``wins``). A metric with no pair is None."""
+    shared = sorted(set(own) & set(base))
+    result = {"seeds": shared, "delta": {}, "delta_std": {}, "delta_ci95": {}}
+    for key in METRIC_KEYS:
+        # Paired over seeds: seed-to-seed variance is shared by both conditions, so the paired
+        # spread is the honest uncertainty of the difference. The difference is taken over the
+        # same shared seeds as its spread, interval and wins: a condition run at fewer seeds than
+        # the reference is not compared with other seeds' runs.
+        diffs = [
+            own[s][key] - base[s][key] for s in shared if own[s].get(key) is not None and base[s].get(key) is not None
+        ]
+        result["delta"][key] = _mean(diffs)
+        result["delta_std"][key] = _std(diffs)
+        result["delta_ci95"][key] = ci95(diffs)
+    result["wins"] = sum(
+        1
+        for s in shared
+        if own[s].get("AP") is not None and base[s].get("AP") is not None and own[s]["AP"] > base[s]["AP"]
+    )
+    return result
+
+
+# What an ablation variant is compared with, besides scratch: the method it leaves a part out of.
+FULL_METHOD = "pretrained"
+NOT_ABLATIONS = (BASELINE, "untrained", FULL_METHOD)
+
+
+def ablation_groups(rows: list[dict]) -> list[dict]:
+    """Each fine-tuned ablation variant against the full method at the same label fraction, paired
+    by seed: ``full`` minus the variant, so a positive difference is what the left-out part adds
+    (``wins``: seeds where the full method has the higher AP). Variants without a full-method run at
+    their fraction are left out."""
+    by_group = _seed_means(rows)
+    groups = []
+    for (protocol, condition, fraction), seeds in by_group.items():
+        full = by_group.get((protocol, FULL_METHOD, fraction))
+        if protocol != "finetune" or condition in NOT_ABLATIONS or full is None:
+            continue
+        paired = paired_difference(full, seeds)
+        if not paired["seeds"]:
+            continue
+        groups.append({"condition": condition, "label_fraction": fraction, **paired})
+    return sorted(groups, key=_row_key)
+
+
+def ablation_table(groups: list[dict]) -> str:
+    """ablation_groups as a Markdown section (empty without any)."""
+    if not groups:
+        return ""
+    rows = []
+    for g in groups:
+        ci, std = g["delta_ci95"], g["delta_std"]
+        rows.append(
+            [
+                g["condition"],
+                _fraction_label(g["label_fraction"]),
+                ", ".join(map(str, g["seeds"])),
+                _delta_cell(g["delta"]["AP"], std["AP"]),
+                _ci_cell(ci["AP"]),
+                f"{g['wins']}/{len(g['seeds'])}",
+                _delta_cell(g["delta"]["AP_class_agnostic"], std["AP_class_agnostic"]),
+                _ci_cell(ci["AP_class_agnostic"]),
+            ]
+        )
+    header = [
+        "variant",
+        "labels",
+        "seeds paired",
+        "ΔAP full − variant",
+        "95 % CI",
+        "full wins",
+        "Δ class-agnostic",
+        "Δ class-agnostic 95 % CI",
+    ]
+    return (
+        "\n## The ablation against the full method\n\nThe full method's test AP minus each variant's, "
+        "paired by seed (ablation.json): positive where the part the variant leaves out helps.\n\n"
+        + reporting.markdown_table(header, rows, "lllr")
+    )
 
 
 def _fraction_label(fraction: float) -> str:
@@ -443,6 +510,11 @@ def write_report(
     summary, groups_path = out / "summary.json", out / "groups.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     groups_path.write_text(json.dumps(groups, indent=2) + "\n", encoding="utf-8")
+    ablation, ablation_path = ablation_groups(rows), out / "ablation.json"
+    if ablation:
+        ablation_path.write_text(json.dumps(ablation, indent=2) + "\n", encoding="utf-8")
+    else:
+        ablation_path.unlink(missing_ok=True)
     # The folder is the report of this invocation alone: a figure it does not draw is removed, so a
     # figure from an earlier invocation with other runs never sits beside tables that disagree.
     plot = _figure(out / "ap_vs_label_fraction.png", plot_ap_vs_fraction, groups)
@@ -459,7 +531,7 @@ def write_report(
     if meta:
         parts.append("".join(f"- {key}: {value}\n" for key, value in meta.items()))
     if plot is not None:
-        parts.append(markdown_table(groups))
+        parts.append(markdown_table(groups) + ablation_table(ablation))
         parts.append(f"![AP vs label fraction]({plot.name})\n")
     else:
         parts.append("No fine-tuning runs: the pretraining runs and the probe below are this study's results.\n")
@@ -477,6 +549,7 @@ def write_report(
         "curves": curves_path,
         "val_curves": curves_json if curve_rows else None,
         "groups": groups,
+        "ablation": ablation_path if ablation else None,
     }
 
 
