@@ -286,13 +286,16 @@ def test_write_report(tmp_path):
     readme = paths["table"].read_text()
     assert readme.startswith("# evcmae label-efficiency study\n")
     assert "- scale: tiny\n" in readme and "- pretrain_steps: 200\n" in readme
-    assert markdown_table(paths["groups"]) + ablation_table(ablation_groups(summary_rows(runs))) in readme
+    assert markdown_table(paths["groups"]) in readme
+    assert ablation_table(ablation_groups(summary_rows(runs))) in readme
     assert "](ap_vs_label_fraction.png)" in readme and "](finetune_curves.png)" in readme
     assert "Seeds differ only in the fine-tuning split." in readme
     assert "## Reproduce\n\n```bash\nevcmae-study --scale tiny\n```" in readme
     assert (
         readme.index("| condition |")
         < readme.index("](ap_vs")
+        < readme.index("](finetune_curves")
+        < readme.index("## The ablation against the full method")
         < readme.index("Seeds differ")
         < readme.index("## Reproduce")
     )

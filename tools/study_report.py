@@ -531,12 +531,14 @@ def write_report(
     if meta:
         parts.append("".join(f"- {key}: {value}\n" for key, value in meta.items()))
     if plot is not None:
-        parts.append(markdown_table(groups) + ablation_table(ablation))
+        parts.append(markdown_table(groups))
         parts.append(f"![AP vs label fraction]({plot.name})\n")
     else:
         parts.append("No fine-tuning runs: the pretraining runs and the probe below are this study's results.\n")
     if curves_path is not None:
         parts.append(f"![fine-tuning curves]({curves_path.name})\n")
+    if ablation:
+        parts.append(ablation_table(ablation))
     if notes:
         parts.append(notes if notes.endswith("\n") else notes + "\n")
     parts.append("## Reproduce\n\n```bash\n" + "".join(f"{c}\n" for c in commands) + "```\n")
