@@ -59,6 +59,7 @@ from evcmae.tools.study_report import (
     signed_text,
     summary_rows,
     tracks_text,
+    write_json_or_remove,
     write_report,
 )
 
@@ -623,9 +624,8 @@ def write_results(
             "tracks_per_class",
         )
         probe_rows = [{k: r.get(k) for k in keep} for r in probe_rows]
-        (out / "probe.json").write_text(json.dumps(probe_rows, indent=2) + "\n")
-    else:  # an earlier invocation's probe is not this report's (the figures go the same way)
-        (out / "probe.json").unlink(missing_ok=True)
+    # Without a probe, an earlier invocation's probe.json is not this report's: removed.
+    write_json_or_remove(out / "probe.json", probe_rows)
     logs = {j.name: latest_csv(j.dir) for j in finetunes}
     curves = [
         {
@@ -680,7 +680,7 @@ def rescored_results(out: Path, runs: list[dict], finetunes: list[Job], protocol
     summary rows with an ``eval_protocol`` key) and one table per further protocol, as Markdown."""
     names = sorted({p for j in finetunes for p in j.rescored})
     if not names:
-        (out / "eval_protocols.json").unlink(missing_ok=True)
+        write_json_or_remove(out / "eval_protocols.json", None)
         return ""
     rows = [{**r, "eval_protocol": protocol} for r in summary_rows(runs)]
     text = ""
@@ -697,7 +697,7 @@ def rescored_results(out: Path, runs: list[dict], finetunes: list[Job], protocol
             f"(`eval_test_{name}/` in each run folder; all protocols in eval_protocols.json).\n\n"
             + markdown_table(aggregate(scored_rows))
         )
-    (out / "eval_protocols.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_json_or_remove(out / "eval_protocols.json", rows)
     return text
 
 

@@ -218,7 +218,7 @@ def paired_difference(own: dict[int, dict], base: dict[int, dict]) -> dict:
 
 # What an ablation variant is compared with, besides scratch: the method it leaves a part out of.
 FULL_METHOD = "pretrained"
-NOT_ABLATIONS = (BASELINE, "untrained", FULL_METHOD)
+NOT_ABLATIONS = (*BASELINES.values(), FULL_METHOD)
 
 
 def ablation_groups(rows: list[dict]) -> list[dict]:
@@ -510,22 +510,14 @@ def write_report(
     summary, groups_path = out / "summary.json", out / "groups.json"
     summary.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     groups_path.write_text(json.dumps(groups, indent=2) + "\n", encoding="utf-8")
-    ablation, ablation_path = ablation_groups(rows), out / "ablation.json"
-    if ablation:
-        ablation_path.write_text(json.dumps(ablation, indent=2) + "\n", encoding="utf-8")
-    else:
-        ablation_path.unlink(missing_ok=True)
+    ablation = ablation_groups(rows)
+    ablation_path = write_json_or_remove(out / "ablation.json", ablation or None)
     # The folder is the report of this invocation alone: a figure it does not draw is removed, so a
     # figure from an earlier invocation with other runs never sits beside tables that disagree.
     plot = _figure(out / "ap_vs_label_fraction.png", plot_ap_vs_fraction, groups)
     read = read_logs(curves or [])
     curves_path = _figure(out / "finetune_curves.png", plot_curves, read)
-    curve_rows = val_curves(read)
-    curves_json = out / "val_curves.json"
-    if curve_rows:
-        curves_json.write_text(json.dumps(curve_rows, indent=1) + "\n", encoding="utf-8")
-    else:
-        curves_json.unlink(missing_ok=True)
+    curves_json = write_json_or_remove(out / "val_curves.json", val_curves(read) or None, indent=1)
 
     parts = ["# evcmae label-efficiency study\n"]
     if meta:
@@ -549,10 +541,21 @@ def write_report(
         "table": table,
         "plot": plot,
         "curves": curves_path,
-        "val_curves": curves_json if curve_rows else None,
+        "val_curves": curves_json,
         "groups": groups,
-        "ablation": ablation_path if ablation else None,
+        "ablation": ablation_path,
     }
+
+
+def write_json_or_remove(path: Path, data, indent: int = 2) -> Path | None:
+    """``data`` as JSON at ``path`` and return ``path``; with ``data`` None remove the file instead
+    and return None, so that a file an earlier invocation wrote never outlives it (as _figure does
+    for figures)."""
+    if data is None:
+        path.unlink(missing_ok=True)
+        return None
+    path.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
+    return path
 
 
 def _figure(path: Path, draw, data) -> Path | None:
