@@ -1,7 +1,8 @@
 """BatchNorm statistics re-estimated from data, shared by the probe, fine-tuning's recalibration
-and the study's diagnostics: with batches of 2 a running average (momentum 0.1) mostly remembers
-the last few batches, so these places instead clear the statistics and keep the plain mean over
-every batch they run."""
+and evcmae-evaluate's ``precise_bn``: with batches of 2 a running average (momentum 0.1) mostly
+remembers the last few batches, so these places instead clear the statistics and keep the plain
+mean over every batch they run. Also the check evcmae-evaluate runs on a checkpoint's statistics
+(``near_constant_channels``)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,21 @@ def cumulative_batchnorm(module: nn.Module | None) -> Iterator[list[nn.modules.b
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
+
+
+def near_constant_channels(
+    module: nn.Module | None, below: float = 1e-4, share: float = 0.1
+) -> dict[str, tuple[int, int]]:
+    """``{layer name: (channels with running variance below ``below``, channels)}`` for each
+    BatchNorm of ``module`` where those make up at least ``share`` of its channels. Such a channel
+    was nearly constant on the data its statistics came from; at evaluation BatchNorm scales any
+    deviation from that constant by 1/sqrt(var + eps), about 100 at 1e-4 with eps 1e-5, so a small
+    shift in the input's distribution swamps the layer's output (how one fine-tuned detector in
+    twenty collapsed in results/abl_terms). Healthy checkpoints there have at most one such channel."""
+    found = {}
+    for name, m in module.named_modules() if module is not None else []:
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
+            low, total = int((m.running_var < below).sum()), m.running_var.numel()
+            if total and low >= share * total:
+                found[name] = (low, total)
+    return found

@@ -70,6 +70,9 @@ SIZE_FILTERS: dict[str, tuple[float, float]] = {
 TIME_TOLERANCE_US = {"rvt": 50_000, "yolox": 0}
 
 
+UNMATCHABLE_BOX = (-1e6, -1e6, -1e6 + 100.0, -1e6 + 100.0)  # x1, y1, x2, y2: overlaps no frame
+
+
 def detections_to_boxes(detections, t_us: int, protocol: str = "rvt") -> np.ndarray:
     """``finetune.postprocess`` rows (x1, y1, x2, y2, obj, cls_conf, class) at one label time as
     ``BBOX_DTYPE``, scored as ``protocol`` scores (:func:`finetune.postprocess.evaluation_scores`):
@@ -77,6 +80,13 @@ def detections_to_boxes(detections, t_us: int, protocol: str = "rvt") -> np.ndar
     if hasattr(detections, "detach"):
         detections = detections.detach().cpu().numpy()
     d = np.asarray(detections, dtype=np.float64).reshape(-1, 7)
+    unbounded = ~np.isfinite(d[:, :4]).all(1)
+    if unbounded.any():
+        # A diverged detector decodes boxes with infinite corners (exp overflow). RVT's evaluator
+        # keeps them and their NaN IoU matches nothing: a false positive at its score. A box far
+        # outside the frame is that same false positive in finite numbers, which the box checks accept.
+        d = d.copy()
+        d[unbounded, :4] = UNMATCHABLE_BOX
     out = np.zeros(len(d), dtype=BBOX_DTYPE)
     out["t"] = int(t_us)
     out["x"], out["y"] = d[:, 0], d[:, 1]

@@ -51,6 +51,8 @@ from evcmae.finetune.transfer import encoder_param_groups, load_pretrained, load
 from evcmae.pretrain.checkpointing import rebuild_schedules_on_resume
 from evcmae.pretrain.watch import profiler_span
 
+PRECISE_BN_SCOPES = ("detector", "all")
+
 
 def default_lr(batch_size: int, base: float = 2e-4, base_batch: int = 8) -> float:
     """RVT's square-root scaling: 2e-4 at batch 8."""
@@ -185,6 +187,34 @@ class FinetuneModule(pl.LightningModule):
                         encoder(x)
                         seen += 1
         encoder.train(was_training)
+        return seen
+
+    @torch.no_grad()
+    def precise_bn(self, loader, batches: int, scope: str = "detector") -> int:
+        """Re-estimate BatchNorm statistics on ``batches`` batches of ``loader`` (a training loader:
+        its chunks are run the way training runs them, states carried, labelled windows through the
+        PAFPN and head); returns the number of labelled windows seen. ``scope``: ``detector`` (every
+        BatchNorm outside the sparse encoder, whose statistics stay as trained) or ``all``. Only the
+        BatchNorm layers run in training mode, so dropout and drop-path stay off. A cumulative mean,
+        as ``recalibrate_encoder_bn``: a diagnostic and repair for a checkpoint whose running
+        statistics do not describe its data (``evcmae-evaluate precise_bn=N``)."""
+        if scope not in PRECISE_BN_SCOPES:
+            raise ValueError(f"precise_bn_scope must be one of {PRECISE_BN_SCOPES}, got {scope!r}")
+        owner = self.model if scope == "all" else self.model.detector
+        was_training, seen, states = self.training, 0, None
+        with cumulative_batchnorm(owner) as norms:
+            self.eval()
+            for m in norms:
+                m.train()
+            for b, batch in enumerate(loader):
+                if b >= batches:
+                    break
+                batch = batch.to(self.device) if hasattr(batch, "to") else batch
+                feats, where, states = self._run_chunk(batch, states)
+                if feats is not None:
+                    self.model.forward_detect(feats)
+                    seen += len(where)
+        self.train(was_training)
         return seen
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:

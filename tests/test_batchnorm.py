@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from evcmae.backbones.batchnorm import batchnorms, cumulative_batchnorm
+from evcmae.backbones.batchnorm import batchnorms, cumulative_batchnorm, near_constant_channels
 
 
 def _net() -> nn.Module:
@@ -42,3 +42,14 @@ def test_nothing_to_do_without_batchnorm():
     assert batchnorms(None) == []
     with cumulative_batchnorm(nn.Linear(2, 2)) as norms:
         assert norms == []
+
+
+def test_near_constant_channels_names_layers_at_the_share():
+    net = nn.Sequential(nn.Conv2d(2, 20, 1), nn.BatchNorm2d(20), nn.Conv2d(20, 10, 1), nn.BatchNorm2d(10))
+    assert near_constant_channels(net) == {}  # fresh statistics: variance 1 everywhere
+    net[1].running_var[:2] = 5e-5  # exactly a tenth of 20 channels
+    net[3].running_var[0] = 2e-4  # above the threshold
+    assert near_constant_channels(net) == {"1": (2, 20)}
+    assert near_constant_channels(net, share=0.2) == {}
+    assert near_constant_channels(net, below=1e-3) == {"1": (2, 20), "3": (1, 10)}
+    assert near_constant_channels(None) == {}

@@ -53,6 +53,24 @@ def test_perfect_predictions_give_ap_one():
     assert metrics["AP_S"] is None and metrics["AP_L"] is None  # no 40x40 box is small or large
 
 
+def test_unbounded_detection_is_a_false_positive_at_its_score():
+    """A diverged detector decodes boxes with infinite corners; each counts as a false positive at
+    its score, exactly as a finite box that overlaps nothing (RVT's evaluator: its NaN IoU matches
+    nothing), instead of stopping the evaluation."""
+    gt = gt_two_frames()
+    hit = [(T1, 100, 100, 40, 40, 0, 0.5), (T1, 300, 100, 40, 40, 1, 0.5), (T2, 200, 200, 40, 40, 1, 0.5)]
+    elsewhere = np.array([[500.0, 250.0, 560.0, 310.0, 0.9, 0.9, 1.0]])  # a vehicle box over no object
+    unbounded = np.array([[-np.inf, 250.0, np.inf, np.nan, 0.9, 0.9, 1.0]])
+    scores = {}
+    for name, extra in (("elsewhere", elsewhere), ("unbounded", unbounded)):
+        pred = np.concatenate([boxes(*hit), detections_to_boxes(extra, T1)])
+        assert np.isfinite(pred["x"]).all() and np.isfinite(pred["w"]).all()
+        scores[name] = run(gt, pred)[0]
+    assert scores["unbounded"]["AP"] == pytest.approx(scores["elsewhere"]["AP"])
+    assert scores["unbounded"]["AP_per_class"]["vehicle"] < 1.0  # the false positive outranks both hits
+    assert scores["unbounded"]["AP_per_class"]["pedestrian"] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(
     "shift, iou, expected_ap",
     [

@@ -81,6 +81,41 @@ def test_evaluate_writes_metrics(finetuned, capsys):
 
 
 @pytest.mark.slow
+def test_evaluate_flags_near_constant_batchnorm_and_reestimates_it(finetuned, capsys):
+    """A checkpoint whose PAFPN BatchNorm holds near-zero running variances (how one fine-tuned
+    detector collapsed) is named in a warning and the record; precise_bn=2 re-estimates it from
+    the training data first, and the record says so."""
+    import torch
+    import yaml
+
+    from evcmae.tools.evaluate import main
+
+    ckpt = torch.load(finetuned["ckpt"], map_location="cpu", weights_only=False)
+    key = next(k for k in ckpt["state_dict"] if k.startswith("model.detector.fpn.") and k.endswith("running_var"))
+    ckpt["state_dict"][key][:] = 1e-6
+    damaged = finetuned["out"] / "damaged.ckpt"
+    torch.save(ckpt, damaged)
+    layer = key.removeprefix("model.").removesuffix(".running_var")
+    channels = ckpt["state_dict"][key].numel()
+
+    assert main([f"checkpoint={damaged}", "split=val", f"out={finetuned['out'] / 'eval_damaged'}"]) == 0
+    assert f"{layer} ({channels}/{channels})" in capsys.readouterr().out
+    config = yaml.safe_load((finetuned["out"] / "eval_damaged" / "config.yaml").read_text())
+    assert config["batchnorm_near_constant"] == {layer: [channels, channels]} and config["precise_bn"] is None
+
+    out = finetuned["out"] / "eval_precise"
+    assert main([f"checkpoint={damaged}", "split=val", "precise_bn=2", f"out={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "re-estimated on" in printed and "warning" not in printed
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["precise_bn"]["batches"] == 2 and config["precise_bn"]["labelled_windows"] > 0
+    assert config["batchnorm_near_constant"] == {}
+    assert json.loads((out / "metrics.json").read_text())["AP"] is not None
+    bad = main([f"checkpoint={damaged}", "split=val", "precise_bn=1", "precise_bn_scope=head", f"out={out}2"])
+    assert bad == 2 and "precise_bn_scope must be one of" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_detect_writes_bbox_file(finetuned):
     from evcmae.events.labels import BBOX_DTYPE, load_labels
     from evcmae.tools.detect import main

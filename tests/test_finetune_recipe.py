@@ -62,6 +62,43 @@ def test_bn_recalibration_removes_the_statistics_confound(synth_tiny, tmp_path):
         assert ma.momentum == 0.01  # restored after the cumulative estimate
 
 
+def test_precise_bn_reestimates_the_detector_and_leaves_the_encoder(synth_tiny, tmp_path):
+    """``precise_bn`` (evcmae-evaluate precise_bn=N): every BatchNorm outside the encoder gets the
+    plain mean of what it saw on the training pass, whatever it held before; the encoder's
+    statistics and every weight stay as they were; ``all`` takes the encoder too."""
+    dm, module, _ = _build(tmp_path, synth_tiny, "trainer.max_steps=1")
+    dm.setup("fit")
+    detector_norms = [m for m in module.model.detector.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert detector_norms and _norms(module)
+    for m in detector_norms:
+        m.running_mean.fill_(3.0)  # stale statistics, as a collapsed run leaves
+        m.running_var.fill_(1e-6)
+    weights = {
+        k: v.clone() for k, v in module.model.state_dict().items() if "running" not in k and "num_batches" not in k
+    }
+    encoder_stats = [(m.running_mean.clone(), m.running_var.clone()) for m in _norms(module)]
+    momenta = [m.momentum for m in detector_norms]
+    probe, seen_means = detector_norms[0], []
+    hook = probe.register_forward_hook(lambda m, inp, out: seen_means.append(inp[0].mean((0, 2, 3))))
+    module.eval()  # as evcmae-evaluate loads it
+    windows = module.precise_bn(dm.train_dataloader(), 3)
+    hook.remove()
+    assert windows > 0 and len(seen_means) > 0
+    torch.testing.assert_close(probe.running_mean, torch.stack(seen_means).mean(0))
+    assert int(probe.num_batches_tracked) == len(seen_means)
+    assert all(float(m.running_var.min()) > 1e-6 for m in detector_norms)
+    assert [m.momentum for m in detector_norms] == momenta  # restored after the cumulative mean
+    assert not module.training and all(not m.training for m in detector_norms)  # mode restored
+    for (mean, var), m in zip(encoder_stats, _norms(module)):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+    state = module.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in weights.items())
+    module.precise_bn(dm.train_dataloader(), 3, scope="all")
+    assert any(not torch.equal(m.running_var, var) for (_, var), m in zip(encoder_stats, _norms(module)))
+    with pytest.raises(ValueError, match="precise_bn_scope"):
+        module.precise_bn(dm.train_dataloader(), 1, scope="head")
+
+
 def test_encoder_waits_for_the_first_k_steps(synth_tiny, tmp_path):
     class Snapshots(pl.Callback):
         def __init__(self):

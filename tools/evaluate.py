@@ -5,6 +5,7 @@
     evcmae-evaluate checkpoint=... split=val out=eval_val data.root=/data/etram   # other data
     evcmae-evaluate checkpoint=rvt-t.ckpt data.root=/data/gen4 split=test          # an RVT checkpoint as it is
     evcmae-evaluate checkpoint=... eval.protocol=yolox                             # YOLOX's scoring
+    evcmae-evaluate checkpoint=... split=val precise_bn=20                         # statistics re-estimated first
     evcmae-evaluate labels=GT_DIR detections=DET_DIR classes=gen1                  # *_bbox.npy files
 
 Writes metrics.json (AP, AP50, AP75, AP_S, AP_M, AP_L, AP_class_agnostic, AP_per_class, the
@@ -15,6 +16,13 @@ from the checkpoint (those it was trained with; for an RVT checkpoint, its datas
 overrides any of them. ``eval.KEY=VALUE`` overrides the evaluation (finetune.evaluation.EvalConfig):
 ``eval.protocol=rvt`` (default: RVT's evaluator, class-confidence score, predictions within
 ±50 ms of a label time) or ``yolox`` (objectness × class, exact times); ``eval.backend``.
+
+BatchNorm: a checkpoint's layers whose running variance is below 1e-4 in at least a tenth of their
+channels are named in a warning and in the record (``batchnorm_near_constant``): at evaluation they
+multiply small shifts of their input about a hundredfold, which is how one fine-tuned detector
+collapsed (docs/study.md). ``precise_bn=N`` re-estimates the statistics on N batches of the
+checkpoint's own training data (its labelled subset, seed 0 for the draws) before scoring;
+``precise_bn_scope=detector`` (default: every BatchNorm outside the sparse encoder) or ``all``.
 
 Box files: every ``NAME_bbox.npy`` under ``labels`` is paired with ``NAME_detections_bbox.npy``
 (what evcmae-detect writes) or ``NAME_bbox.npy`` under ``detections``; a detection's score is
@@ -115,6 +123,22 @@ def set_eval_config(datamodule, overrides: dict) -> None:
     datamodule.eval_config = EvalConfig(**{**current, **overrides})
 
 
+def precise_bn_of(module, datamodule, batches: int, scope: str = "detector") -> dict:
+    """Re-estimates ``module``'s BatchNorm statistics on ``batches`` batches of the data module's
+    training loader (seeded, so a repeat gives the same statistics); what was done, for the record."""
+    import torch
+
+    if batches < 0:
+        raise ValueError(f"precise_bn must be a number of batches >= 0, got {batches}")
+    torch.manual_seed(0)
+    datamodule.setup("fit")
+    windows = module.precise_bn(datamodule.train_dataloader(), batches, scope)
+    if not windows:
+        raise ValueError(f"precise_bn={batches}: the training split gave no labelled window to estimate from")
+    print(f"evcmae-evaluate: BatchNorm statistics ({scope}) re-estimated on {windows} labelled windows")
+    return {"batches": batches, "scope": scope, "labelled_windows": windows}
+
+
 def evaluate_checkpoint(
     checkpoint,
     split: str = "test",
@@ -123,9 +147,12 @@ def evaluate_checkpoint(
     accelerator: str = "cpu",
     eval_overrides: dict | None = None,
     dataset: str | None = None,
+    precise_bn: int = 0,
+    precise_bn_scope: str = "detector",
 ) -> dict:
     import pytorch_lightning as pl
 
+    from evcmae.backbones.batchnorm import near_constant_channels
     from evcmae.events.validation import check_class_ids
     from evcmae.finetune.records import ExperimentRecord
     from evcmae.finetune.report import summary_text
@@ -135,6 +162,11 @@ def evaluate_checkpoint(
     module, datamodule = load_checkpoint(checkpoint, data_overrides, dataset=dataset)
     set_eval_config(datamodule, eval_overrides or {})
     datamodule.prepare_data()
+    recalibrated = precise_bn_of(module, datamodule, precise_bn, precise_bn_scope) if precise_bn else None
+    near_constant = near_constant_channels(module.model)
+    if near_constant:
+        layers = ", ".join(f"{name} ({low}/{total})" for name, (low, total) in near_constant.items())
+        print(f"evcmae-evaluate: warning: {checkpoint}: BatchNorm running variance below 1e-4 in {layers}")
     datamodule.splits["test"] = datamodule.splits.get(split, split)
     for rec in datamodule.recordings("test"):  # ids the model has no output for: one line, not a crash
         check_class_ids(
@@ -161,6 +193,8 @@ def evaluate_checkpoint(
             "split": split,
             "eval": asdict(datamodule.eval_config),
             "data": {k: v for k, v in datamodule.__dict__.items() if isinstance(v, (int, float, str))},
+            "precise_bn": recalibrated,
+            "batchnorm_near_constant": {name: list(counts) for name, counts in near_constant.items()},
         },
         name=f"eval-{split}",
     )
@@ -270,6 +304,8 @@ def main(argv=None) -> int:
             args.get("accelerator", "cpu"),
             evals,
             args.get("dataset"),
+            int(args.get("precise_bn") or 0),
+            str(args.get("precise_bn_scope", "detector")),
         )
     except ValueError as exc:  # bad settings, an RVT checkpoint that does not map, ...
         raise SystemExit(f"evcmae-evaluate: {exc}") from None
