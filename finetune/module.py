@@ -25,6 +25,7 @@ under the data module's evaluation filter (``data.eval``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Mapping
 
@@ -177,11 +178,7 @@ class FinetuneModule(pl.LightningModule):
             was_training = encoder.training
             encoder.backbone.train()
             seen = 0
-            loader = self.trainer.datamodule.train_dataloader()
-            for b, batch in enumerate(loader):
-                if b >= batches:
-                    break
-                batch = batch.to(self.device) if hasattr(batch, "to") else batch
+            for batch in self._first_batches(self.trainer.datamodule.train_dataloader(), batches):
                 for x in batch.inputs:
                     if len(x):
                         encoder(x)
@@ -206,16 +203,19 @@ class FinetuneModule(pl.LightningModule):
             self.eval()
             for m in norms:
                 m.train()
-            for b, batch in enumerate(loader):
-                if b >= batches:
-                    break
-                batch = batch.to(self.device) if hasattr(batch, "to") else batch
+            for batch in self._first_batches(loader, batches):
                 feats, where, states = self._run_chunk(batch, states)
                 if feats is not None:
                     self.model.forward_detect(feats)
                     seen += len(where)
         self.train(was_training)
         return seen
+
+    def _first_batches(self, loader, batches: int):
+        """The first ``batches`` batches of ``loader``, on this module's device (the statistics
+        passes above run outside Lightning's loop, which would otherwise move them)."""
+        for batch in itertools.islice(loader, batches):
+            yield batch.to(self.device) if hasattr(batch, "to") else batch
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         encoder = self.model.encoder
