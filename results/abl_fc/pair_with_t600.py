@@ -12,7 +12,7 @@ and the comparison with scratch, on test AP and on best val AP.
 import json
 from pathlib import Path
 
-from evcmae.tools.study_report import ablation_groups, ablation_table, aggregate, markdown_table
+from evcmae.tools.study_report import VAL_CURVE_METRICS, ablation_groups, ablation_table, aggregate, markdown_table
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parent / "t600"
@@ -24,8 +24,8 @@ def rows(folder: Path, conditions: set[str]) -> list[dict]:
 
 
 def best_val_rows(folder: Path, conditions: set[str]) -> list[dict]:
-    """Each run's best val AP (the value its checkpoint was chosen by) and the class-agnostic AP at
-    that validation, as rows the pairing code reads."""
+    """Each run's best val AP (the value its checkpoint was chosen by) and the other metrics
+    val_curves.json keeps at that validation, as rows the pairing code reads."""
     out = []
     for curve in json.loads((folder / "val_curves.json").read_text()):
         if curve["condition"] not in conditions:
@@ -35,9 +35,7 @@ def best_val_rows(folder: Path, conditions: set[str]) -> list[dict]:
             {
                 **{k: curve[k] for k in ("protocol", "condition", "label_fraction", "seed", "repeat")},
                 "split": "val",
-                "AP": curve["AP"][best],
-                "AP50": curve["AP50"][best],
-                "AP_class_agnostic": curve["AP_class_agnostic"][best],
+                **{m: curve[m][best] for m in VAL_CURVE_METRICS},
             }
         )
     return out
