@@ -51,6 +51,18 @@ def _size_aware(option) -> SizeAwareWeight | None:
     return SizeAwareWeight(**dict(option))
 
 
+def set_batchnorm_eps(module: nn.Module, eps: float) -> int:
+    """Set ``eps`` on every BatchNorm in ``module``; returns how many. PyTorch's 1e-5 is what RVT
+    runs; YOLOX trains with 1e-3, which keeps a nearly constant channel (running variance far
+    below eps) from being scaled up by 1/sqrt(var + eps) at evaluation."""
+    if not eps > 0:
+        raise ValueError(f"BatchNorm eps must be > 0, got {eps!r}")
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.eps = float(eps)
+    return len(layers)
+
+
 class Detector(nn.Module):
     def __init__(
         self,
@@ -62,6 +74,7 @@ class Detector(nn.Module):
         partition_size: tuple[int, int] = (6, 10),
         patch_size: int = 4,
         fpn_depth: float | None = None,
+        bn_eps: float | None = None,
     ):
         super().__init__()
         if size not in RVT_SIZES:
@@ -75,6 +88,8 @@ class Detector(nn.Module):
         channels = self.backbone.get_stage_dims(self.fpn_stages)
         self.fpn = PAFPN(channels, self.fpn_stages, FPN_DEPTH[size] if fpn_depth is None else fpn_depth)
         self.head = YOLOXHead(num_classes, channels, self.backbone.get_strides(self.fpn_stages))
+        if bn_eps is not None:
+            set_batchnorm_eps(self, bn_eps)
 
     @property
     def num_classes(self) -> int:

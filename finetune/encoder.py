@@ -87,6 +87,7 @@ class EventDetector(nn.Module):
         fpn_stages: Sequence[int] = (2, 3, 4),
         size_aware=None,
         partition_split: int = 2,
+        bn_eps: float | None = None,
     ):
         super().__init__()
         if input not in INPUTS:
@@ -106,7 +107,9 @@ class EventDetector(nn.Module):
             self.encoder = None
             patch, frame_hw = 4, (self.height, self.width)
         partition = rvt_partition_size(*frame_hw, split_32=partition_split, patch_size=patch)
-        self.detector = Detector(size, num_classes, in_channels, fpn_stages, size_aware, partition, patch)
+        self.detector = Detector(
+            size, num_classes, in_channels, fpn_stages, size_aware, partition, patch, bn_eps=bn_eps
+        )
         # RVT's strides count its own input's pixels; the head must place anchors in label pixels.
         head = self.detector.head
         head.strides = tuple(s * self.input_stride for s in head.strides)

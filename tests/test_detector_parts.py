@@ -252,6 +252,26 @@ def test_stage_fpn_head_shapes(stages):
     assert decoded[..., 4].mean().item() == pytest.approx(0.01, rel=0.5)
 
 
+def test_bn_eps_reaches_every_dense_batchnorm_and_defaults_to_rvts():
+    def eps_of(module):
+        return {m.eps for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+    assert eps_of(Detector("tiny", partition_size=(2, 2))) == {1e-5}  # PyTorch's default, as RVT
+    det = Detector("tiny", partition_size=(2, 2), bn_eps=1e-3)
+    assert eps_of(det.fpn) == eps_of(det.head) == {1e-3}
+    # a channel that was constant on the statistics' data: eval-mode output deviates from beta by
+    # (x - mean) / sqrt(var + eps), so the larger eps scales a small shift ~10x less than 1e-5
+    bn = det.fpn.lateral[1].bn.eval()
+    bn.running_mean.zero_(), bn.running_var.zero_()
+    x = torch.full((1, bn.num_features, 1, 1), 0.01)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            bn(x) - bn.bias[None, :, None, None], 0.01 / (1e-3**0.5) * bn.weight[None, :, None, None]
+        )
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        Detector("tiny", partition_size=(2, 2), bn_eps=0.0)
+
+
 def test_pafpn_three_levels_is_rvts_layout():
     # RVT's neck for tiny: laterals 128->64 and 256->128, top-down CSPs 2c->c, bottom-up CSPs
     # 2c->next level's c, one bottleneck per CSP at depth 0.33 and two at 0.67.

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
@@ -66,6 +67,18 @@ def test_data_and_model_are_built_by_hydra_and_agree():
     assert datamodule.eval_config.min_box_diag == cfg.data.eval.min_box_diag == 8.0
     histogram = instantiate(_compose("finetune", "data=tiny", "model=histogram").model)
     assert histogram.model.encoder is None and (histogram.model.height, histogram.model.width) == (180, 320)
+
+
+def test_bn_eps_option_reaches_the_detector_and_its_checkpoint_but_not_the_encoder():
+    def eps_of(module):
+        return {m.eps for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+    default = instantiate(_compose("finetune", "data=tiny").model)
+    assert eps_of(default.model.detector) == {1e-5}
+    module = instantiate(_compose("finetune", "data=tiny", "model.detector.bn_eps=1e-3").model)
+    assert eps_of(module.model.detector) == {1e-3}
+    assert eps_of(module.model.encoder) == eps_of(default.model.encoder) == {1e-3}  # the sparse backbone's own
+    assert module.hparams.detector["bn_eps"] == 1e-3  # a checkpoint rebuilds the same layers
 
 
 def test_data_module_refuses_unknown_keys_and_bad_class_maps():
