@@ -83,6 +83,17 @@ def test_ablation_at_the_probe_alone():
     assert "--compare" not in alone[-1].overrides and alone[-1].dependencies == ("pretrain-full",)
 
 
+def test_pretraining_no_run_starts_from_is_not_planned():
+    """An ablation at fine-tuning level alone never uses the full method's teacher; a study of
+    pretraining alone keeps every pretraining run."""
+    ablation = ["label_fractions=[]", "frozen.seeds=[]", "probe=null", "ablation.conditions=[no_occupancy]"]
+    jobs = study.plan(study_config(*ablation, "ablation.seeds=[0]"))
+    assert [j.name for j in jobs] == ["pretrain-no_occupancy", "finetune-no_occupancy-labels0.1-seed0"]
+    assert jobs[1].needs == "pretrain-no_occupancy"
+    pretraining_alone = study.plan(study_config(*ablation, "ablation.seeds=[]"))
+    assert [j.name for j in pretraining_alone] == ["pretrain-full", "pretrain-no_occupancy"]
+
+
 def test_pretrained_and_scratch_runs_differ_only_in_the_starting_weights():
     jobs = {j.name: j for j in study.plan(study_config("seeds=[3]"))}
     scratch = jobs["finetune-scratch-labels0.1-seed3"]
