@@ -12,3 +12,8 @@ done
 # Tables and diagnosis:
 python results/bn_eps/compare.py outputs/bn_eps > results/bn_eps/comparison.md
 python results/abl_terms/diagnose_collapse.py outputs/bn_eps/*/checkpoints/best-step=600.ckpt
+# The diagnostic after the runs: each collapse-case checkpoint evaluated on val at the other eps (and at its own, as a control).
+python results/bn_eps/eval_eps.py outputs/collapse_lr/lr0.002/checkpoints/best-step=600.ckpt 0.001 outputs/bn_eps/posthoc/collapse-1e-5-evaluated-at-1e-3
+python results/bn_eps/eval_eps.py outputs/bn_eps/collapse-eps1e-3/checkpoints/best-step=600.ckpt 0.00001 outputs/bn_eps/posthoc/collapse-1e-3-evaluated-at-1e-5
+python results/bn_eps/eval_eps.py outputs/collapse_lr/lr0.002/checkpoints/best-step=600.ckpt 0.00001 outputs/bn_eps/posthoc/collapse-1e-5-evaluated-at-1e-5
+python results/bn_eps/eval_eps.py outputs/bn_eps/collapse-eps1e-3/checkpoints/best-step=600.ckpt 0.001 outputs/bn_eps/posthoc/collapse-1e-3-evaluated-at-1e-3
