@@ -2,7 +2,7 @@
 and evcmae-evaluate's ``precise_bn``: with batches of 2 a running average (momentum 0.1) mostly
 remembers the last few batches, so these places instead clear the statistics and keep the plain
 mean over every batch they run. Also the check evcmae-evaluate runs on a checkpoint's statistics
-(``near_constant_channels``)."""
+(``near_constant_channels``), and the detector's choice of eps (``set_batchnorm_eps``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,18 @@ def batchnorms(module: nn.Module | None) -> list[nn.modules.batchnorm._BatchNorm
     if module is None:
         return []
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def set_batchnorm_eps(module: nn.Module, eps: float) -> int:
+    """Set ``eps`` on every BatchNorm in ``module``; returns how many. PyTorch's 1e-5 is what RVT
+    runs; YOLOX trains with 1e-3, which keeps a nearly constant channel (running variance far
+    below eps) from being scaled up by 1/sqrt(var + eps) at evaluation."""
+    if not eps > 0:
+        raise ValueError(f"BatchNorm eps must be > 0, got {eps!r}")
+    layers = batchnorms(module)
+    for m in layers:
+        m.eps = float(eps)
+    return len(layers)
 
 
 @contextmanager

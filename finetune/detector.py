@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from evcmae.backbones.batchnorm import set_batchnorm_eps
 from evcmae.backbones.pafpn import PAFPN
 from evcmae.backbones.rvt import RVT_SIZES, LstmState, RVTBackbone
 from evcmae.backbones.yolox_head import HeadOutput, SizeAwareWeight, YOLOXHead
@@ -49,18 +50,6 @@ def _size_aware(option) -> SizeAwareWeight | None:
     if isinstance(option, SizeAwareWeight):
         return option
     return SizeAwareWeight(**dict(option))
-
-
-def set_batchnorm_eps(module: nn.Module, eps: float) -> int:
-    """Set ``eps`` on every BatchNorm in ``module``; returns how many. PyTorch's 1e-5 is what RVT
-    runs; YOLOX trains with 1e-3, which keeps a nearly constant channel (running variance far
-    below eps) from being scaled up by 1/sqrt(var + eps) at evaluation."""
-    if not eps > 0:
-        raise ValueError(f"BatchNorm eps must be > 0, got {eps!r}")
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in layers:
-        m.eps = float(eps)
-    return len(layers)
 
 
 class Detector(nn.Module):

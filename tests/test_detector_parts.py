@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from evcmae.backbones import maxvit
+from evcmae.backbones.batchnorm import batchnorms
 from evcmae.backbones.pafpn import PAFPN
 from evcmae.backbones.rvt import ConvLSTM, RVTBackbone, detach_states, reset_states, rvt_partition_size
 from evcmae.backbones.yolox_head import SizeAwareWeight, iou_loss, pairwise_iou, simota_assign
@@ -254,7 +255,7 @@ def test_stage_fpn_head_shapes(stages):
 
 def test_bn_eps_reaches_every_dense_batchnorm_and_defaults_to_rvts():
     def eps_of(module):
-        return {m.eps for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+        return {m.eps for m in batchnorms(module)}
 
     assert eps_of(Detector("tiny", partition_size=(2, 2))) == {1e-5}  # PyTorch's default, as RVT
     det = Detector("tiny", partition_size=(2, 2), bn_eps=1e-3)

@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from evcmae.backbones.batchnorm import batchnorms
 from evcmae.pretrain.checkpointing import newest_loadable
 from evcmae.tools.finetune import pretrained_overrides, with_overrides
 from evcmae.tools.pretrain import config_dir
@@ -71,7 +71,7 @@ def test_data_and_model_are_built_by_hydra_and_agree():
 
 def test_bn_eps_option_reaches_the_detector_and_its_checkpoint_but_not_the_encoder():
     def eps_of(module):
-        return {m.eps for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+        return {m.eps for m in batchnorms(module)}
 
     default = instantiate(_compose("finetune", "data=tiny").model)
     assert eps_of(default.model.detector) == {1e-5}

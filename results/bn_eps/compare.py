@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from evcmae.pretrain.reporting import read_csv_log
+from evcmae.tools.study import latest_csv
 from evcmae.tools.study_report import VAL_CURVE_METRICS, paired_difference
 
 T600 = Path(__file__).resolve().parent.parent / "t600" / "val_curves.json"
@@ -18,8 +19,7 @@ T600 = Path(__file__).resolve().parent.parent / "t600" / "val_curves.json"
 
 def val_curve(run_dir: Path) -> dict:
     """metric -> (steps, values) of the run's newest CSV log."""
-    csv = sorted(glob.glob(str(run_dir / "csv" / "version_*" / "metrics.csv")))[-1]
-    log = read_csv_log(csv)
+    log = read_csv_log(latest_csv(run_dir))
     return {m: log.get(f"val/{m}", ([], [])) for m in VAL_CURVE_METRICS}
 
 
@@ -31,12 +31,11 @@ def best(curve: dict) -> dict:
 
 
 def t600_scratch() -> dict[int, dict]:
-    out = {}
-    for row in json.loads(T600.read_text()):
-        if row["condition"] == "scratch" and row["label_fraction"] == 0.1 and row["protocol"] == "finetune":
-            i = max(range(len(row["AP"])), key=row["AP"].__getitem__)
-            out[row["seed"]] = {"step": row["step"][i], **{m: row[m][i] for m in VAL_CURVE_METRICS}}
-    return out
+    return {
+        row["seed"]: best({m: (row["step"], row[m]) for m in VAL_CURVE_METRICS})
+        for row in json.loads(T600.read_text())
+        if row["condition"] == "scratch" and row["label_fraction"] == 0.1 and row["protocol"] == "finetune"
+    }
 
 
 def pct(x) -> str:
@@ -57,7 +56,7 @@ def pair_line(label: str, own: dict, base: dict) -> str:
 
 
 def main(root: str) -> None:
-    runs = {Path(d).name: val_curve(Path(d)) for d in sorted(glob.glob(f"{root}/*/")) if glob.glob(f"{d}csv/*")}
+    runs = {Path(d).name: val_curve(Path(d)) for d in sorted(glob.glob(f"{root}/*/")) if latest_csv(Path(d))}
     runs = {name: curve for name, curve in runs.items() if curve["AP"][1]}  # validated at least once
     print("| run | val AP at each validation (step: AP) | best val AP | class-agnostic at best |")
     print("|---|---|---:|---:|")

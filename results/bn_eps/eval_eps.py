@@ -8,7 +8,7 @@ eps with another set on the detector's neck and head at evaluation only, to tell
 import sys
 
 import evcmae.tools.evaluate as evaluate
-from evcmae.finetune.detector import set_batchnorm_eps
+from evcmae.backbones.batchnorm import set_batchnorm_eps
 
 
 def main(checkpoint: str, eps: float, out: str, split: str = "val") -> None:
