@@ -288,6 +288,17 @@ def test_package_versions_names_the_installed_numeric_packages():
     assert next(iter(found)) == "python"  # then the packages, by name
 
 
+def test_environment_records_the_kernel_caps_that_are_set(monkeypatch):
+    for name in run_config.KERNEL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    plain = run_config.environment()
+    assert not set(run_config.KERNEL_SETTINGS) & set(plain)  # none set, none recorded
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_CBWR", "")  # set but empty: no cap
+    capped = run_config.environment()
+    assert capped == {**plain, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
 def test_composing_a_runs_config_leaves_a_running_hydra_app_alone():
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir("study"), version_base="1.3"):

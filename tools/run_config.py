@@ -15,6 +15,7 @@ lists both.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from collections import Counter
@@ -160,12 +161,25 @@ def package_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **dict(sorted(found.items()))}
 
 
+# Environment variables that cap the instruction set of torch's, MKL's or oneDNN's CPU kernels, or
+# fix MKL's code path. Each changes training results on the same CPU (results/cpu_kernels), so a
+# run records those set.
+KERNEL_SETTINGS = (
+    "ATEN_CPU_CAPABILITY",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+)
+
+
 def environment() -> dict[str, str]:
-    """``package_versions`` and the instruction set torch's CPU kernels use here (AVX2, AVX512...):
-    the same torch sums floats in another order on another CPU."""
+    """``package_versions``, the instruction set torch's CPU kernels use here (AVX2, AVX512...) and
+    any ``KERNEL_SETTINGS`` set: the same torch sums floats in another order on another CPU."""
     import torch  # a dependency; get_cpu_capability is in every torch setup.py accepts (>= 2.1)
 
-    return {**package_versions(), "torch CPU kernels": torch.backends.cpu.get_cpu_capability()}
+    caps = {name: os.environ[name] for name in KERNEL_SETTINGS if os.environ.get(name)}
+    return {**package_versions(), "torch CPU kernels": torch.backends.cpu.get_cpu_capability(), **caps}
 
 
 def record_environment(run_dir: Path) -> None:
