@@ -280,6 +280,32 @@ def test_environments_line_groups_runs_by_their_package_versions(tmp_path):
     assert line == ("python 3.11.7, numpy 2.4.6 (2 runs), python 3.11.7, numpy 2.3.0 (1 run), not recorded (1 run)")
 
 
+def test_report_names_the_environment_entries_runs_differ_on(tmp_path):
+    base = {"python": "3.11.7", "torch": "2.13.0+cpu", "torch CPU kernels": "AVX512"}
+    envs = {"scratch-seed0": base, "pretrained-seed0": base, "scratch-seed1": {**base, "torch CPU kernels": "AVX2"}}
+    envs["pretrained-seed1"] = {**base, "ONEDNN_MAX_CPU_ISA": "AVX2"}  # a cap set on one run only
+    for name, env in envs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / run_config.ENV_FILE).write_text(json.dumps(env))
+    (tmp_path / "old").mkdir()  # recorded nothing: unknown, not a difference
+    dirs = [tmp_path / n for n in [*envs, "old"]]
+    assert run_config.differing_environment(dirs) == {
+        "ONEDNN_MAX_CPU_ISA": {
+            "not set": ["scratch-seed0", "pretrained-seed0", "scratch-seed1"],
+            "AVX2": ["pretrained-seed1"],
+        },
+        "torch CPU kernels": {
+            "AVX512": ["scratch-seed0", "pretrained-seed0", "pretrained-seed1"],
+            "AVX2": ["scratch-seed1"],
+        },
+    }
+    note = study.mixed_environments_note(dirs)
+    assert "- torch CPU kernels: AVX512: pretrained-seed0, pretrained-seed1, scratch-seed0; AVX2: scratch-seed1" in note
+    assert "- ONEDNN_MAX_CPU_ISA: not set: " in note and note.count("\n- ") == 2
+    same = [tmp_path / n for n in ("scratch-seed0", "pretrained-seed0", "old")]
+    assert run_config.differing_environment(same) == {} and study.mixed_environments_note(same) == ""
+
+
 def test_package_versions_names_the_installed_numeric_packages():
     import numpy
 

@@ -191,12 +191,28 @@ def recorded_environment(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _environment_label(env: dict | None) -> str:
+    return ", ".join(f"{name} {v}" for name, v in env.items()) if env else "not recorded"
+
+
 def environments_line(run_dirs) -> str:
     """The package versions the runs ran on, most runs first; runs on different versions are
     listed apart (``python 3.11.7, torch 2.13.0, ... (8 runs), not recorded (1 run)``), since the
     same code and seed can give other numbers on another numpy or spconv."""
+    return _counted(_environment_label(recorded_environment(d)) for d in run_dirs)
 
-    def label(env: dict | None) -> str:
-        return ", ".join(f"{name} {v}" for name, v in env.items()) if env else "not recorded"
 
-    return _counted(label(recorded_environment(d)) for d in run_dirs)
+def differing_environment(run_dirs) -> dict[str, dict[str, list[str]]]:
+    """The recorded environment entries on which the runs disagree: entry -> value -> the run
+    folders' names, empty when every run that recorded one ran on the same. Runs without an
+    environment.json are left out (unknown is not a difference)."""
+    envs = {Path(d).name: env for d in run_dirs if (env := recorded_environment(d))}
+    entries = sorted({k for env in envs.values() for k in env})
+    differing = {}
+    for entry in entries:
+        values: dict[str, list[str]] = {}
+        for name, env in envs.items():
+            values.setdefault(env.get(entry, "not set"), []).append(name)
+        if len(values) > 1:
+            differing[entry] = values
+    return differing

@@ -654,6 +654,7 @@ def write_results(
         notes += "\n" + probe_table(probe_rows)
     notes += runs_table(finetunes)
     notes += rescored_results(out, runs, finetunes, _eval_protocol(finetunes))
+    notes += mixed_environments_note(j.dir for j in jobs if j.result)
     if failed:
         notes += "\n## Failed runs\n\n" + "\n".join(f"- {name}: {why}" for name, why in failed.items()) + "\n"
     meta = {
@@ -683,6 +684,27 @@ def write_results(
         "# every run's command: commands.sh; every run's composed config: configs/",
     ]
     return write_report(runs, out, curves=curves, commands=commands, notes=notes, meta=meta)
+
+
+def mixed_environments_note(run_dirs) -> str:
+    """A report section naming the environment entries on which the runs differ (empty when they
+    agree): training is deterministic on one machine but not across machines or kernel paths
+    (results/bn_eps, results/cpu_kernels), so a difference paired across them carries that noise
+    as well as the two conditions'."""
+    differing = run_config.differing_environment(run_dirs)
+    if not differing:
+        return ""
+    lines = [
+        "\n## Runs made on different environments\n",
+        "These runs do not share one environment, and fine-tuning does not reproduce across "
+        "environments (the same command and seed gave 0.06 to 1.29 val AP at step 149 on four "
+        "kernel paths, results/cpu_kernels). A paired difference between runs of different "
+        "environments includes that noise.\n",
+    ]
+    for setting, values in differing.items():
+        parts = "; ".join(f"{value}: {', '.join(sorted(names))}" for value, names in values.items())
+        lines.append(f"- {setting}: {parts}")
+    return "\n".join(lines) + "\n"
 
 
 def rescored_results(out: Path, runs: list[dict], finetunes: list[Job], protocol: str | None) -> str:
