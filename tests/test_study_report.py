@@ -11,6 +11,7 @@ from evcmae.tools.study_report import (
     ablation_groups,
     ablation_table,
     aggregate,
+    best_validation,
     ci95,
     interval_text,
     markdown_table,
@@ -233,6 +234,14 @@ def test_read_curve(tmp_path):
 
     no_val = read_curve(write_csv(tmp_path / "loss_only.csv", "step,train/loss\n0,1.0\n"))
     assert no_val == {"train_loss": ([0], [1.0]), "val_AP": ([], [])}
+
+
+def test_best_validation_is_the_first_highest_ap_with_its_metrics():
+    steps = [149, 299, 449, 599]
+    metrics = {"AP": [0.01, 0.25, 0.25, 0.20], "AP_class_agnostic": [0.02, 0.30, 0.40, 0.35]}
+    # Two validations tie on AP: the checkpoint callback keeps the earlier one, and so does this.
+    assert best_validation(steps, metrics) == {"step": 299, "AP": 0.25, "AP_class_agnostic": 0.30}
+    assert best_validation([9], {"AP": [0.0]}) == {"step": 9, "AP": 0.0}
 
 
 def test_write_report(tmp_path):

@@ -495,6 +495,15 @@ def val_curves(curves: list[dict]) -> list[dict]:
     return rows
 
 
+def best_validation(steps: list[int], metrics: dict[str, list]) -> dict:
+    """The validation a run keeps its checkpoint from (the highest val AP; the earliest of equal
+    ones, as the checkpoint callback keeps the first): its step and every metric there. ``metrics``
+    maps names to values aligned with ``steps``, ``AP`` among them (a val_curves.json row's layout)."""
+    ap = metrics["AP"]
+    i = max(range(len(ap)), key=ap.__getitem__)
+    return {"step": steps[i], **{name: values[i] for name, values in metrics.items()}}
+
+
 REPORT_FILE = "README.md"  # rewritten by every invocation of the study
 HAND_NOTES = "notes.md"  # a person's notes on a study, kept in the report's folder across invocations
 

@@ -12,7 +12,14 @@ and the comparison with scratch, on test AP and on best val AP.
 import json
 from pathlib import Path
 
-from evcmae.tools.study_report import VAL_CURVE_METRICS, ablation_groups, ablation_table, aggregate, markdown_table
+from evcmae.tools.study_report import (
+    VAL_CURVE_METRICS,
+    ablation_groups,
+    ablation_table,
+    aggregate,
+    best_validation,
+    markdown_table,
+)
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parent / "t600"
@@ -30,12 +37,12 @@ def best_val_rows(folder: Path, conditions: set[str]) -> list[dict]:
     for curve in json.loads((folder / "val_curves.json").read_text()):
         if curve["condition"] not in conditions:
             continue
-        best = max(range(len(curve["AP"])), key=lambda i: curve["AP"][i])
+        best = best_validation(curve["step"], {m: curve[m] for m in VAL_CURVE_METRICS})
         out.append(
             {
                 **{k: curve[k] for k in ("protocol", "condition", "label_fraction", "seed", "repeat")},
                 "split": "val",
-                **{m: curve[m][best] for m in VAL_CURVE_METRICS},
+                **{m: best[m] for m in VAL_CURVE_METRICS},
             }
         )
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evcmae.pretrain.reporting import read_csv_log
 from evcmae.tools.study import latest_csv
-from evcmae.tools.study_report import VAL_CURVE_METRICS, paired_difference
+from evcmae.tools.study_report import VAL_CURVE_METRICS, best_validation, paired_difference
 
 T600 = Path(__file__).resolve().parent.parent / "t600" / "val_curves.json"
 
@@ -25,9 +25,7 @@ def val_curve(run_dir: Path) -> dict:
 
 def best(curve: dict) -> dict:
     """The metrics at the validation with the highest AP (the checkpoint the run would keep)."""
-    steps, ap = curve["AP"]
-    i = max(range(len(ap)), key=ap.__getitem__)
-    return {"step": steps[i], **{m: curve[m][1][i] for m in VAL_CURVE_METRICS}}
+    return best_validation(curve["AP"][0], {m: curve[m][1] for m in VAL_CURVE_METRICS})
 
 
 def t600_scratch() -> dict[int, dict]:
