@@ -1,0 +1,83 @@
+"""The tables of notes.md: each run's val curve, the full method against scratch at each eps on best
+val AP, and on test for the default eps once its checkpoints are evaluated, paired by seed with the
+study report's own code (aggregate, markdown_table: mean, 95 % t-interval, wins).
+
+    python results/same_install/compare.py outputs > results/same_install/comparison.md
+
+Run from the clone the runs ran in: OUTPUTS/bn_eps holds the scratch runs, OUTPUTS/same_install
+the full method's, each best checkpoint's test evaluation in its eval_test/ folder."""
+
+import json
+import sys
+from pathlib import Path
+
+from evcmae.pretrain.reporting import read_csv_log
+from evcmae.tools.study import latest_csv
+from evcmae.tools.study_report import METRIC_KEYS, aggregate, best_validation, markdown_table, summary_rows
+
+SEEDS = (0, 1, 2, 3)
+EPS = ("1e-5", "1e-3")
+VALIDATIONS = 4  # a 600-step run validated every 150 steps; fewer means it has not finished
+RUNS = {"scratch": "bn_eps/scratch-eps{eps}-seed{seed}", "pretrained": "same_install/full-eps{eps}-seed{seed}"}
+
+
+def run_dirs(root: Path, eps: str):
+    for condition, pattern in RUNS.items():
+        for seed in SEEDS:
+            yield condition, seed, root / pattern.format(eps=eps, seed=seed)
+
+
+def val_curve(run_dir: Path) -> tuple[list[int], dict[str, list]] | None:
+    """(steps, metric -> values) of the run's validations, None before it has run all of them."""
+    csv = latest_csv(run_dir)
+    if csv is None:
+        return None
+    log = read_csv_log(csv)
+    steps = log.get("val/AP", ([], []))[0]
+    if len(steps) < VALIDATIONS:
+        return None
+    return steps, {m: log[f"val/{m}"][1] for m in METRIC_KEYS}
+
+
+def pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def main(root: Path) -> None:
+    print("| run | val AP at each validation (step: AP) | best val AP | class-agnostic at best |")
+    print("|---|---|---:|---:|")
+    val_rows: dict[str, list[dict]] = {eps: [] for eps in EPS}
+    for eps in EPS:
+        for condition, seed, run_dir in run_dirs(root, eps):
+            curve = val_curve(run_dir)
+            if curve is None:
+                print(f"| {run_dir.name} | not finished | | |")
+                continue
+            steps, metrics = curve
+            best = best_validation(steps, metrics)
+            points = " / ".join(f"{s}: {pct(v)}" for s, v in zip(steps, metrics["AP"], strict=True))
+            print(f"| {run_dir.name} | {points} | {pct(best['AP'])} | {pct(best['AP_class_agnostic'])} |")
+            run = {"condition": condition, "label_fraction": 0.1, "seed": seed, "metrics": best}
+            val_rows[eps] += [{**row, "split": "val"} for row in summary_rows([run])]
+    for eps in EPS:
+        print(f"\n### eps {eps}: best val AP, the full method (`pretrained`) against scratch, paired by seed\n")
+        print(markdown_table(aggregate(val_rows[eps])))
+    tested = []
+    for condition, seed, run_dir in run_dirs(root, EPS[0]):
+        metrics = run_dir / "eval_test" / "metrics.json"
+        if metrics.is_file():
+            tested.append(
+                {
+                    "condition": condition,
+                    "label_fraction": 0.1,
+                    "seed": seed,
+                    "metrics": json.loads(metrics.read_text()),
+                }
+            )
+    if tested:
+        print(f"\n### eps {EPS[0]}: test AP at each run's best-val checkpoint, tested once\n")
+        print(markdown_table(aggregate(summary_rows(tested))))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs"))
