@@ -5,3 +5,10 @@ for SEED in 0 1 2 3; do
 eval $FT seed=$SEED record.root=outputs/same_install/full-eps1e-5-seed$SEED/record hydra.run.dir=outputs/same_install/full-eps1e-5-seed$SEED
 eval $FT seed=$SEED model.detector.bn_eps=0.001 record.root=outputs/same_install/full-eps1e-3-seed$SEED/record hydra.run.dir=outputs/same_install/full-eps1e-3-seed$SEED
 done
+# After all eight had chosen their checkpoints: each default-eps pair's best checkpoint tested once.
+for RUN in outputs/bn_eps/scratch-eps1e-5-seed{0,1,2,3} outputs/same_install/full-eps1e-5-seed{0,1,2,3}; do
+evcmae-evaluate checkpoint=$RUN/checkpoints/best-step=600.ckpt split=test out=$RUN/eval_test
+done
+# Tables and diagnosis:
+python results/same_install/compare.py outputs > results/same_install/comparison.md
+python results/abl_terms/diagnose_collapse.py outputs/same_install/*/checkpoints/best-step=600.ckpt
