@@ -12,3 +12,8 @@ done
 # Tables and diagnosis:
 python results/same_install/compare.py outputs > results/same_install/comparison.md
 python results/abl_terms/diagnose_collapse.py outputs/same_install/*/checkpoints/best-step=600.ckpt
+# Added after the four-seed results: seeds 4 and 5 at the default eps, scratch (as results/bn_eps's command) and the full method.
+for SEED in 4 5; do
+eval ${FT% model.pretrained=*} seed=$SEED record.root=outputs/same_install/scratch-eps1e-5-seed$SEED/record hydra.run.dir=outputs/same_install/scratch-eps1e-5-seed$SEED
+eval $FT seed=$SEED record.root=outputs/same_install/full-eps1e-5-seed$SEED/record hydra.run.dir=outputs/same_install/full-eps1e-5-seed$SEED
+done
