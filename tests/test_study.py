@@ -282,28 +282,34 @@ def test_environments_line_groups_runs_by_their_package_versions(tmp_path):
 
 def test_report_names_the_environment_entries_runs_differ_on(tmp_path):
     base = {"python": "3.11.7", "torch": "2.13.0+cpu", "torch CPU kernels": "AVX512"}
-    envs = {"scratch-seed0": base, "pretrained-seed0": base, "scratch-seed1": {**base, "torch CPU kernels": "AVX2"}}
-    envs["pretrained-seed1"] = {**base, "ONEDNN_MAX_CPU_ISA": "AVX2"}  # a cap set on one run only
+    envs = {"finetune/scratch-seed0": base, "finetune/pretrained-seed0": base}
+    envs["finetune/scratch-seed1"] = {**base, "torch CPU kernels": "AVX2"}
+    envs["finetune/pretrained-seed1"] = {**base, "ONEDNN_MAX_CPU_ISA": "AVX2"}  # a cap set on one run only
+    envs["pretrain/scratch-seed0"] = base  # the same name in another folder stays a run of its own
     for name, env in envs.items():
-        (tmp_path / name).mkdir()
+        (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / run_config.ENV_FILE).write_text(json.dumps(env))
-    (tmp_path / "old").mkdir()  # recorded nothing: unknown, not a difference
-    dirs = [tmp_path / n for n in [*envs, "old"]]
+    (tmp_path / "finetune" / "old").mkdir()  # recorded nothing: unknown, not a difference
+    dirs = [tmp_path / n for n in [*envs, "finetune/old"]]
+    same = ["finetune/scratch-seed0", "finetune/pretrained-seed0", "pretrain/scratch-seed0"]
     assert run_config.differing_environment(dirs) == {
         "ONEDNN_MAX_CPU_ISA": {
-            "not set": ["scratch-seed0", "pretrained-seed0", "scratch-seed1"],
-            "AVX2": ["pretrained-seed1"],
+            "not set": [*same[:2], "finetune/scratch-seed1", same[2]],
+            "AVX2": ["finetune/pretrained-seed1"],
         },
         "torch CPU kernels": {
-            "AVX512": ["scratch-seed0", "pretrained-seed0", "pretrained-seed1"],
-            "AVX2": ["scratch-seed1"],
+            "AVX512": [*same[:2], "finetune/pretrained-seed1", same[2]],
+            "AVX2": ["finetune/scratch-seed1"],
         },
     }
     note = study.mixed_environments_note(dirs)
-    assert "- torch CPU kernels: AVX512: pretrained-seed0, pretrained-seed1, scratch-seed0; AVX2: scratch-seed1" in note
+    assert (
+        "- torch CPU kernels: AVX512: finetune/pretrained-seed0, finetune/pretrained-seed1, "
+        "finetune/scratch-seed0, pretrain/scratch-seed0; AVX2: finetune/scratch-seed1"
+    ) in note
     assert "- ONEDNN_MAX_CPU_ISA: not set: " in note and note.count("\n- ") == 2
-    same = [tmp_path / n for n in ("scratch-seed0", "pretrained-seed0", "old")]
-    assert run_config.differing_environment(same) == {} and study.mixed_environments_note(same) == ""
+    agreeing = [tmp_path / n for n in [*same, "finetune/old"]]
+    assert run_config.differing_environment(agreeing) == {} and study.mixed_environments_note(agreeing) == ""
 
 
 def test_package_versions_names_the_installed_numeric_packages():

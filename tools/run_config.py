@@ -204,9 +204,10 @@ def environments_line(run_dirs) -> str:
 
 def differing_environment(run_dirs) -> dict[str, dict[str, list[str]]]:
     """The recorded environment entries on which the runs disagree: entry -> value -> the run
-    folders' names, empty when every run that recorded one ran on the same. Runs without an
-    environment.json are left out (unknown is not a difference)."""
-    envs = {Path(d).name: env for d in run_dirs if (env := recorded_environment(d))}
+    folders, each as ``parent/name`` (``finetune/scratch-labels0.1-seed0``, ``pretrain/full``), empty
+    when every run that recorded one ran on the same. Runs without an environment.json are left out
+    (unknown is not a difference)."""
+    envs = {f"{Path(d).parent.name}/{Path(d).name}": env for d in run_dirs if (env := recorded_environment(d))}
     entries = sorted({k for env in envs.values() for k in env})
     differing = {}
     for entry in entries:
