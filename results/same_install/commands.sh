@@ -17,3 +17,7 @@ for SEED in 4 5; do
 eval ${FT% model.pretrained=*} seed=$SEED record.root=outputs/same_install/scratch-eps1e-5-seed$SEED/record hydra.run.dir=outputs/same_install/scratch-eps1e-5-seed$SEED
 eval $FT seed=$SEED record.root=outputs/same_install/full-eps1e-5-seed$SEED/record hydra.run.dir=outputs/same_install/full-eps1e-5-seed$SEED
 done
+# A diagnostic after the runs: the seed-1 pair rescored on test under objectness x class.
+for RUN in outputs/same_install/full-eps1e-5-seed1 outputs/bn_eps/scratch-eps1e-5-seed1; do
+evcmae-evaluate checkpoint=$RUN/checkpoints/best-step=600.ckpt split=test eval.protocol=yolox out=$RUN/eval_test_yolox
+done
