@@ -16,10 +16,12 @@ from evcmae.tools.study_report import (
     interval_text,
     markdown_table,
     read_curve,
+    read_logs,
     refresh_hand_notes,
     signed_text,
     summary_rows,
     t_quantile,
+    val_curves,
     write_report,
 )
 
@@ -242,6 +244,19 @@ def test_best_validation_is_the_first_highest_ap_with_its_metrics():
     # Two validations tie on AP: the checkpoint callback keeps the earlier one, and so does this.
     assert best_validation(steps, metrics) == {"step": 299, "AP": 0.25, "AP_class_agnostic": 0.30}
     assert best_validation([9], {"AP": [0.0]}) == {"step": 9, "AP": 0.0}
+
+
+def test_val_curves_keeps_the_metrics_asked_for(tmp_path):
+    log = write_csv(
+        tmp_path / "metrics.csv",
+        "epoch,step,train/loss,val/AP,val/AP50,val/AP_S,val/AP_class_agnostic\n"
+        "0,9,2.5,,,,\n0,9,,0.1,0.2,0.05,0.3\n1,19,,0.15,0.25,,0.35\n",
+    )
+    curves = read_logs([{"condition": "scratch", "label_fraction": 0.1, "seed": 2, "csv": log}])
+    row = {"condition": "scratch", "label_fraction": 0.1, "seed": 2, "step": [9, 19]}
+    # The report's own file keeps AP, AP50 and class-agnostic AP; a caller may ask for AP_S too.
+    assert val_curves(curves) == [{**row, "AP": [0.1, 0.15], "AP50": [0.2, 0.25], "AP_class_agnostic": [0.3, 0.35]}]
+    assert val_curves(curves, ("AP", "AP_S", "AP75")) == [{**row, "AP": [0.1, 0.15], "AP_S": [0.05, None]}]
 
 
 def test_write_report(tmp_path):

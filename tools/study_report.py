@@ -478,15 +478,16 @@ def plot_curves(curves: list[dict], path) -> None:
 VAL_CURVE_METRICS = ("AP", "AP50", "AP_class_agnostic")
 
 
-def val_curves(curves: list[dict]) -> list[dict]:
+def val_curves(curves: list[dict], metrics: tuple[str, ...] = VAL_CURVE_METRICS) -> list[dict]:
     """Each fine-tuning run's validation metrics along its steps, one row per run: what
     finetune_curves.png draws, as numbers, so that a comparison along the runs (a gap by step) can
     be recomputed from the report once the run folders are gone. Every metric is a list aligned with
-    ``step`` (None where that validation did not log it). ``curves`` are read by read_logs."""
+    ``step`` (None where that validation did not log it). ``curves`` are read by read_logs;
+    ``metrics`` are the names kept (val_curves.json keeps VAL_CURVE_METRICS)."""
     rows = []
     for curve in curves:
         series = curve["series"]
-        logged = {m: dict(zip(*series[f"val/{m}"], strict=True)) for m in VAL_CURVE_METRICS if f"val/{m}" in series}
+        logged = {m: dict(zip(*series[f"val/{m}"], strict=True)) for m in metrics if f"val/{m}" in series}
         steps = sorted({step for values in logged.values() for step in values})
         if not steps:
             continue

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from evcmae.tools.study import latest_csv
 from evcmae.tools.study_report import (
-    VAL_CURVE_METRICS,
+    METRIC_KEYS,
     aggregate,
     best_validation,
     markdown_table,
@@ -53,12 +53,12 @@ def main(root: Path) -> None:
     print("|---|---|---:|---:|")
     val = []
     for curve in read_logs(logged):
-        rows = val_curves([curve])  # [] before the run's first validation
+        rows = val_curves([curve], METRIC_KEYS)  # [] before the run's first validation
         if not rows or len(rows[0]["step"]) < VALIDATIONS:
             print(f"| {curve['name']} | not finished | | |")
             continue
         row = rows[0]
-        best = best_validation(row["step"], {m: row[m] for m in VAL_CURVE_METRICS})
+        best = best_validation(row["step"], {m: row[m] for m in METRIC_KEYS})
         points = " / ".join(f"{s}: {pct(v)}" for s, v in zip(row["step"], row["AP"], strict=True))
         print(f"| {curve['name']} | {points} | {pct(best['AP'])} | {pct(best['AP_class_agnostic'])} |")
         val.append({**curve, "metrics": best})

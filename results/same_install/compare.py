@@ -11,9 +11,16 @@ import json
 import sys
 from pathlib import Path
 
-from evcmae.pretrain.reporting import read_csv_log
 from evcmae.tools.study import latest_csv
-from evcmae.tools.study_report import METRIC_KEYS, aggregate, best_validation, markdown_table, summary_rows
+from evcmae.tools.study_report import (
+    METRIC_KEYS,
+    aggregate,
+    best_validation,
+    markdown_table,
+    read_logs,
+    summary_rows,
+    val_curves,
+)
 
 PREREGISTERED_SEEDS = (0, 1, 2, 3)
 SEEDS = (0, 1, 2, 3, 4, 5)  # 4 and 5 added after the four-seed result (notes.md)
@@ -36,13 +43,10 @@ def run_dirs(root: Path, eps: str):
 def val_curve(run_dir: Path) -> tuple[list[int], dict[str, list]] | None:
     """(steps, metric -> values) of the run's validations, None before it has run all of them."""
     csv = latest_csv(run_dir)
-    if csv is None:
+    rows = val_curves(read_logs([{"condition": "", "label_fraction": 0.1, "csv": csv}]), METRIC_KEYS) if csv else []
+    if not rows or len(rows[0]["step"]) < VALIDATIONS:
         return None
-    log = read_csv_log(csv)
-    steps = log.get("val/AP", ([], []))[0]
-    if len(steps) < VALIDATIONS:
-        return None
-    return steps, {m: log[f"val/{m}"][1] for m in METRIC_KEYS}
+    return rows[0]["step"], {m: rows[0][m] for m in METRIC_KEYS}
 
 
 def pct(x) -> str:
