@@ -59,9 +59,9 @@ def main(root: Path) -> None:
             print(f"| {curve['name']} | not finished | | |")
             continue
         row = rows[0]
-        best = best_validation(row["step"], {m: row[m] for m in METRIC_KEYS})
+        best = best_validation(row["step"], {m: row[m] for m in METRIC_KEYS if m in row})
         points = " / ".join(f"{s}: {pct(v)}" for s, v in zip(row["step"], row["AP"], strict=True))
-        print(f"| {curve['name']} | {points} | {pct(best['AP'])} | {pct(best['AP_class_agnostic'])} |")
+        print(f"| {curve['name']} | {points} | {pct(best['AP'])} | {pct(best.get('AP_class_agnostic'))} |")
         val.append({**curve, "metrics": best})
     finished = {(v["condition"], v["seed"]) for v in val}  # a stopped run's checkpoint is not tested here
     test = [

@@ -46,7 +46,7 @@ def val_curve(run_dir: Path) -> tuple[list[int], dict[str, list]] | None:
     rows = val_curves(read_logs([{"condition": "", "label_fraction": 0.1, "csv": csv}]), METRIC_KEYS) if csv else []
     if not rows or len(rows[0]["step"]) < VALIDATIONS:
         return None
-    return rows[0]["step"], {m: rows[0][m] for m in METRIC_KEYS}
+    return rows[0]["step"], {m: rows[0][m] for m in METRIC_KEYS if m in rows[0]}
 
 
 def pct(x) -> str:
@@ -66,7 +66,7 @@ def main(root: Path) -> None:
             steps, metrics = curve
             best = best_validation(steps, metrics)
             points = " / ".join(f"{s}: {pct(v)}" for s, v in zip(steps, metrics["AP"], strict=True))
-            print(f"| {run_dir.name} | {points} | {pct(best['AP'])} | {pct(best['AP_class_agnostic'])} |")
+            print(f"| {run_dir.name} | {points} | {pct(best['AP'])} | {pct(best.get('AP_class_agnostic'))} |")
             run = {"condition": condition, "label_fraction": 0.1, "seed": seed, "metrics": best}
             val_rows[eps] += [{**row, "split": "val"} for row in summary_rows([run])]
     for eps in EPS:
