@@ -46,9 +46,9 @@ def pct(x) -> str:
 def main(root: Path) -> None:
     runs = [(c, s, d) for c, s, d in run_dirs(root) if d.is_dir()]
     logged = [
-        {"condition": c, "label_fraction": 0.1, "seed": s, "csv": latest_csv(d), "name": f"{d.parent.name}/{d.name}"}
+        {"condition": c, "label_fraction": 0.1, "seed": s, "csv": csv, "name": f"{d.parent.name}/{d.name}"}
         for c, s, d in runs
-        if latest_csv(d) is not None
+        if (csv := latest_csv(d)) is not None
     ]
     print("| run | val AP at each validation (step: AP) | best val AP | class-agnostic at best |")
     print("|---|---|---:|---:|")

@@ -11,13 +11,13 @@ import json
 import sys
 from pathlib import Path
 
+from evcmae.pretrain.reporting import read_csv_log
 from evcmae.tools.study import latest_csv
 from evcmae.tools.study_report import (
     METRIC_KEYS,
     aggregate,
     best_validation,
     markdown_table,
-    read_logs,
     summary_rows,
     val_curves,
 )
@@ -43,7 +43,7 @@ def run_dirs(root: Path, eps: str):
 def val_curve(run_dir: Path) -> tuple[list[int], dict[str, list]] | None:
     """(steps, metric -> values) of the run's validations, None before it has run all of them."""
     csv = latest_csv(run_dir)
-    rows = val_curves(read_logs([{"condition": "", "label_fraction": 0.1, "csv": csv}]), METRIC_KEYS) if csv else []
+    rows = val_curves([{"series": read_csv_log(csv)}], METRIC_KEYS) if csv else []
     if not rows or len(rows[0]["step"]) < VALIDATIONS:
         return None
     return rows[0]["step"], {m: rows[0][m] for m in METRIC_KEYS if m in rows[0]}
