@@ -49,19 +49,29 @@ def cumulative_batchnorm(module: nn.Module | None) -> Iterator[list[nn.modules.b
             m.momentum = momentum
 
 
+# The eps the near-constant check is calibrated at: PyTorch's default, which RVT runs.
+REFERENCE_EPS = 1e-5
+
+
 def near_constant_channels(
     module: nn.Module | None, below: float = 1e-4, share: float = 0.1
 ) -> dict[str, tuple[int, int]]:
-    """``{layer name: (channels with running variance below ``below``, channels)}`` for each
-    BatchNorm of ``module`` where those make up at least ``share`` of its channels. Such a channel
-    was nearly constant on the data its statistics came from; at evaluation BatchNorm scales any
-    deviation from that constant by 1/sqrt(var + eps), about 100 at 1e-4 with eps 1e-5, so a small
-    shift in the input's distribution swamps the layer's output (how one fine-tuned detector in
-    twenty collapsed in results/abl_terms). Healthy checkpoints there have at most one such channel."""
+    """``{layer name: (near-constant channels, channels)}`` for each BatchNorm of ``module`` where
+    those make up at least ``share`` of its channels. Such a channel was nearly constant on the data
+    its statistics came from; at evaluation BatchNorm scales any deviation from that constant by
+    1/sqrt(var + eps), about 100 at running variance 1e-4 with eps 1e-5, so a small shift in the
+    input's distribution swamps the layer's output (how one fine-tuned detector in twenty collapsed
+    in results/abl_terms). Healthy checkpoints there have at most one such channel.
+
+    A channel counts when that scale exceeds what running variance ``below`` gives at eps 1e-5
+    (``var + eps < below + 1e-5``): the layer's own eps decides, so at eps 1e-3 (YOLOX's, or
+    ``model.detector.bn_eps``) no variance is flagged, since no channel is scaled by more than
+    about 32."""
     found = {}
+    limit = below + REFERENCE_EPS
     for name, m in module.named_modules() if module is not None else []:
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
-            low, total = int((m.running_var < below).sum()), m.running_var.numel()
+            low, total = int((m.running_var + m.eps < limit).sum()), m.running_var.numel()
             if total and low >= share * total:
                 found[name] = (low, total)
     return found

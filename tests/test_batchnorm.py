@@ -53,3 +53,15 @@ def test_near_constant_channels_names_layers_at_the_share():
     assert near_constant_channels(net, share=0.2) == {}
     assert near_constant_channels(net, below=1e-3) == {"1": (2, 20), "3": (1, 10)}
     assert near_constant_channels(None) == {}
+
+
+def test_near_constant_channels_counts_each_layers_eps():
+    # At eps 1e-3 a channel of variance 5e-5 is scaled by about 31 at evaluation, not about 123:
+    # the same statistics that flag a layer at RVT's eps 1e-5 are harmless there.
+    net = nn.Sequential(nn.BatchNorm2d(10), nn.BatchNorm2d(10, eps=1e-3))
+    net[0].running_var[:5] = 5e-5
+    net[1].running_var[:5] = 5e-5
+    assert near_constant_channels(net) == {"0": (5, 10)}
+    # The threshold is on var + eps: at eps 5e-5 a variance of 5e-5 sits at 1e-4 < 1.1e-4.
+    net[1].eps = 5e-5
+    assert near_constant_channels(net) == {"0": (5, 10), "1": (5, 10)}

@@ -17,11 +17,12 @@ overrides any of them. ``eval.KEY=VALUE`` overrides the evaluation (finetune.eva
 ``eval.protocol=rvt`` (default: RVT's evaluator, class-confidence score, predictions within
 ±50 ms of a label time) or ``yolox`` (objectness × class, exact times); ``eval.backend``.
 
-BatchNorm: a checkpoint's layers whose running variance is below 1e-4 in at least a tenth of their
-channels are named in a warning and in the record (``batchnorm_near_constant``): at evaluation they
-multiply small shifts of their input about a hundredfold, which is how one fine-tuned detector
-collapsed (docs/study.md). ``precise_bn=N`` re-estimates the statistics on N batches of the
-checkpoint's own training data (its labelled subset, seed 0 for the draws) before scoring;
+BatchNorm: a checkpoint's layers whose running variance is below 1e-4 (var + eps below 1.1e-4, so
+the layer's own eps counts) in at least a tenth of their channels are named in a warning and in the
+record (``batchnorm_near_constant``): at evaluation they multiply small shifts of their input about
+a hundredfold, which is how one fine-tuned detector collapsed (docs/study.md). ``precise_bn=N``
+re-estimates the statistics on N batches of the checkpoint's own training data (its labelled
+subset, seed 0 for the draws) before scoring;
 ``precise_bn_scope=detector`` (default: every BatchNorm outside the sparse encoder) or ``all``.
 
 Box files: every ``NAME_bbox.npy`` under ``labels`` is paired with ``NAME_detections_bbox.npy``
@@ -166,7 +167,9 @@ def evaluate_checkpoint(
     near_constant = near_constant_channels(module.model)
     if near_constant:
         layers = ", ".join(f"{name} ({low}/{total})" for name, (low, total) in near_constant.items())
-        print(f"evcmae-evaluate: warning: {checkpoint}: BatchNorm running variance below 1e-4 in {layers}")
+        print(
+            f"evcmae-evaluate: warning: {checkpoint}: near-constant BatchNorm channels (variance + eps < 1.1e-4) in {layers}"
+        )
     datamodule.splits["test"] = datamodule.splits.get(split, split)
     for rec in datamodule.recordings("test"):  # ids the model has no output for: one line, not a crash
         check_class_ids(
