@@ -658,3 +658,17 @@ def test_the_runs_table_names_each_runs_labelled_recordings(tmp_path):
     job = study.Job("f", "finetune", tmp_path / "a", [], "scratch", 0.1, 0, result={"AP": 0.05})
     row = [line for line in study.runs_table([job]).splitlines() if line.startswith("| finetune")][0]
     assert "| train_004, train_014 (565) |" in row and "| 5.00 |" in row
+
+
+def test_the_report_names_runs_flagged_for_near_constant_batchnorm(tmp_path):
+    flagged = study.Job("finetune-pretrained-10-s7", "finetune", tmp_path / "a", [], result={"AP": 0.0843})
+    healthy = study.Job("finetune-scratch-10-s7", "finetune", tmp_path / "b", [], result={"AP": 0.1535})
+    untested = study.Job("finetune-scratch-10-s8", "finetune", tmp_path / "c", [])
+    for job, found in ((flagged, "{detector.fpn.lateral.1.bn: [109, 128]}"), (healthy, "{}")):
+        (job.dir / "eval_test").mkdir(parents=True)
+        (job.dir / "eval_test" / "config.yaml").write_text(f"split: test\nbatchnorm_near_constant: {found}\n")
+    note = study.flagged_runs_note([flagged, healthy, untested])
+    assert note.startswith("\n## Runs flagged at evaluation\n")
+    listed = [line for line in note.splitlines() if line.startswith("- ")]
+    assert listed == ["- finetune-pretrained-10-s7: detector.fpn.lateral.1.bn (109/128); test AP 8.43"]
+    assert study.flagged_runs_note([healthy, untested]) == ""

@@ -653,6 +653,7 @@ def write_results(
     if probe_rows is not None:
         notes += "\n" + probe_table(probe_rows)
     notes += runs_table(finetunes)
+    notes += flagged_runs_note(finetunes)
     notes += rescored_results(out, runs, finetunes, _eval_protocol(finetunes))
     notes += mixed_environments_note(j.dir for j in jobs if j.result)
     if failed:
@@ -705,6 +706,34 @@ def mixed_environments_note(run_dirs) -> str:
         parts = "; ".join(f"{value}: {', '.join(sorted(names))}" for value, names in values.items())
         lines.append(f"- {setting}: {parts}")
     return "\n".join(lines) + "\n"
+
+
+def flagged_runs_note(finetunes: list[Job]) -> str:
+    """A report section naming the runs whose tested checkpoint evcmae-evaluate flagged for
+    near-constant BatchNorm channels (``batchnorm_near_constant`` in eval_test/config.yaml), the
+    state of the fine-tuned detectors that collapsed at evaluation (docs/study.md); empty when none
+    is flagged. Their rows stay in the tables as they ran: the note says where to look, not what
+    to leave out."""
+    lines = []
+    for job in finetunes:
+        record = job.dir / "eval_test" / "config.yaml"
+        if not record.is_file():
+            continue
+        flagged = OmegaConf.to_container(OmegaConf.load(record)).get("batchnorm_near_constant") or {}
+        if flagged:
+            layers = ", ".join(f"{name} ({low}/{total})" for name, (low, total) in flagged.items())
+            test_ap = job.result.get("AP")
+            ap = f"; test AP {100 * test_ap:.2f}" if test_ap is not None else ""
+            lines.append(f"- {job.name}: {layers}{ap}")
+    if not lines:
+        return ""
+    head = (
+        "\n## Runs flagged at evaluation\n\n"
+        "In these runs' tested checkpoints a tenth or more of a BatchNorm layer's channels are nearly "
+        "constant (running variance + eps below 1.1e-4), as in the fine-tuned detectors that collapsed "
+        "at evaluation (docs/study.md). Their rows count as they ran.\n\n"
+    )
+    return head + "\n".join(lines) + "\n"
 
 
 def rescored_results(out: Path, runs: list[dict], finetunes: list[Job], protocol: str | None) -> str:
