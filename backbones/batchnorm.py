@@ -75,3 +75,9 @@ def near_constant_channels(
             if total and low >= share * total:
                 found[name] = (low, total)
     return found
+
+
+def near_constant_text(found: dict) -> str:
+    """near_constant_channels' result as one line: ``layer (low/total), ...``; the form a warning
+    and a report share. Takes the pairs as a record reads them back too (lists, not tuples)."""
+    return ", ".join(f"{name} ({low}/{total})" for name, (low, total) in found.items())

@@ -153,7 +153,7 @@ def evaluate_checkpoint(
 ) -> dict:
     import pytorch_lightning as pl
 
-    from evcmae.backbones.batchnorm import near_constant_channels
+    from evcmae.backbones.batchnorm import near_constant_channels, near_constant_text
     from evcmae.events.validation import check_class_ids
     from evcmae.finetune.records import ExperimentRecord
     from evcmae.finetune.report import summary_text
@@ -166,9 +166,9 @@ def evaluate_checkpoint(
     recalibrated = precise_bn_of(module, datamodule, precise_bn, precise_bn_scope) if precise_bn else None
     near_constant = near_constant_channels(module.model)
     if near_constant:
-        layers = ", ".join(f"{name} ({low}/{total})" for name, (low, total) in near_constant.items())
         print(
-            f"evcmae-evaluate: warning: {checkpoint}: near-constant BatchNorm channels (variance + eps < 1.1e-4) in {layers}"
+            f"evcmae-evaluate: warning: {checkpoint}: near-constant BatchNorm channels (variance + eps < 1.1e-4) "
+            f"in {near_constant_text(near_constant)}"
         )
     datamodule.splits["test"] = datamodule.splits.get(split, split)
     for rec in datamodule.recordings("test"):  # ids the model has no output for: one line, not a crash

@@ -714,6 +714,8 @@ def flagged_runs_note(finetunes: list[Job]) -> str:
     state of the fine-tuned detectors that collapsed at evaluation (docs/study.md); empty when none
     is flagged. Their rows stay in the tables as they ran: the note says where to look, not what
     to leave out."""
+    from evcmae.backbones.batchnorm import near_constant_text  # torch: not at the study's start-up
+
     lines = []
     for job in finetunes:
         record = job.dir / "eval_test" / "config.yaml"
@@ -721,10 +723,9 @@ def flagged_runs_note(finetunes: list[Job]) -> str:
             continue
         flagged = OmegaConf.to_container(OmegaConf.load(record)).get("batchnorm_near_constant") or {}
         if flagged:
-            layers = ", ".join(f"{name} ({low}/{total})" for name, (low, total) in flagged.items())
             test_ap = job.result.get("AP")
             ap = f"; test AP {100 * test_ap:.2f}" if test_ap is not None else ""
-            lines.append(f"- {job.name}: {layers}{ap}")
+            lines.append(f"- {job.name}: {near_constant_text(flagged)}{ap}")
     if not lines:
         return ""
     head = (

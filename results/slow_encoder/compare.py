@@ -10,6 +10,7 @@ a tenth of the rate), OUTPUTS/new_seeds the full-rate runs of the same seeds and
 
 import json
 import sys
+from functools import cache
 from pathlib import Path
 
 from evcmae.pretrain.reporting import read_csv_log
@@ -34,6 +35,7 @@ def interval(ci) -> str:
     return "–" if ci is None else f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
 
 
+@cache  # the val table and collect() ask for the same runs
 def best_val(run: Path) -> tuple[dict | None, str]:
     """The run's best validation (AP and the rest) and its val curve as text; None if unfinished."""
     csv = latest_csv(run)
